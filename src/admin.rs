@@ -1,0 +1,142 @@
+//! The admin listener (loopback by default, never the public port): `/live`, `/ready` and `/status`.
+//! `/status` is a stable JSON document that the operator commands read; fields are only added.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::pool::{Pool, Publisher, Snapshot};
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub publisher: Arc<Publisher>,
+    started: Instant,
+}
+
+impl AdminState {
+    pub fn new(publisher: Arc<Publisher>) -> AdminState {
+        AdminState {
+            publisher,
+            started: Instant::now(),
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/live" => reply(StatusCode::OK, "text/plain", "live\n".into()),
+        "/ready" => {
+            if is_ready(&state.publisher.load()) {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: no pool loaded yet\n".into(),
+                )
+            }
+        }
+        "/status" => {
+            let body = serde_json::to_vec_pretty(&status(state)).unwrap_or_default();
+            reply(StatusCode::OK, "application/json", body)
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /status, /live or /ready\n".into(),
+        ),
+    }
+}
+
+/// Ready once the active pool has members: before that every proxied request would be a 503.
+pub fn is_ready(s: &Snapshot) -> bool {
+    !s.active.is_empty()
+}
+
+/// The `/status` document.
+pub fn status(state: &AdminState) -> Value {
+    let snap = state.publisher.load_full();
+    json!({
+        "zerodown_version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "ready": is_ready(&snap),
+        "generation": snap.generation,
+        "pools": {
+            "active": pool_json(&snap.active),
+            "standby": pool_json(&snap.standby),
+        },
+        "source": snap.source,
+        "swaps": state.publisher.history(),
+    })
+}
+
+fn pool_json(p: &Pool) -> Value {
+    let instances: Vec<Value> = p
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.instance.id,
+                "address": m.instance.address,
+                "version": m.instance.version,
+                "tags": m.instance.tags,
+                "in_flight": m.upstream.in_flight(),
+                "idle_connections": m.upstream.idle_connections(),
+                "ejected_for_ms": m.upstream.health.ejected_for().map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    json!({ "version": p.version, "hold": p.hold, "instances": instances })
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}

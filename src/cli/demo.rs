@@ -1,0 +1,121 @@
+//! `zerodown demo` and `zerodown demo-backend`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::serve::{effective_config, run_with};
+use super::{DemoArgs, EXIT_USAGE};
+use crate::config::{FileSourceConfig, SourceConfig};
+use crate::demo::{self, Backend};
+
+/// The four demo instances: two v1 (active), two v2 (standby).
+fn instances() -> [(&'static str, &'static str, &'static str, &'static str); 4] {
+    [
+        ("hello-v1-a", "v1", "active", demo::MESSI),
+        ("hello-v1-b", "v1", "active", demo::MESSI),
+        ("hello-v2-a", "v2", "standby", demo::RONALDO),
+        ("hello-v2-b", "v2", "standby", demo::RONALDO),
+    ]
+}
+
+pub fn run(args: DemoArgs) -> ExitCode {
+    let mut cfg = match effective_config(&args.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zerodown: invalid config: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // Bind the instances on a small runtime of their own, so they outlive the proxy's reloads.
+    let backends = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zerodown: cannot start the demo runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut file = String::from("# zerodown demo instances. Edit the tags and save: the proxy applies it within a second.\n");
+    for (id, version, tag, message) in instances() {
+        let backend = Backend {
+            version: version.into(),
+            message: message.into(),
+        };
+        let addr = match backends.block_on(demo::spawn_backend(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            backend,
+        )) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("zerodown: cannot start demo instance {id}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        file.push_str(&format!(
+            "\n[[instances]]\nid = \"{id}\"\naddress = \"{addr}\"\nversion = \"{version}\"\ntags = [\"{tag}\"]\n"
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("zerodown-demo-{}", std::process::id()));
+    let path: PathBuf = dir.join("upstreams.toml");
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, &file)) {
+        eprintln!("zerodown: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let source = SourceConfig::File(FileSourceConfig {
+        path: path.clone(),
+        poll_interval: std::time::Duration::from_millis(500),
+    });
+    cfg.source = source.clone();
+    let reload_args = args.serve.clone();
+    let code = run_with(
+        cfg,
+        move || {
+            let mut c = effective_config(&reload_args)?;
+            c.source = source.clone();
+            Ok(c)
+        },
+        |d| {
+            let port = d.public_addr.port();
+            let admin = d.admin_addr.map(|a| a.to_string()).unwrap_or_default();
+            eprintln!(
+                "\nzerodown demo is running.\n  curl localhost:{port}/hello     -> v1 (active)\n  curl localhost:{port}/standby   -> v2 (standby)\n  curl {admin}/status    -> what it routes to\n  Switch versions: swap \"active\" and \"standby\" in {}\n  Stop with Ctrl-C.\n",
+                path.display()
+            );
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(backends);
+    code
+}
+
+pub fn run_backend(listen: SocketAddr, version: String, message: String) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zerodown: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("zerodown: cannot listen on {listen}: {e} (choose another address with --listen)");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("demo instance {version} answering GET /hello on {listen}");
+        tokio::select! {
+            _ = demo::serve_backend(listener, Backend { version, message }) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,89 @@
+//! The `zerodown` command line. Flag names are an interface scripts depend on: keep them.
+
+mod check;
+mod demo;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+/// EX_USAGE from sysexits.h: the config or the command line is wrong.
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zerodown",
+    version,
+    about = "Reverse-proxy load balancer that switches a service between two versions with zero dropped requests"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy daemon.
+    Serve(ServeArgs),
+    /// Validate a config file, print the effective configuration, exit 0 (valid) or 64 (invalid).
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+    /// Run the proxy with four built-in demo instances (v1 active, v2 standby).
+    Demo(DemoArgs),
+    /// Run one demo instance answering `GET /hello`.
+    DemoBackend {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "v1")]
+        version: String,
+        #[arg(long, default_value = crate::demo::MESSI)]
+        message: String,
+    },
+}
+
+/// Flags shared by `serve` and `demo`; each overrides the config file.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without it the embedded defaults apply (see config/zerodown.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Public listen address [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address for /status, /live, /ready [default: 127.0.0.1:9901].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Log format [default: json].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Runtime worker threads; 0 means one per core [default: 0].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Runs the parsed command; the binary's `main` only calls this.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig { file } => check::run(&file),
+        Command::Demo(args) => demo::run(args),
+        Command::DemoBackend {
+            listen,
+            version,
+            message,
+        } => demo::run_backend(listen, version, message),
+    }
+}

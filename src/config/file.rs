@@ -1,0 +1,93 @@
+//! The config file's format, exactly as written by operators. Every key is optional (defaults live in
+//! [`super::Config::default`]); unknown keys are refused so a typo cannot silently keep a default.
+//! Values that need checking are `Spanned` so the error can name their line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+type Opt<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub pools: PoolsSection,
+    pub source: Option<SourceSection>,
+    pub routes: Option<Spanned<Vec<RouteSection>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Opt<String>,
+    pub admin_listen: Opt<String>,
+    pub health_path: Opt<String>,
+    pub threads: Opt<usize>,
+    pub drain_timeout: Opt<String>,
+    pub header_timeout: Opt<String>,
+    pub keepalive_timeout: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Opt<String>,
+    pub level: Opt<String>,
+    pub access_log: Opt<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub connect_timeout: Opt<String>,
+    pub response_timeout: Opt<String>,
+    pub idle_timeout: Opt<String>,
+    pub max_idle_per_instance: Opt<usize>,
+    pub max_attempts: Opt<usize>,
+    pub eject_after: Opt<u32>,
+    pub eject_for: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolsSection {
+    pub active_tag: Opt<String>,
+    pub standby_tag: Opt<String>,
+    pub single_version: Opt<bool>,
+}
+
+/// One flat table for every source kind: serde's tagged enums lose spans, and a flat table lets the
+/// error say "key `x` does not apply to kind = \"file\"".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    pub kind: Opt<String>,
+    // file
+    pub path: Opt<String>,
+    pub poll_interval: Opt<String>,
+    // consul
+    pub address: Opt<String>,
+    pub service: Opt<String>,
+    pub datacenter: Opt<String>,
+    pub consistency: Opt<String>,
+    pub wait: Opt<String>,
+    pub token_file: Opt<String>,
+    pub version_meta_key: Opt<String>,
+    pub version_tag_pattern: Opt<String>,
+    pub active_selector: Opt<String>,
+    pub kv_key: Opt<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub prefix: Spanned<String>,
+    pub pool: Spanned<String>,
+    pub rewrite: Opt<String>,
+}

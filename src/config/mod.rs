@@ -1,0 +1,212 @@
+//! Validated configuration. The file format lives in [`file`]; this module turns it into values the
+//! daemon can use, refusing anything invalid with the file, line and key ([`ConfigError`]).
+//! Precedence: command-line flags, then the file, then the defaults of [`Config::default`], which
+//! `config/zerodown.toml` documents (a test keeps the two equal).
+
+pub mod duration;
+mod error;
+pub(crate) use error::Source as TextSource;
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use error::ConfigError;
+
+/// Everything the daemon needs, checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub upstream: UpstreamConfig,
+    pub pools: PoolsConfig,
+    pub source: SourceConfig,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Answered locally with 200 `healthy`; `None` (an empty string in the file) turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    /// Runtime worker threads; 0 means one per core.
+    pub threads: usize,
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+    /// Also bounds an idle HTTP/1 keep-alive connection: hyper starts this timer when it waits for a head.
+    #[serde(serialize_with = "ser_duration")]
+    pub header_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `zerodown=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamConfig {
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// From the request sent to the response head received.
+    #[serde(serialize_with = "ser_duration")]
+    pub response_timeout: Duration,
+    /// Idle pooled connections older than this are closed rather than reused.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    pub max_idle_per_instance: usize,
+    /// Instances tried for one request when connecting fails (the request was never sent).
+    pub max_attempts: usize,
+    /// Consecutive connect failures that eject an instance.
+    pub eject_after: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub eject_for: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolsConfig {
+    pub active_tag: String,
+    pub standby_tag: String,
+    /// Route each pool to one version at a time while its candidates hold several.
+    pub single_version: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    File(FileSourceConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
+    #[serde(serialize_with = "ser_duration")]
+    pub poll_interval: Duration,
+}
+
+/// Which pool a route sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolName {
+    Active,
+    Standby,
+}
+
+impl PoolName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolName::Active => "active",
+            PoolName::Standby => "standby",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// Matched on whole path segments: `/standby` matches `/standby` and `/standby/x`, not `/standbyx`.
+    pub prefix: String,
+    pub pool: PoolName,
+    /// Replaces the matched prefix before the request goes upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig {
+                listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+                admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+                health_path: Some("/health".into()),
+                threads: 0,
+                drain_timeout: Duration::from_secs(30),
+                header_timeout: Duration::from_secs(10),
+                keepalive_timeout: Duration::from_secs(75),
+            },
+            log: LogConfig {
+                format: LogFormat::Json,
+                level: "info".into(),
+                access_log: true,
+            },
+            upstream: UpstreamConfig {
+                connect_timeout: Duration::from_secs(2),
+                response_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(60),
+                max_idle_per_instance: 256,
+                max_attempts: 3,
+                eject_after: 3,
+                eject_for: Duration::from_secs(10),
+            },
+            pools: PoolsConfig {
+                active_tag: "active".into(),
+                standby_tag: "standby".into(),
+                single_version: true,
+            },
+            source: SourceConfig::File(FileSourceConfig {
+                path: PathBuf::from("config/upstreams.toml"),
+                poll_interval: Duration::from_secs(1),
+            }),
+            routes: default_routes(),
+        }
+    }
+}
+
+/// The routes of the nginx config zerodown replaces.
+pub fn default_routes() -> Vec<Route> {
+    vec![
+        Route {
+            prefix: "/standby".into(),
+            pool: PoolName::Standby,
+            rewrite: Some("/hello".into()),
+        },
+        Route {
+            prefix: "/".into(),
+            pool: PoolName::Active,
+            rewrite: None,
+        },
+    ]
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &origin, base)
+    }
+
+    /// Validates config text; `origin` names it in errors, `base` anchors relative paths.
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        validate::parse(text, origin, base)
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn render(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&duration::render(*d))
+}

@@ -1,0 +1,299 @@
+//! File format → validated [`Config`]. Each check names the key, the problem and the fix.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::Source;
+use super::file::{FileConfig, RouteSection, SourceSection};
+use super::{
+    duration, Config, ConfigError, FileSourceConfig, LogFormat, PoolName, Route, SourceConfig,
+};
+
+type Opt<T> = Option<Spanned<T>>;
+
+pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+    let src = Source { origin, text };
+    let raw: FileConfig = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+    let mut cfg = Config::default();
+
+    let s = raw.server;
+    set(&mut cfg.server.listen, s.listen, |v| {
+        addr(&src, v, "server.listen")
+    })?;
+    set(&mut cfg.server.admin_listen, s.admin_listen, |v| {
+        addr(&src, v, "server.admin_listen")
+    })?;
+    if let Some(v) = s.health_path {
+        cfg.server.health_path = if v.get_ref().is_empty() {
+            None
+        } else {
+            Some(path_prefix(&src, &v, "server.health_path")?)
+        };
+    }
+    set(&mut cfg.server.threads, s.threads, |v| Ok(*v.get_ref()))?;
+    set(&mut cfg.server.drain_timeout, s.drain_timeout, |v| {
+        dur(&src, v, "server.drain_timeout")
+    })?;
+    set(&mut cfg.server.header_timeout, s.header_timeout, |v| {
+        positive(&src, v, "server.header_timeout")
+    })?;
+    set(
+        &mut cfg.server.keepalive_timeout,
+        s.keepalive_timeout,
+        |v| positive(&src, v, "server.keepalive_timeout"),
+    )?;
+
+    let l = raw.log;
+    set(&mut cfg.log.format, l.format, |v| {
+        match v.get_ref().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => Err(src.at(
+                Some(v.span()),
+                format!("log.format: unknown format {other:?} (use \"json\" or \"text\")"),
+            )),
+        }
+    })?;
+    set(&mut cfg.log.level, l.level, |v| {
+        tracing_subscriber::EnvFilter::try_new(v.get_ref())
+            .map(|_| v.get_ref().clone())
+            .map_err(|e| {
+                src.at(
+                    Some(v.span()),
+                    format!("log.level: invalid filter {:?}: {e} (use e.g. \"info\" or \"zerodown=debug\")", v.get_ref()),
+                )
+            })
+    })?;
+    set(&mut cfg.log.access_log, l.access_log, |v| Ok(*v.get_ref()))?;
+
+    let u = raw.upstream;
+    set(&mut cfg.upstream.connect_timeout, u.connect_timeout, |v| {
+        positive(&src, v, "upstream.connect_timeout")
+    })?;
+    set(
+        &mut cfg.upstream.response_timeout,
+        u.response_timeout,
+        |v| positive(&src, v, "upstream.response_timeout"),
+    )?;
+    set(&mut cfg.upstream.idle_timeout, u.idle_timeout, |v| {
+        positive(&src, v, "upstream.idle_timeout")
+    })?;
+    set(
+        &mut cfg.upstream.max_idle_per_instance,
+        u.max_idle_per_instance,
+        |v| Ok(*v.get_ref()),
+    )?;
+    set(&mut cfg.upstream.max_attempts, u.max_attempts, |v| {
+        at_least_one(&src, v, "upstream.max_attempts").map(|n| n as usize)
+    })?;
+    set(&mut cfg.upstream.eject_after, u.eject_after, |v| {
+        at_least_one(&src, v, "upstream.eject_after").map(|n| n as u32)
+    })?;
+    set(&mut cfg.upstream.eject_for, u.eject_for, |v| {
+        dur(&src, v, "upstream.eject_for")
+    })?;
+
+    let p = raw.pools;
+    set(&mut cfg.pools.active_tag, p.active_tag, |v| {
+        tag(&src, v, "pools.active_tag")
+    })?;
+    set(&mut cfg.pools.standby_tag, p.standby_tag, |v| {
+        tag(&src, v, "pools.standby_tag")
+    })?;
+    set(&mut cfg.pools.single_version, p.single_version, |v| {
+        Ok(*v.get_ref())
+    })?;
+    if cfg
+        .pools
+        .active_tag
+        .eq_ignore_ascii_case(&cfg.pools.standby_tag)
+    {
+        return Err(src.at(
+            None,
+            format!(
+                "pools.active_tag and pools.standby_tag are both {:?}: give the two pools different tags",
+                cfg.pools.active_tag
+            ),
+        ));
+    }
+
+    if let Some(source) = raw.source {
+        cfg.source = source_config(&src, source, base)?;
+    }
+    if let Some(routes) = raw.routes {
+        cfg.routes = route_table(&src, routes)?;
+    }
+    Ok(cfg)
+}
+
+/// Applies an optional file value over a default.
+fn set<T, R>(
+    slot: &mut R,
+    value: Opt<T>,
+    check: impl FnOnce(&Spanned<T>) -> Result<R, ConfigError>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = value {
+        *slot = check(&v)?;
+    }
+    Ok(())
+}
+
+fn addr(src: &Source, v: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+    v.get_ref().parse().map_err(|_| {
+        src.at(
+            Some(v.span()),
+            format!(
+                "{key}: invalid address {:?} (expected IP:PORT, e.g. \"0.0.0.0:8080\")",
+                v.get_ref()
+            ),
+        )
+    })
+}
+
+fn dur(src: &Source, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+    duration::parse(v.get_ref()).map_err(|e| src.at(Some(v.span()), format!("{key}: {e}")))
+}
+
+fn positive(src: &Source, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+    let d = dur(src, v, key)?;
+    if d.is_zero() {
+        return Err(src.at(Some(v.span()), format!("{key}: must be greater than zero")));
+    }
+    Ok(d)
+}
+
+fn at_least_one<T: Copy + TryInto<u64>>(
+    src: &Source,
+    v: &Spanned<T>,
+    key: &str,
+) -> Result<u64, ConfigError> {
+    let n: u64 = (*v.get_ref()).try_into().unwrap_or(u64::MAX);
+    if n == 0 {
+        return Err(src.at(Some(v.span()), format!("{key}: must be at least 1")));
+    }
+    Ok(n)
+}
+
+fn tag(src: &Source, v: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+    let t = v.get_ref().trim();
+    if t.is_empty() || t.contains(char::is_whitespace) {
+        return Err(src.at(
+            Some(v.span()),
+            format!(
+                "{key}: {:?} is not a usable tag (non-empty, no spaces)",
+                v.get_ref()
+            ),
+        ));
+    }
+    Ok(t.to_string())
+}
+
+fn path_prefix(src: &Source, v: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+    let p = v.get_ref();
+    if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+        return Err(src.at(
+            Some(v.span()),
+            format!(
+                "{key}: {p:?} is not a path (it must start with '/' and hold no '?', '#' or space)"
+            ),
+        ));
+    }
+    // A trailing slash would make segment matching miss the bare prefix.
+    let trimmed = p.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
+}
+
+fn source_config(src: &Source, s: SourceSection, base: &Path) -> Result<SourceConfig, ConfigError> {
+    let kind = s.kind.as_ref().map(|k| k.get_ref().clone());
+    let kind_span = s.kind.as_ref().map(|k| k.span());
+    match kind.as_deref().unwrap_or("file") {
+        "file" => {
+            let consul_only: [(&str, &Opt<String>); 10] = [
+                ("address", &s.address),
+                ("service", &s.service),
+                ("datacenter", &s.datacenter),
+                ("consistency", &s.consistency),
+                ("wait", &s.wait),
+                ("token_file", &s.token_file),
+                ("version_meta_key", &s.version_meta_key),
+                ("version_tag_pattern", &s.version_tag_pattern),
+                ("active_selector", &s.active_selector),
+                ("kv_key", &s.kv_key),
+            ];
+            if let Some((key, Some(v))) = consul_only.iter().find(|(_, v)| v.is_some()) {
+                return Err(src.at(
+                    Some(v.span()),
+                    format!("source.{key}: only applies to kind = \"consul\", not \"file\""),
+                ));
+            }
+            let Some(path) = s.path else {
+                return Err(src.at(
+                    kind_span,
+                    "source.path: missing (kind = \"file\" needs path = \"upstreams.toml\")",
+                ));
+            };
+            let mut cfg = FileSourceConfig {
+                path: base.join(path.get_ref()),
+                poll_interval: Duration::from_secs(1),
+            };
+            set(&mut cfg.poll_interval, s.poll_interval, |v| {
+                positive(src, v, "source.poll_interval")
+            })?;
+            Ok(SourceConfig::File(cfg))
+        }
+        other => Err(src.at(
+            kind_span,
+            format!("source.kind: unknown kind {other:?} (use \"file\")"),
+        )),
+    }
+}
+
+fn route_table(
+    src: &Source,
+    routes: Spanned<Vec<RouteSection>>,
+) -> Result<Vec<Route>, ConfigError> {
+    let span = routes.span();
+    let mut out: Vec<Route> = Vec::new();
+    for r in routes.into_inner() {
+        let prefix = path_prefix(src, &r.prefix, "routes.prefix")?;
+        if out.iter().any(|o| o.prefix == prefix) {
+            return Err(src.at(
+                Some(r.prefix.span()),
+                format!("routes.prefix: {prefix:?} is listed twice: keep one route per prefix"),
+            ));
+        }
+        let pool = match r.pool.get_ref().as_str() {
+            "active" => PoolName::Active,
+            "standby" => PoolName::Standby,
+            other => {
+                return Err(src.at(
+                    Some(r.pool.span()),
+                    format!("routes.pool: unknown pool {other:?} (use \"active\" or \"standby\")"),
+                ))
+            }
+        };
+        let rewrite = match r.rewrite {
+            Some(v) => Some(path_prefix(src, &v, "routes.rewrite")?),
+            None => None,
+        };
+        out.push(Route {
+            prefix,
+            pool,
+            rewrite,
+        });
+    }
+    if out.is_empty() {
+        return Err(src.at(
+            Some(span),
+            "routes: the list is empty, so nothing would be proxied (remove the key to use the defaults)",
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,170 @@
+//! The `file` source: instances listed in a TOML file, re-read when its content changes. Polling
+//! (rather than inotify) sees every way editors and tools replace a file, including rename-over and
+//! bind mounts; the file is small, so reading it each interval is cheap.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{split_by_tags, UpstreamSource};
+use crate::config::{ConfigError, FileSourceConfig, PoolsConfig, TextSource};
+use crate::pool::{Candidates, Instance, Publisher, SourceInfo};
+
+/// The upstreams file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamsFile {
+    #[serde(default)]
+    instances: Vec<InstanceEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceEntry {
+    id: Option<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    version: Option<String>,
+}
+
+/// Parses and checks an upstreams file; errors name the file, line and key.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<Instance>, ConfigError> {
+    let src = TextSource { origin, text };
+    let raw: UpstreamsFile = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+    let mut out: Vec<Instance> = Vec::with_capacity(raw.instances.len());
+    for e in raw.instances {
+        let address = e.address.get_ref().trim().to_string();
+        let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(src.at(
+                Some(e.address.span()),
+                format!(
+                    "instances.address: {address:?} is not HOST:PORT (e.g. \"127.0.0.1:9001\")"
+                ),
+            ));
+        }
+        let id = e.id.unwrap_or_else(|| address.clone());
+        if out.iter().any(|o| o.id == id) {
+            return Err(src.at(
+                Some(e.address.span()),
+                format!("instances.id: {id:?} is listed twice: give each instance its own id"),
+            ));
+        }
+        out.push(Instance {
+            id,
+            address,
+            version: e.version.unwrap_or_else(|| "unknown".into()),
+            tags: e.tags,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and parses the file at `path`.
+pub fn load(path: &Path) -> Result<Vec<Instance>, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        origin: origin.clone(),
+        source,
+    })?;
+    parse(&text, &origin)
+}
+
+pub struct FileSource {
+    cfg: FileSourceConfig,
+    pools: PoolsConfig,
+}
+
+impl FileSource {
+    pub fn new(cfg: FileSourceConfig, pools: PoolsConfig) -> FileSource {
+        FileSource { cfg, pools }
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "file",
+            origin: self.cfg.path.display().to_string(),
+            index: None,
+        }
+    }
+}
+
+impl UpstreamSource for FileSource {
+    fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let path: PathBuf = self.cfg.path.clone();
+            let mut last_text: Option<String> = None;
+            let mut last_error: Option<String> = None;
+            let mut tick = tokio::time::interval(self.cfg.poll_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let text = match tokio::fs::read_to_string(&path).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let msg =
+                            format!("{}: cannot read the upstreams file: {e}", path.display());
+                        if last_error.as_deref() != Some(msg.as_str()) {
+                            tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file unreadable: the current pools keep serving");
+                            last_error = Some(msg);
+                        }
+                        continue;
+                    }
+                };
+                if last_text.as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                match parse(&text, &path.display().to_string()) {
+                    Ok(instances) => {
+                        if last_error.take().is_some() {
+                            tracing::info!(target: "zerodown::source", source = "file", "upstreams file valid again");
+                        }
+                        let (active, standby) = split_by_tags(instances, &self.pools);
+                        publisher.offer(Candidates {
+                            active,
+                            standby,
+                            source: self.info(),
+                        });
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if last_error.as_deref() != Some(msg.as_str()) {
+                            tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file rejected: the current pools keep serving");
+                            last_error = Some(msg);
+                        }
+                    }
+                }
+                last_text = Some(text);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_instances_with_defaults() {
+        let text = "[[instances]]\naddress = \"127.0.0.1:9001\"\ntags = [\"active\"]\nversion = \"v1\"\n\n[[instances]]\nid = \"b\"\naddress = \"localhost:9002\"\n";
+        let v = parse(text, "u.toml").unwrap();
+        assert_eq!(v[0].id, "127.0.0.1:9001");
+        assert_eq!(v[1].version, "unknown");
+        assert!(v[1].tags.is_empty());
+    }
+
+    #[test]
+    fn bad_address_names_line_and_key() {
+        let text = "[[instances]]\naddress = \"127.0.0.1\"\n";
+        let e = parse(text, "u.toml").unwrap_err().to_string();
+        assert!(e.starts_with("u.toml:2:"), "{e}");
+        assert!(e.contains("instances.address"), "{e}");
+    }
+}

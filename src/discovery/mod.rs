@@ -1,0 +1,45 @@
+//! Upstream sources. Each one reports the *whole* instance set whenever it may have changed (a
+//! reset, never a diff) to the [`Publisher`], which gates and publishes it; sources never touch the
+//! snapshot themselves, so the gates exist once.
+
+pub mod file;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::{PoolsConfig, SourceConfig};
+use crate::pool::{Instance, Publisher};
+
+/// A source of upstream instances, run as one task until aborted.
+pub trait UpstreamSource: Send + 'static {
+    /// Watches the source forever, offering every new view to `publisher`. Errors are logged and
+    /// retried inside; returning would leave the pools frozen, so implementations never return.
+    fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Builds the source a config names.
+pub fn from_config(source: &SourceConfig, pools: &PoolsConfig) -> Box<dyn UpstreamSource> {
+    match source {
+        SourceConfig::File(f) => Box::new(file::FileSource::new(f.clone(), pools.clone())),
+    }
+}
+
+/// Splits instances into (active, standby) by tag, compared case-insensitively as Consul does.
+/// An instance carrying neither tag serves nowhere.
+pub fn split_by_tags(
+    instances: Vec<Instance>,
+    pools: &PoolsConfig,
+) -> (Vec<Instance>, Vec<Instance>) {
+    let has = |i: &Instance, tag: &str| i.tags.iter().any(|t| t.eq_ignore_ascii_case(tag));
+    let standby = instances
+        .iter()
+        .filter(|i| has(i, &pools.standby_tag))
+        .cloned()
+        .collect();
+    let active = instances
+        .into_iter()
+        .filter(|i| has(i, &pools.active_tag))
+        .collect();
+    (active, standby)
+}

@@ -1,0 +1,67 @@
+//! Errors on the request path and the one place they become HTTP statuses.
+
+use http::StatusCode;
+
+/// Why a request could not be proxied. Never falls back to the other pool: that would mix versions.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("the {pool} pool has no instance")]
+    EmptyPool { pool: &'static str },
+    #[error("every tried instance failed: {tried}")]
+    AllFailed { tried: String },
+    #[error("upstream {upstream} did not answer within {after_ms} ms")]
+    Timeout { upstream: String, after_ms: u128 },
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::EmptyPool { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short plain-text body; details stay in the log, not in answers to clients.
+    pub fn body(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route\n",
+            ProxyError::EmptyPool { .. } => "no upstream instance available\n",
+            ProxyError::AllFailed { .. } => "bad gateway: upstream failed\n",
+            ProxyError::Timeout { .. } => "gateway timeout: upstream did not answer in time\n",
+            ProxyError::BadRequest(_) => "bad request\n",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_is_pinned() {
+        let cases = [
+            (ProxyError::NoRoute, 404),
+            (ProxyError::EmptyPool { pool: "active" }, 503),
+            (ProxyError::AllFailed { tried: "a".into() }, 502),
+            (
+                ProxyError::Timeout {
+                    upstream: "a".into(),
+                    after_ms: 1,
+                },
+                504,
+            ),
+            (ProxyError::BadRequest("x"), 400),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.status().as_u16(), code, "{err}");
+            assert!(err.body().ends_with('\n'));
+        }
+    }
+}

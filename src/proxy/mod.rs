@@ -1,0 +1,316 @@
+//! The request path: health answer, route, one snapshot load, pick, forward, retry when safe, and
+//! map failures to 502/503/504. Never falls back from one pool to the other.
+
+mod body;
+pub mod headers;
+mod request_id;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::balance::{self, Tried};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::pool::Publisher;
+use crate::upstream::{ConnLimits, UpstreamBody};
+pub use body::{AccessRecord, ProxyBody};
+use headers::X_REQUEST_ID;
+use route::RouteTable;
+
+/// The parts of the config the request path reads, swapped whole on reload.
+#[derive(Debug)]
+pub struct Settings {
+    pub routes: RouteTable,
+    pub health_path: Option<String>,
+    pub limits: ConnLimits,
+    pub response_timeout: Duration,
+    pub max_attempts: usize,
+    pub eject_after: u32,
+    pub eject_for: Duration,
+    pub access_log: bool,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            routes: RouteTable::new(c.routes.clone()),
+            health_path: c.server.health_path.clone(),
+            limits: ConnLimits {
+                connect_timeout: c.upstream.connect_timeout,
+                idle_timeout: c.upstream.idle_timeout,
+                max_idle: c.upstream.max_idle_per_instance,
+            },
+            response_timeout: c.upstream.response_timeout,
+            max_attempts: c.upstream.max_attempts,
+            eject_after: c.upstream.eject_after,
+            eject_for: c.upstream.eject_for,
+            access_log: c.log.access_log,
+        }
+    }
+}
+
+/// Shared by every connection.
+pub struct Proxy {
+    pub publisher: Arc<Publisher>,
+    settings: ArcSwap<Settings>,
+    ids: request_id::Generator,
+}
+
+/// A sent request that failed before its response head could not be replayed more than this.
+const MAX_STALE_RETRIES: usize = 4;
+
+impl Proxy {
+    pub fn new(publisher: Arc<Publisher>, settings: Settings) -> Proxy {
+        Proxy {
+            publisher,
+            settings: ArcSwap::from_pointee(settings),
+            ids: request_id::Generator::new(),
+        }
+    }
+
+    pub fn reload(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Serves one client request; every failure becomes a response, never an error.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        proto: &'static str,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let settings = self.settings.load();
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if settings.health_path.as_deref() == Some(req.uri().path()) {
+            return text(StatusCode::OK, "healthy\n");
+        }
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+            _ => self.ids.next(),
+        };
+        let mut log = settings.access_log.then(|| AccessRecord {
+            start,
+            method: req.method().clone(),
+            path: path_and_query.to_string(),
+            peer: peer.ip(),
+            request_id: request_id.clone(),
+            route: None,
+            pool: None,
+            upstream: None,
+            status: StatusCode::OK,
+        });
+        let result = self
+            .forward(req, &settings, peer, proto, &request_id, &mut log)
+            .await;
+        match result {
+            Ok(resp) => resp,
+            Err(err) => {
+                let status = err.status();
+                match &err {
+                    ProxyError::NoRoute | ProxyError::BadRequest(_) => {}
+                    _ => tracing::warn!(
+                        target: "zerodown::proxy",
+                        request_id = request_id.to_str().unwrap_or(""),
+                        status = status.as_u16(),
+                        error = %err,
+                        "request failed"
+                    ),
+                }
+                if let Some(log) = &mut log {
+                    log.status = status;
+                    log.emit(err.body().len() as u64, true);
+                }
+                let mut resp = text(status, err.body());
+                resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+                resp
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        settings: &Settings,
+        peer: SocketAddr,
+        proto: &'static str,
+        request_id: &HeaderValue,
+        log: &mut Option<AccessRecord>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let matched = settings
+            .routes
+            .find(path_and_query)
+            .ok_or(ProxyError::NoRoute)?;
+        let pool_id = matched.pool;
+        let pool_name = pool_id.as_str();
+        if let Some(log) = log.as_mut() {
+            log.route = Some(matched.prefix.to_string());
+            log.pool = Some(pool_name);
+        }
+        // Origin form for HTTP/1.1 upstreams; rebuilt only when rewritten or absolute.
+        let uri = if matches!(matched.path_and_query, std::borrow::Cow::Borrowed(_))
+            && parts.uri.authority().is_none()
+        {
+            None
+        } else {
+            Some(
+                Uri::try_from(matched.path_and_query.as_ref())
+                    .map_err(|_| ProxyError::BadRequest("rewritten path is not a valid URI"))?,
+            )
+        };
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        if let Some(uri) = uri {
+            parts.uri = uri;
+        }
+        parts.version = Version::HTTP_11;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref(), proto);
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+
+        let snapshot = self.publisher.load();
+        let pool = snapshot.pool(pool_id);
+        if pool.is_empty() {
+            return Err(ProxyError::EmptyPool { pool: pool_name });
+        }
+        // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
+        let template = if body.is_end_stream() && parts.method.is_idempotent() {
+            Some(parts.clone())
+        } else {
+            None
+        };
+        let upstream_body = if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Stream(body)
+        };
+        let mut pending = Some(Request::from_parts(parts, upstream_body));
+        let start = pool.next_start();
+        let mut tried = Tried::default();
+        let mut attempts = 0;
+        let mut stale = 0;
+        let mut failures: Vec<String> = Vec::new();
+        while attempts < settings.max_attempts {
+            let Some(i) = balance::pick(pool, start, &tried) else {
+                break;
+            };
+            let member = &pool.members[i];
+            let up = &member.upstream;
+            attempts += 1;
+            tried.insert(i);
+            let mut sender = match up.checkout(settings.limits).await {
+                Ok((sender, _reused)) => sender,
+                Err(e) => {
+                    if up
+                        .health
+                        .record_failure(settings.eject_after, settings.eject_for)
+                    {
+                        tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive connect failures");
+                    }
+                    tracing::debug!(upstream = %up.address, error = %e, "connect failed, trying another instance");
+                    failures.push(format!("{} ({e})", up.address));
+                    continue;
+                }
+            };
+            let Some(req) = pending.take().or_else(|| {
+                template
+                    .clone()
+                    .map(|p| Request::from_parts(p, UpstreamBody::Empty))
+            }) else {
+                break;
+            };
+            let in_flight = up.begin();
+            match tokio::time::timeout(settings.response_timeout, sender.try_send_request(req))
+                .await
+            {
+                Err(_) => {
+                    return Err(ProxyError::Timeout {
+                        upstream: up.address.clone(),
+                        after_ms: settings.response_timeout.as_millis(),
+                    })
+                }
+                Ok(Ok(resp)) => {
+                    up.health.record_success();
+                    up.recycle(sender, settings.limits.max_idle);
+                    let (mut rparts, rbody) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut rparts.headers);
+                    rparts
+                        .headers
+                        .insert(X_REQUEST_ID.clone(), request_id.clone());
+                    let log = log.take().map(|mut l| {
+                        l.status = rparts.status;
+                        l.upstream = Some(Arc::clone(&member.instance));
+                        l
+                    });
+                    let streamed = body::Streamed {
+                        body: rbody,
+                        log,
+                        bytes: 0,
+                        done: false,
+                        _in_flight: in_flight,
+                    };
+                    return Ok(Response::from_parts(
+                        rparts,
+                        ProxyBody::Upstream(Box::new(streamed)),
+                    ));
+                }
+                Ok(Err(mut e)) => {
+                    if let Some(req) = e.take_message() {
+                        // The connection died before the request was written: not the instance's fault.
+                        pending = Some(req);
+                        if stale < MAX_STALE_RETRIES {
+                            stale += 1;
+                            attempts -= 1;
+                            tried.remove(i);
+                        }
+                        continue;
+                    }
+                    let error = e.into_error();
+                    up.health
+                        .record_failure(settings.eject_after, settings.eject_for);
+                    failures.push(format!("{} ({error})", up.address));
+                    if template.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(ProxyError::AllFailed {
+            tried: if failures.is_empty() {
+                "none".into()
+            } else {
+                failures.join(", ")
+            },
+        })
+    }
+}
+
+/// A local plain-text answer.
+pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,183 @@
+//! One instance address: its pooled HTTP/1.1 connections and its passive health.
+//!
+//! Connections are checked out *before* a request is handed over, so a failed connect never
+//! consumes the request and can always be retried elsewhere. An `Upstream` lives as long as a
+//! snapshot or an in-flight request refers to it; when the last reference goes, its idle
+//! connections are dropped (closed) while in-flight ones finish on their own tasks.
+
+mod body;
+mod health;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub use body::UpstreamBody;
+pub use health::Health;
+
+/// The sending half of one upstream connection.
+pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// Why no connection could be had; the request was not sent, so retrying is safe.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr} failed: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {addr} timed out after {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error("HTTP/1.1 handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// Connection limits, taken from the live config at each checkout so a reload applies at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One address to dial, shared by every snapshot that lists it.
+pub struct Upstream {
+    pub address: String,
+    pub health: Health,
+    in_flight: AtomicUsize,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("address", &self.address)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl Upstream {
+    pub fn new(address: String) -> Upstream {
+        Upstream {
+            address,
+            health: Health::default(),
+            in_flight: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.idle_list().len()
+    }
+
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // The list holds whole entries only; a poisoned lock still holds a valid list.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a request in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// A ready connection: a pooled idle one if any is fresh, else a new one.
+    pub async fn checkout(&self, limits: ConnLimits) -> Result<(Sender, bool), ConnectError> {
+        loop {
+            let candidate = self.idle_list().pop();
+            let Some(idle) = candidate else { break };
+            if idle.since.elapsed() < limits.idle_timeout
+                && !idle.sender.is_closed()
+                && idle.sender.is_ready()
+            {
+                return Ok((idle.sender, true));
+            }
+        }
+        self.connect(limits.connect_timeout)
+            .await
+            .map(|s| (s, false))
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+        let addr = &self.address;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await {
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    addr: addr.clone(),
+                    after: timeout,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(ConnectError::Io {
+                    addr: addr.clone(),
+                    source,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                addr: addr.clone(),
+                source,
+            })?;
+        let peer = addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %peer, error = %e, "upstream connection closed with error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Returns a connection to the pool once its response has been read to the end. Holds only a
+    /// weak reference, so an upstream dropped from every snapshot is not kept alive by its idle pool.
+    pub fn recycle(self: &Arc<Self>, mut sender: Sender, max_idle: usize) {
+        let weak: Weak<Upstream> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            if let Some(up) = weak.upgrade() {
+                let mut idle = up.idle_list();
+                if idle.len() < max_idle {
+                    idle.push(Idle {
+                        sender,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// Counts one request against an upstream's in-flight gauge while it lives.
+#[derive(Debug)]
+pub struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
