@@ -48,7 +48,7 @@ impl Source<'_> {
 
     /// Wraps a serde/TOML error, quoting the offending line so the key is visible even when the
     /// parser's message (e.g. "invalid type") does not name it.
-    pub fn from_toml(&self, err: &toml::de::Error) -> ConfigError {
+    pub fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
         let message = err.message().trim().to_string();
         let Some(span) = err.span() else {
             return self.at(None, message);

@@ -16,7 +16,7 @@ type Opt<T> = Option<Spanned<T>>;
 
 pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
     let src = Source { origin, text };
-    let raw: FileConfig = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+    let raw: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let mut cfg = Config::default();
 
     let s = raw.server;

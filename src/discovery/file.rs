@@ -35,7 +35,7 @@ struct InstanceEntry {
 /// Parses and checks an upstreams file; errors name the file, line and key.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<Instance>, ConfigError> {
     let src = TextSource { origin, text };
-    let raw: UpstreamsFile = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+    let raw: UpstreamsFile = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let mut out: Vec<Instance> = Vec::with_capacity(raw.instances.len());
     for e in raw.instances {
         let address = e.address.get_ref().trim().to_string();

@@ -1,0 +1,231 @@
+//! The request path against real sockets: routes, rewrite, errors, retry, ejection, streaming.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+
+#[tokio::test]
+async fn routes_rewrite_and_health() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let d = start(
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("s", v2.to_string(), "v2", "standby"),
+        ],
+        |_| {},
+    )
+    .await;
+    let addr = d.daemon.public_addr;
+    assert_eq!(
+        get(addr, "/hello").await,
+        (200, "msg-v1 (version v1)\n".into())
+    );
+    assert_eq!(
+        get(addr, "/standby").await,
+        (200, "msg-v2 (version v2)\n".into())
+    );
+    // /standby/x → /hello/x on the standby pool, query kept.
+    assert_eq!(
+        get(addr, "/standby/x?q=1").await,
+        (200, "msg-v2 (version v2)\n".into())
+    );
+    // Segment matching: /standbyx is not /standby, so it goes to the active pool unchanged (404 there).
+    assert_eq!(get(addr, "/standbyx").await.0, 404);
+    assert_eq!(get(addr, "/health").await, (200, "healthy\n".into()));
+}
+
+#[tokio::test]
+async fn empty_pool_is_503_and_all_failed_is_502() {
+    let dead = dead_address();
+    let d = start(&[("dead", dead.to_string(), "v1", "active")], |_| {}).await;
+    let addr = d.daemon.public_addr;
+    let (status, body) = get(addr, "/hello").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("bad gateway"), "{body}");
+    // No standby instance at all: 503, and never a fallback to the active pool.
+    let (status, body) = get(addr, "/standby").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no upstream"), "{body}");
+}
+
+#[tokio::test]
+async fn first_load_may_be_empty_then_503() {
+    let d = start(&[], |_| {}).await;
+    assert_eq!(get(d.daemon.public_addr, "/hello").await.0, 503);
+}
+
+#[tokio::test]
+async fn connect_failure_is_retried_on_another_instance() {
+    let live = backend("v1").await;
+    let dead = dead_address();
+    let d = start(
+        &[
+            ("dead", dead.to_string(), "v1", "active"),
+            ("live", live.to_string(), "v1", "active"),
+        ],
+        |c| c.upstream.eject_after = 1000,
+    )
+    .await;
+    let mut c = Conn::open(d.daemon.public_addr).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(c.get("/hello").await.unwrap().0, 200);
+    }
+}
+
+#[tokio::test]
+async fn failing_instance_is_ejected_then_returns() {
+    let live = backend("v1").await;
+    // Reserve a port for the instance that will come back later.
+    let later = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let later_addr = later.local_addr().unwrap();
+    drop(later);
+    let d = start(
+        &[
+            ("live", live.to_string(), "v1", "active"),
+            ("later", later_addr.to_string(), "v1", "active"),
+        ],
+        |c| {
+            c.upstream.eject_after = 2;
+            c.upstream.eject_for = Duration::from_millis(300);
+        },
+    )
+    .await;
+    let mut c = Conn::open(d.daemon.public_addr).await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(c.get("/hello").await.unwrap().0, 200);
+    }
+    let snap = d.daemon.publisher.load_full();
+    let later_member = snap
+        .active
+        .members
+        .iter()
+        .find(|m| m.instance.id == "later")
+        .unwrap();
+    assert!(
+        later_member.upstream.health.is_ejected(),
+        "not ejected after repeated connect failures"
+    );
+    // The instance comes back; once the cooldown ends it serves again.
+    let back = tokio::net::TcpListener::bind(later_addr).await.unwrap();
+    tokio::spawn(zerodown::demo::serve_backend(
+        back,
+        zerodown::demo::Backend {
+            version: "v1".into(),
+            message: "back".into(),
+        },
+    ));
+    eventually("ejected instance serves again", || {
+        let addr = d.daemon.public_addr;
+        async move { get(addr, "/hello").await.1.starts_with("back") }
+    })
+    .await;
+    assert!(!later_member.upstream.health.is_ejected());
+}
+
+/// An upstream that accepts and reads but never answers.
+async fn silent_upstream() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let slow = silent_upstream().await;
+    let d = start(&[("slow", slow.to_string(), "v1", "active")], |c| {
+        c.upstream.response_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let (status, body) = get(d.daemon.public_addr, "/hello").await;
+    assert_eq!(status, 504);
+    assert!(body.contains("gateway timeout"), "{body}");
+}
+
+#[tokio::test]
+async fn request_id_is_passed_through_or_generated() {
+    let echo = headers_echo().await;
+    let d = start(&[("e", echo.to_string(), "v1", "active")], |_| {}).await;
+    let mut c = Conn::open(d.daemon.public_addr).await.unwrap();
+    let (_, body) = c
+        .send(
+            http::Request::get("/x").header("x-request-id", "abc-123"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert!(body.contains("x-request-id: abc-123"), "{body}");
+    let (_, body) = c.get("/x").await.unwrap();
+    assert!(body.contains("x-request-id: "), "{body}");
+    assert!(body.contains("x-real-ip: 127.0.0.1"), "{body}");
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    assert!(body.contains("x-forwarded-proto: http"), "{body}");
+    assert!(
+        body.contains(&format!("x-forwarded-host: {}", d.daemon.public_addr)),
+        "{body}"
+    );
+}
+
+/// An upstream that answers with the request head it received (method, target, headers).
+async fn headers_echo() -> std::net::SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let mut out = format!("{} {}\n", req.method(), req.uri());
+                    for (k, v) in req.headers() {
+                        out.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        out,
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped() {
+    let echo = headers_echo().await;
+    let d = start(&[("e", echo.to_string(), "v1", "active")], |_| {}).await;
+    let mut c = Conn::open(d.daemon.public_addr).await.unwrap();
+    let (_, body) = c
+        .send(
+            http::Request::get("/x")
+                .header("connection", "keep-alive, x-private")
+                .header("x-private", "secret")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-authorization", "Basic Zm9v")
+                .header("x-kept", "yes"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert!(body.contains("x-kept: yes"), "{body}");
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "connection: keep-alive, x-private",
+    ] {
+        assert!(!body.contains(gone), "{gone} was forwarded: {body}");
+    }
+}
