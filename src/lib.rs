@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod double;
 pub mod error;
 pub mod pool;
 pub mod proxy;

@@ -1,7 +1,7 @@
 //! Turns a source's report into a new [`Snapshot`] and publishes it with one pointer swap.
 //! Writers are serialised by a mutex; the request path never touches it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -197,7 +197,22 @@ impl Publisher {
             "pool swap"
         );
         let generation = next.generation;
+        let kept: HashSet<&str> = next
+            .active
+            .members
+            .iter()
+            .chain(&next.standby.members)
+            .map(|m| m.instance.address.as_str())
+            .collect();
+        let gone: Vec<Arc<Upstream>> = upstreams
+            .iter()
+            .filter(|(addr, _)| !kept.contains(*addr))
+            .map(|(_, u)| Arc::clone(u))
+            .collect();
         self.cell.store(Arc::new(next));
+        for u in gone {
+            u.retire();
+        }
         if w.history.len() == HISTORY {
             w.history.pop_front();
         }

@@ -187,7 +187,8 @@ impl Proxy {
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
 
-        let snapshot = self.publisher.load();
+        // Owned, not a guard: it is held across awaits until the response head arrives.
+        let snapshot = self.publisher.load_full();
         let pool = snapshot.pool(pool_id);
         if pool.is_empty() {
             return Err(ProxyError::EmptyPool { pool: pool_name });

@@ -8,7 +8,7 @@
 mod body;
 mod health;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct Upstream {
     pub address: String,
     pub health: Health,
     in_flight: AtomicUsize,
+    /// Set when the address left every pool: idle connections are closed, none are kept.
+    retired: AtomicBool,
     idle: Mutex<Vec<Idle>>,
 }
 
@@ -77,6 +79,7 @@ impl Upstream {
             address,
             health: Health::default(),
             in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -92,6 +95,18 @@ impl Upstream {
     fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // The list holds whole entries only; a poisoned lock still holds a valid list.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called when the address leaves every pool: closes its idle connections now, while requests
+    /// in flight (which may still hold it) finish on their own connections.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let idle = std::mem::take(&mut *self.idle_list());
+        drop(idle);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// Marks a request in flight until the returned guard drops.
@@ -159,7 +174,7 @@ impl Upstream {
             if sender.ready().await.is_err() {
                 return;
             }
-            if let Some(up) = weak.upgrade() {
+            if let Some(up) = weak.upgrade().filter(|u| !u.is_retired()) {
                 let mut idle = up.idle_list();
                 if idle.len() < max_idle {
                     idle.push(Idle {

@@ -1,0 +1,25 @@
+//! Test doubles of the services zerodown talks to, run in-process on `127.0.0.1:0`.
+//!
+//! [`ConsulDouble`] serves the Consul agent HTTP API that the watcher and the operator
+//! commands use (health and catalog service reads with real blocking queries, agent
+//! register/deregister, KV with check-and-set), following `shared/consul-api.md`. Tests
+//! change the catalog through synchronous methods while a client is parked, and inject
+//! the failure modes of section G with [`Fault`]:
+//!
+//! ```ignore
+//! let consul = ConsulDouble::start().await?;
+//! consul.register(ServiceSpec::new("web-1", "web").address("127.0.0.1").port(8080)
+//!     .tags(["active"]).check(CheckStatus::Passing));
+//! // point the watcher at consul.url(), then:
+//! assert!(consul.wait_for_parked(1, Duration::from_secs(2)).await);
+//! consul.set_tags("web-1", ["standby"]);               // one index bump, never absent
+//! consul.inject_on("/v1/health/", Fault::NO_LEADER, Times::Next(1));
+//! consul.outage(true).await?;                          // connect() now gets ECONNREFUSED
+//! ```
+
+pub mod consul;
+
+pub use consul::{
+    random_order, CheckSpec, CheckStatus, ConsulDouble, Fault, KvEntry, RecordedRequest,
+    ServiceSpec, Times, TokenPolicy,
+};
