@@ -108,6 +108,7 @@ pub fn status(state: &AdminState) -> Value {
             "standby": pool_json(&snap.standby),
         },
         "source": snap.source,
+        "source_status": state.publisher.status.state(),
         "swaps": state.publisher.history(),
     })
 }

@@ -57,7 +57,7 @@ fn bad_files_name_file_line_and_key() {
         ),
         (
             "bad-source-key.toml",
-            ":4:11: source.service: only applies to kind = \"consul\"",
+            ":4:11: source.service: does not apply to kind = \"file\"",
         ),
         ("bad-syntax.toml", ":1:8:"),
         (

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// Runtime worker threads; 0 means one per core [default: 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Watch Consul at this address (http://host:port or https://…) [default: CONSUL_HTTP_ADDR or 127.0.0.1:8500].
+    #[arg(long, value_name = "URL")]
+    pub consul_addr: Option<String>,
+    /// Watch this Consul service (switches the source to consul).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,7 +6,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{ServeArgs, EXIT_USAGE};
-use crate::config::{Config, ConfigError};
+use crate::config::{
+    process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
+};
 use crate::server::Daemon;
 use crate::telemetry;
 
@@ -28,7 +30,49 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config, ConfigError> {
     if let Some(t) = args.threads {
         cfg.server.threads = t;
     }
+    if args.service.is_some() || args.consul_addr.is_some() {
+        cfg.source = SourceConfig::Consul(consul_from_flags(&cfg.source, args)?);
+    }
     Ok(cfg)
+}
+
+/// `--consul-addr` / `--service` over the file's consul source (or the defaults and `CONSUL_*`).
+fn consul_from_flags(
+    source: &SourceConfig,
+    args: &ServeArgs,
+) -> Result<ConsulSourceConfig, ConfigError> {
+    let flag_error = |flag: &str, message: String| ConfigError::Whole {
+        origin: flag.to_string(),
+        message,
+    };
+    let mut c = match (source, &args.service) {
+        (SourceConfig::Consul(c), _) => c.clone(),
+        (_, Some(service)) => ConsulSourceConfig::from_env(service, &process_env)
+            .map_err(|e| flag_error("environment", e))?,
+        (_, None) => {
+            return Err(flag_error(
+                "--consul-addr",
+                "needs --service NAME (or a [source] kind = \"consul\" in the config file)".into(),
+            ))
+        }
+    };
+    if let Some(service) = &args.service {
+        if service.is_empty() || service.contains(['/', '?', '#', ' ']) {
+            return Err(flag_error(
+                "--service",
+                format!("{service:?} is not a Consul service name"),
+            ));
+        }
+        if c.kv_key == format!("zerodown/{}/active", c.service) {
+            c.kv_key = format!("zerodown/{service}/active");
+        }
+        c.service = service.clone();
+    }
+    if let Some(addr) = &args.consul_addr {
+        c.address = ConsulAddress::parse(addr, c.address.https)
+            .map_err(|e| flag_error("--consul-addr", e))?;
+    }
+    Ok(c)
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -86,7 +130,7 @@ pub fn run_with(
             Ok(d) => d,
             Err(e) => {
                 eprintln!("zerodown: cannot start: {e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(EXIT_USAGE);
             }
         };
         on_started(&daemon);
@@ -100,10 +144,14 @@ pub fn run_with(
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => match reload_config() {
-                    Ok(new) => daemon.reload(new),
-                    Err(e) => tracing::error!(target: "zerodown::server", error = %e, "config reload rejected: the running config keeps serving"),
-                },
+                _ = hup.recv() => {
+                    let applied = reload_config()
+                        .map_err(|e| e.to_string())
+                        .and_then(|new| daemon.reload(new));
+                    if let Err(e) = applied {
+                        tracing::error!(target: "zerodown::server", error = %e, "config reload rejected: the running config keeps serving");
+                    }
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

@@ -82,6 +82,12 @@ pub struct SourceSection {
     pub version_tag_pattern: Opt<String>,
     pub active_selector: Opt<String>,
     pub kv_key: Opt<String>,
+    pub ca_file: Opt<String>,
+    pub client_cert: Opt<String>,
+    pub client_key: Opt<String>,
+    pub tls_server_name: Opt<String>,
+    pub retry_max: Opt<String>,
+    pub min_interval: Opt<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 //! Precedence: command-line flags, then the file, then the defaults of [`Config::default`], which
 //! `config/zerodown.toml` documents (a test keeps the two equal).
 
+mod consul;
 pub mod duration;
 mod error;
 pub(crate) use error::Source as TextSource;
@@ -15,6 +16,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use consul::{
+    process_env, ActiveSelector, Consistency, ConsulAddress, ConsulSourceConfig, ConsulTls, Env,
+};
 pub use error::ConfigError;
 
 /// Everything the daemon needs, checked.
@@ -90,8 +94,11 @@ pub struct PoolsConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+// Built once per (re)load, never on the request path: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceConfig {
     File(FileSourceConfig),
+    Consul(ConsulSourceConfig),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -207,6 +214,6 @@ impl Config {
     }
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&duration::render(*d))
 }

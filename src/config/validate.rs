@@ -9,7 +9,8 @@ use toml::Spanned;
 use super::error::Source;
 use super::file::{FileConfig, RouteSection, SourceSection};
 use super::{
-    duration, Config, ConfigError, FileSourceConfig, LogFormat, PoolName, Route, SourceConfig,
+    duration, process_env, ActiveSelector, Config, ConfigError, Consistency, ConsulAddress,
+    ConsulSourceConfig, Env, FileSourceConfig, LogFormat, PoolName, Route, SourceConfig,
 };
 
 type Opt<T> = Option<Spanned<T>>;
@@ -214,45 +215,186 @@ fn source_config(src: &Source, s: SourceSection, base: &Path) -> Result<SourceCo
     let kind = s.kind.as_ref().map(|k| k.get_ref().clone());
     let kind_span = s.kind.as_ref().map(|k| k.span());
     match kind.as_deref().unwrap_or("file") {
-        "file" => {
-            let consul_only: [(&str, &Opt<String>); 10] = [
-                ("address", &s.address),
-                ("service", &s.service),
-                ("datacenter", &s.datacenter),
-                ("consistency", &s.consistency),
-                ("wait", &s.wait),
-                ("token_file", &s.token_file),
-                ("version_meta_key", &s.version_meta_key),
-                ("version_tag_pattern", &s.version_tag_pattern),
-                ("active_selector", &s.active_selector),
-                ("kv_key", &s.kv_key),
-            ];
-            if let Some((key, Some(v))) = consul_only.iter().find(|(_, v)| v.is_some()) {
-                return Err(src.at(
-                    Some(v.span()),
-                    format!("source.{key}: only applies to kind = \"consul\", not \"file\""),
-                ));
-            }
-            let Some(path) = s.path else {
-                return Err(src.at(
-                    kind_span,
-                    "source.path: missing (kind = \"file\" needs path = \"upstreams.toml\")",
-                ));
-            };
-            let mut cfg = FileSourceConfig {
-                path: base.join(path.get_ref()),
-                poll_interval: Duration::from_secs(1),
-            };
-            set(&mut cfg.poll_interval, s.poll_interval, |v| {
-                positive(src, v, "source.poll_interval")
-            })?;
-            Ok(SourceConfig::File(cfg))
-        }
+        "file" => file_source(src, s, kind_span, base),
+        "consul" => consul_source(src, s, kind_span, base, &process_env),
         other => Err(src.at(
             kind_span,
-            format!("source.kind: unknown kind {other:?} (use \"file\")"),
+            format!("source.kind: unknown kind {other:?} (use \"file\" or \"consul\")"),
         )),
     }
+}
+
+/// Refuses keys that belong to the other source kind, naming the first one found.
+fn refuse_keys(src: &Source, kind: &str, keys: &[(&str, &Opt<String>)]) -> Result<(), ConfigError> {
+    match keys.iter().find(|(_, v)| v.is_some()) {
+        Some((key, Some(v))) => Err(src.at(
+            Some(v.span()),
+            format!("source.{key}: does not apply to kind = \"{kind}\""),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn file_source(
+    src: &Source,
+    s: SourceSection,
+    kind_span: Option<std::ops::Range<usize>>,
+    base: &Path,
+) -> Result<SourceConfig, ConfigError> {
+    refuse_keys(
+        src,
+        "file",
+        &[
+            ("address", &s.address),
+            ("service", &s.service),
+            ("datacenter", &s.datacenter),
+            ("consistency", &s.consistency),
+            ("wait", &s.wait),
+            ("token_file", &s.token_file),
+            ("version_meta_key", &s.version_meta_key),
+            ("version_tag_pattern", &s.version_tag_pattern),
+            ("active_selector", &s.active_selector),
+            ("kv_key", &s.kv_key),
+            ("ca_file", &s.ca_file),
+            ("client_cert", &s.client_cert),
+            ("client_key", &s.client_key),
+            ("tls_server_name", &s.tls_server_name),
+            ("retry_max", &s.retry_max),
+            ("min_interval", &s.min_interval),
+        ],
+    )?;
+    let Some(path) = s.path else {
+        return Err(src.at(
+            kind_span,
+            "source.path: missing (kind = \"file\" needs path = \"upstreams.toml\")",
+        ));
+    };
+    let mut cfg = FileSourceConfig {
+        path: base.join(path.get_ref()),
+        poll_interval: Duration::from_secs(1),
+    };
+    set(&mut cfg.poll_interval, s.poll_interval, |v| {
+        positive(src, v, "source.poll_interval")
+    })?;
+    Ok(SourceConfig::File(cfg))
+}
+
+fn consul_source(
+    src: &Source,
+    s: SourceSection,
+    kind_span: Option<std::ops::Range<usize>>,
+    base: &Path,
+    env: Env,
+) -> Result<SourceConfig, ConfigError> {
+    refuse_keys(
+        src,
+        "consul",
+        &[("path", &s.path), ("poll_interval", &s.poll_interval)],
+    )?;
+    let Some(service) = s.service else {
+        return Err(src.at(
+            kind_span,
+            "source.service: missing (kind = \"consul\" needs service = \"hello-service\", or pass --service)",
+        ));
+    };
+    let name = service.get_ref().trim();
+    if name.is_empty() || name.contains(['/', '?', '#', ' ']) {
+        return Err(src.at(
+            Some(service.span()),
+            format!(
+                "source.service: {:?} is not a Consul service name",
+                service.get_ref()
+            ),
+        ));
+    }
+    let mut c = ConsulSourceConfig::from_env(name, env).map_err(|e| src.at(None, e))?;
+    let ssl = c.address.https;
+    set(&mut c.address, s.address, |v| {
+        ConsulAddress::parse(v.get_ref(), ssl)
+            .map_err(|e| src.at(Some(v.span()), format!("source.address: {e}")))
+    })?;
+    c.datacenter = s.datacenter.map(|v| v.into_inner());
+    set(&mut c.consistency, s.consistency, |v| {
+        match v.get_ref().as_str() {
+            "default" => Ok(Consistency::Default),
+            "stale" => Ok(Consistency::Stale),
+            other => Err(src.at(
+                Some(v.span()),
+                format!(
+                    "source.consistency: unknown mode {other:?} (use \"default\" or \"stale\")"
+                ),
+            )),
+        }
+    })?;
+    set(&mut c.wait, s.wait, |v| {
+        let d = positive(src, v, "source.wait")?;
+        if d > Duration::from_secs(600) {
+            return Err(src.at(
+                Some(v.span()),
+                "source.wait: Consul caps blocking queries at 10m; use \"10m\" or less",
+            ));
+        }
+        Ok(d)
+    })?;
+    c.token_file = s.token_file.map(|v| base.join(v.get_ref()));
+    let path = |v: Opt<String>| v.map(|v| base.join(v.get_ref()));
+    if s.ca_file.is_some() {
+        c.tls.ca_file = path(s.ca_file);
+    }
+    if s.client_cert.is_some() {
+        c.tls.client_cert = path(s.client_cert);
+    }
+    if s.client_key.is_some() {
+        c.tls.client_key = path(s.client_key);
+    }
+    if let Some(v) = s.tls_server_name {
+        c.tls.server_name = Some(v.into_inner());
+    }
+    if c.tls.client_cert.is_some() != c.tls.client_key.is_some() {
+        return Err(src.at(
+            kind_span,
+            "source.client_cert and source.client_key (or CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY) must be set together",
+        ));
+    }
+    set(&mut c.version_meta_key, s.version_meta_key, |v| {
+        Ok(v.get_ref().clone())
+    })?;
+    set(&mut c.version_tag_pattern, s.version_tag_pattern, |v| {
+        regex_lite::Regex::new(v.get_ref())
+            .map(|_| v.get_ref().clone())
+            .map_err(|e| {
+                src.at(
+                    Some(v.span()),
+                    format!("source.version_tag_pattern: invalid pattern: {e}"),
+                )
+            })
+    })?;
+    set(&mut c.active_selector, s.active_selector, |v| {
+        match v.get_ref().as_str() {
+            "tags" => Ok(ActiveSelector::Tags),
+            "kv" => Ok(ActiveSelector::Kv),
+            other => Err(src.at(
+                Some(v.span()),
+                format!(
+                    "source.active_selector: unknown selector {other:?} (use \"tags\" or \"kv\")"
+                ),
+            )),
+        }
+    })?;
+    set(&mut c.kv_key, s.kv_key, |v| {
+        let k = v.get_ref().trim_matches('/');
+        if k.is_empty() {
+            return Err(src.at(Some(v.span()), "source.kv_key: empty key"));
+        }
+        Ok(k.to_string())
+    })?;
+    set(&mut c.retry_max, s.retry_max, |v| {
+        positive(src, v, "source.retry_max")
+    })?;
+    set(&mut c.min_interval, s.min_interval, |v| {
+        positive(src, v, "source.min_interval")
+    })?;
+    Ok(SourceConfig::Consul(c))
 }
 
 fn route_table(

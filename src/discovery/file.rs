@@ -100,6 +100,7 @@ impl UpstreamSource for FileSource {
     fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let path: PathBuf = self.cfg.path.clone();
+            publisher.status.reset("file", path.display().to_string());
             let mut last_text: Option<String> = None;
             let mut last_error: Option<String> = None;
             let mut tick = tokio::time::interval(self.cfg.poll_interval);
@@ -111,7 +112,7 @@ impl UpstreamSource for FileSource {
                     Err(e) => {
                         let msg =
                             format!("{}: cannot read the upstreams file: {e}", path.display());
-                        if last_error.as_deref() != Some(msg.as_str()) {
+                        if publisher.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file unreadable: the current pools keep serving");
                             last_error = Some(msg);
                         }
@@ -123,6 +124,7 @@ impl UpstreamSource for FileSource {
                 }
                 match parse(&text, &path.display().to_string()) {
                     Ok(instances) => {
+                        publisher.status.ok(None);
                         if last_error.take().is_some() {
                             tracing::info!(target: "zerodown::source", source = "file", "upstreams file valid again");
                         }
@@ -135,7 +137,7 @@ impl UpstreamSource for FileSource {
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        if last_error.as_deref() != Some(msg.as_str()) {
+                        if publisher.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file rejected: the current pools keep serving");
                             last_error = Some(msg);
                         }

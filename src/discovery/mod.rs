@@ -2,7 +2,9 @@
 //! reset, never a diff) to the [`Publisher`], which gates and publishes it; sources never touch the
 //! snapshot themselves, so the gates exist once.
 
+pub mod consul;
 pub mod file;
+pub mod status;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,11 +20,16 @@ pub trait UpstreamSource: Send + 'static {
     fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// Builds the source a config names.
-pub fn from_config(source: &SourceConfig, pools: &PoolsConfig) -> Box<dyn UpstreamSource> {
-    match source {
+/// Builds the source a config names; fails (naming the setting) when e.g. a TLS or token file
+/// cannot be read.
+pub fn from_config(
+    source: &SourceConfig,
+    pools: &PoolsConfig,
+) -> Result<Box<dyn UpstreamSource>, String> {
+    Ok(match source {
         SourceConfig::File(f) => Box::new(file::FileSource::new(f.clone(), pools.clone())),
-    }
+        SourceConfig::Consul(c) => Box::new(consul::ConsulSource::new(c.clone(), pools.clone())?),
+    })
 }
 
 /// Splits instances into (active, standby) by tag, compared case-insensitively as Consul does.

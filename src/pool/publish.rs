@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::gate::{decide, unix_ms, Hold, Verdict};
 use super::snapshot::{Instance, Member, Pool, Snapshot, SourceInfo};
+use crate::discovery::status::SourceStatus;
 use crate::upstream::Upstream;
 
 /// A source's whole view, split into pools (a reset, never a diff).
@@ -47,6 +48,8 @@ const HOLD_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Owns the one `ArcSwap` the request path reads.
 pub struct Publisher {
     cell: ArcSwap<Snapshot>,
+    /// What the running source last did; shown by `/status`.
+    pub status: SourceStatus,
     writer: Mutex<Writer>,
     generation: watch::Sender<u64>,
 }
@@ -61,6 +64,7 @@ impl Publisher {
     pub fn new(single_version: bool) -> Publisher {
         Publisher {
             cell: ArcSwap::from_pointee(Snapshot::empty()),
+            status: SourceStatus::default(),
             writer: Mutex::new(Writer {
                 single_version,
                 history: VecDeque::new(),

@@ -42,22 +42,26 @@ fn client_limits(c: &Config) -> ClientLimits {
 }
 
 impl Daemon {
-    /// Starts serving on already-bound listeners (bind `127.0.0.1:0` in tests).
+    /// Starts serving on already-bound listeners (bind `127.0.0.1:0` in tests). Fails when the
+    /// source cannot be built (e.g. an unreadable CA or token file), naming it.
     pub fn start(
         cfg: Config,
         public: TcpListener,
         admin: Option<TcpListener>,
-    ) -> std::io::Result<Daemon> {
-        let public_addr = public.local_addr()?;
-        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+    ) -> Result<Daemon, String> {
+        let public_addr = public.local_addr().map_err(|e| e.to_string())?;
+        let admin_addr = admin
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let source = discovery::from_config(&cfg.source, &cfg.pools)?;
         let publisher = Arc::new(Publisher::new(cfg.pools.single_version));
         let proxy = Arc::new(Proxy::new(
             Arc::clone(&publisher),
             Settings::from_config(&cfg),
         ));
-        let source = tokio::spawn(
-            discovery::from_config(&cfg.source, &cfg.pools).run(Arc::clone(&publisher)),
-        );
+        let source = tokio::spawn(source.run(Arc::clone(&publisher)));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (limits, limits_rx) = watch::channel(client_limits(&cfg));
         let (drain, drain_rx) = watch::channel(cfg.server.drain_timeout);
@@ -79,7 +83,7 @@ impl Daemon {
             target: "zerodown::server",
             listen = %public_addr,
             admin = ?admin_addr,
-            source = ?cfg.source,
+            source = %source_name(&cfg),
             version = env!("CARGO_PKG_VERSION"),
             "zerodown started"
         );
@@ -99,9 +103,15 @@ impl Daemon {
     }
 
     /// Applies a new, already validated config without dropping a connection. Listener addresses
-    /// cannot change in place; a change is logged and needs a restart.
-    pub fn reload(&self, new: Config) {
+    /// cannot change in place; a change is logged and needs a restart. A source that cannot be
+    /// built rejects the whole reload, so nothing changes.
+    pub fn reload(&self, new: Config) -> Result<(), String> {
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let source = if new.source != cur.source || new.pools != cur.pools {
+            Some(discovery::from_config(&new.source, &new.pools)?)
+        } else {
+            None
+        };
         if new.server.listen != cur.server.listen
             || new.server.admin_listen != cur.server.admin_listen
         {
@@ -111,16 +121,15 @@ impl Daemon {
         self.publisher.set_single_version(new.pools.single_version);
         self.limits.send_replace(client_limits(&new));
         self.drain.send_replace(new.server.drain_timeout);
-        if new.source != cur.source || new.pools != cur.pools {
+        if let Some(source) = source {
             let mut task = self.source.lock().unwrap_or_else(|p| p.into_inner());
             task.abort();
-            *task = tokio::spawn(
-                discovery::from_config(&new.source, &new.pools).run(Arc::clone(&self.publisher)),
-            );
-            tracing::info!(target: "zerodown::server", source = ?new.source, "upstream source restarted");
+            *task = tokio::spawn(source.run(Arc::clone(&self.publisher)));
+            tracing::info!(target: "zerodown::server", source = %source_name(&new), "upstream source restarted");
         }
         *cur = new;
         tracing::info!(target: "zerodown::server", "configuration reloaded");
+        Ok(())
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain timeout, then stops.
@@ -133,6 +142,15 @@ impl Daemon {
             .abort();
         if let Some(a) = self.admin {
             a.abort();
+        }
+    }
+}
+
+fn source_name(c: &Config) -> String {
+    match &c.source {
+        crate::config::SourceConfig::File(f) => format!("file {}", f.path.display()),
+        crate::config::SourceConfig::Consul(s) => {
+            format!("consul {} service {}", s.address, s.service)
         }
     }
 }

@@ -2,6 +2,9 @@
 //! keep-alive HTTP clients, and deadline-bounded waiting.
 #![allow(dead_code)]
 
+pub mod consul;
+pub mod load;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

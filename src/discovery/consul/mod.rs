@@ -1,0 +1,444 @@
+//! The `consul` source: one blocking `GET /v1/health/service/<name>?passing` (no `tag=`: two tagged
+//! queries have independent indexes and can disagree), split into pools in the client — by tag, or
+//! by the group a Consul KV key names (`active_selector = "kv"`, one atomic write switches every
+//! proxy). Each watch runs under a watchdog; errors back off and the last good pools keep serving.
+
+mod client;
+mod parse;
+mod tls;
+pub mod watch;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use client::{ConsulClient, ConsulError, Reply};
+use parse::VersionRule;
+use watch::{IndexEvent, Watch};
+
+use super::{split_by_tags, UpstreamSource};
+use crate::config::{process_env, ActiveSelector, Consistency, ConsulSourceConfig, PoolsConfig};
+use crate::pool::{Candidates, Instance, Publisher, SourceInfo};
+
+/// Builds the client the source and the operator commands use: TLS and the ACL token resolved from
+/// the config and the standard variables. Errors name the setting to fix.
+pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, String> {
+    let token = match cfg
+        .token_file
+        .clone()
+        .or_else(|| process_env("CONSUL_HTTP_TOKEN_FILE").map(Into::into))
+    {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read the Consul token file {}: {e} (source.token_file / CONSUL_HTTP_TOKEN_FILE)", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => process_env("CONSUL_HTTP_TOKEN"),
+    };
+    let tls = if cfg.address.https {
+        Some(tls::build(&cfg.address, &cfg.tls)?)
+    } else {
+        None
+    };
+    ConsulClient::new(cfg.address.clone(), token, tls)
+}
+
+pub struct ConsulSource {
+    cfg: ConsulSourceConfig,
+    pools: PoolsConfig,
+    client: Arc<ConsulClient>,
+    versions: VersionRule,
+}
+
+impl ConsulSource {
+    pub fn new(cfg: ConsulSourceConfig, pools: PoolsConfig) -> Result<ConsulSource, String> {
+        let tag_pattern = regex_lite::Regex::new(&cfg.version_tag_pattern)
+            .map_err(|e| format!("source.version_tag_pattern: {e}"))?;
+        Ok(ConsulSource {
+            client: Arc::new(client(&cfg)?),
+            versions: VersionRule {
+                meta_key: cfg.version_meta_key.clone(),
+                tag_pattern,
+            },
+            cfg,
+            pools,
+        })
+    }
+
+    fn query_suffix(&self) -> String {
+        let mut q = String::new();
+        if let Some(dc) = &self.cfg.datacenter {
+            q.push_str("&dc=");
+            q.push_str(&encode(dc));
+        }
+        if self.cfg.consistency == Consistency::Stale {
+            q.push_str("&stale");
+        }
+        q
+    }
+
+    fn service_watch(&self) -> Watch {
+        let c = &self.cfg;
+        Watch::new(
+            format!(
+                "/v1/health/service/{}?passing{}",
+                encode(&c.service),
+                self.query_suffix()
+            ),
+            format!("service {}", c.service),
+            c.wait,
+            c.request_timeout(),
+            c.min_interval,
+            c.retry_max,
+            false,
+        )
+    }
+
+    fn key_watch(&self) -> Watch {
+        let c = &self.cfg;
+        let key: Vec<String> = c.kv_key.split('/').map(encode).collect();
+        Watch::new(
+            format!("/v1/kv/{}?raw{}", key.join("/"), self.query_suffix()),
+            format!("key {}", c.kv_key),
+            c.wait,
+            c.request_timeout(),
+            c.min_interval,
+            c.retry_max,
+            true,
+        )
+    }
+
+    fn info(&self, index: Option<u64>) -> SourceInfo {
+        SourceInfo {
+            kind: "consul",
+            origin: format!("{} service {}", self.cfg.address, self.cfg.service),
+            index,
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What one watch reports to the combiner.
+enum Update {
+    Service {
+        instances: Vec<Instance>,
+        index: u64,
+    },
+    Key {
+        group: Option<String>,
+    },
+}
+
+/// Aborts a child task when its owner is dropped (the source task is aborted on reload/shutdown).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// When the watch last made progress (an answer or an error), on tokio's clock so tests can pause
+/// it; `u64::MAX` marks a watch that finished because its consumer is gone.
+#[derive(Default)]
+struct Progress(AtomicU64);
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(tokio::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl Progress {
+    fn touch(&self) {
+        self.0.store(now_ms(), Ordering::Relaxed);
+    }
+    fn done(&self) {
+        self.0.store(u64::MAX, Ordering::Relaxed);
+    }
+    fn is_done(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == u64::MAX
+    }
+    fn age(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl UpstreamSource for ConsulSource {
+    fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let me = Arc::new(*self);
+            publisher.status.reset("consul", me.info(None).origin);
+            let (tx, mut rx) = mpsc::channel::<Update>(16);
+            let _service = AbortOnDrop(tokio::spawn(supervise(
+                Arc::clone(&me),
+                Arc::clone(&publisher),
+                tx.clone(),
+                false,
+            )));
+            let _key = (me.cfg.active_selector == ActiveSelector::Kv).then(|| {
+                AbortOnDrop(tokio::spawn(supervise(
+                    Arc::clone(&me),
+                    Arc::clone(&publisher),
+                    tx.clone(),
+                    true,
+                )))
+            });
+            drop(tx);
+            let mut service: Option<(Vec<Instance>, u64)> = None;
+            let mut group: Option<Option<String>> = None;
+            let mut missing_logged = false;
+            while let Some(update) = rx.recv().await {
+                match update {
+                    Update::Service { instances, index } => service = Some((instances, index)),
+                    Update::Key { group: g } => group = Some(g),
+                }
+                let Some((instances, index)) = &service else {
+                    continue;
+                };
+                let (active, standby) = match me.cfg.active_selector {
+                    ActiveSelector::Tags => split_by_tags(instances.clone(), &me.pools),
+                    ActiveSelector::Kv => match &group {
+                        None => continue,
+                        Some(None) => {
+                            if !missing_logged {
+                                tracing::error!(target: "zerodown::source", key = %me.cfg.kv_key, "the selector key is missing or empty: the pools stay as they are until it names the active group (consul kv put {} <group>)", me.cfg.kv_key);
+                                missing_logged = true;
+                            }
+                            continue;
+                        }
+                        Some(Some(g)) => {
+                            missing_logged = false;
+                            split_by_group(instances, g)
+                        }
+                    },
+                };
+                publisher.offer(Candidates {
+                    active,
+                    standby,
+                    source: me.info(Some(*index)),
+                });
+            }
+        })
+    }
+}
+
+/// The active group is the instances carrying the tag the key names (case-insensitively) or
+/// running the version it names; every other instance is standby.
+fn split_by_group(instances: &[Instance], group: &str) -> (Vec<Instance>, Vec<Instance>) {
+    instances
+        .iter()
+        .cloned()
+        .partition(|i| i.version == group || i.tags.iter().any(|t| t.eq_ignore_ascii_case(group)))
+}
+
+/// Runs one watch under the [`watchdog`], with a limit longer than any call plus backoff can take.
+async fn supervise(
+    me: Arc<ConsulSource>,
+    publisher: Arc<Publisher>,
+    tx: mpsc::Sender<Update>,
+    key: bool,
+) {
+    let limit = me.cfg.request_timeout() + me.cfg.retry_max + Duration::from_secs(30);
+    let status = Arc::clone(&publisher);
+    watchdog(
+        limit,
+        move || status.status.restarted(),
+        |progress| {
+            run_watch(
+                Arc::clone(&me),
+                Arc::clone(&publisher),
+                tx.clone(),
+                key,
+                progress,
+            )
+        },
+    )
+    .await;
+}
+
+/// Runs the task `make` builds; when it has not touched its [`Progress`] for `limit`, or ends
+/// unexpectedly, aborts it and starts a fresh one. Returns when the task ends on its own accord
+/// after reporting [`Progress::done`] (its consumer is gone).
+async fn watchdog<F, Fut>(limit: Duration, on_restart: impl Fn(), mut make: F)
+where
+    F: FnMut(Arc<Progress>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let check = (limit / 8).max(Duration::from_millis(10));
+    loop {
+        let progress = Arc::new(Progress::default());
+        progress.touch();
+        let mut task = AbortOnDrop(tokio::spawn(make(Arc::clone(&progress))));
+        loop {
+            tokio::select! {
+                _ = &mut task.0 => {
+                    if progress.is_done() {
+                        return;
+                    }
+                    tracing::error!(target: "zerodown::source", "consul watch ended unexpectedly: restarting it");
+                    break;
+                }
+                _ = tokio::time::sleep(check) => {
+                    if progress.age() > limit {
+                        tracing::error!(target: "zerodown::source", stalled_ms = progress.age().as_millis() as u64, "consul watch made no progress: restarting it");
+                        on_restart();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_watch(
+    me: Arc<ConsulSource>,
+    publisher: Arc<Publisher>,
+    tx: mpsc::Sender<Update>,
+    key: bool,
+    progress: Arc<Progress>,
+) {
+    let mut w = if key {
+        me.key_watch()
+    } else {
+        me.service_watch()
+    };
+    loop {
+        progress.touch();
+        let result = w.poll(&me.client).await;
+        progress.touch();
+        let update = result.and_then(|(reply, event)| {
+            log_index_event(&w.what, event);
+            if reply.known_leader == Some(false) {
+                tracing::warn!(target: "zerodown::source", watch = %w.what, "Consul answered without a known leader: data may be stale");
+            }
+            if key {
+                let value = String::from_utf8_lossy(&reply.body).trim().to_string();
+                let group = (reply.status == http::StatusCode::OK && !value.is_empty()).then_some(value);
+                return Ok(Update::Key { group });
+            }
+            let parsed = parse::health_entries(&reply.body, &me.versions)
+                .map_err(|e| ConsulError::Parse(e.to_string()))?;
+            for s in &parsed.skipped {
+                tracing::debug!(target: "zerodown::source", reason = %s, "instance left out");
+            }
+            if reply.filtered_by_acls && parsed.instances.is_empty() {
+                tracing::warn!(target: "zerodown::source", service = %me.cfg.service, "Consul filtered every instance out by ACLs: the token lacks service:read on this service");
+            }
+            Ok(Update::Service {
+                instances: parsed.instances,
+                index: w.index,
+            })
+        });
+        match update {
+            Ok(u) => {
+                let errors = publisher.status.ok((!key).then_some(w.index));
+                if errors > 0 {
+                    tracing::info!(target: "zerodown::source", watch = %w.what, after_errors = errors, "consul watch recovered");
+                }
+                w.backoff.reset();
+                if tx.send(u).await.is_err() {
+                    progress.done();
+                    return;
+                }
+            }
+            Err(e) => {
+                let delay = w.failed();
+                let msg = format!("{}: {e}", w.what);
+                if publisher.status.error(&msg) {
+                    tracing::error!(target: "zerodown::source", watch = %w.what, error = %e, retry_in_ms = delay.as_millis() as u64, "consul watch failed: the last good pools keep serving");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+fn log_index_event(what: &str, event: IndexEvent) {
+    match event {
+        IndexEvent::Normal => {}
+        IndexEvent::Zero => {
+            tracing::warn!(target: "zerodown::source", watch = %what, "Consul sent index 0: using 1 to avoid a busy loop")
+        }
+        IndexEvent::Backwards { from, to } => {
+            tracing::warn!(target: "zerodown::source", watch = %what, from, to, "Consul index went backwards (snapshot restore?): re-reading from the start")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_restarts_a_stalled_watch_and_stops_when_done() {
+        use std::sync::atomic::AtomicUsize;
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let starts = Arc::new(AtomicUsize::new(0));
+        let (r, s) = (Arc::clone(&restarts), Arc::clone(&starts));
+        watchdog(
+            Duration::from_secs(60),
+            move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            },
+            move |progress: Arc<Progress>| {
+                let n = s.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        // Stalls without ever reporting progress.
+                        std::future::pending::<()>().await;
+                    }
+                    progress.done();
+                }
+            },
+        )
+        .await;
+        assert_eq!(restarts.load(Ordering::SeqCst), 2);
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn encodes_path_parts() {
+        assert_eq!(encode("hello-service"), "hello-service");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn group_split_by_tag_or_version() {
+        let i = |id: &str, v: &str, t: &[&str]| Instance {
+            id: id.into(),
+            address: format!("{id}:1"),
+            version: v.into(),
+            tags: t.iter().map(|s| s.to_string()).collect(),
+        };
+        let all = vec![
+            i("a", "v1", &["Blue"]),
+            i("b", "v2", &["green"]),
+            i("c", "v3", &[]),
+        ];
+        let (a, s) = split_by_group(&all, "blue");
+        assert_eq!((a.len(), s.len()), (1, 2));
+        let (a, _) = split_by_group(&all, "v3");
+        assert_eq!(a[0].id, "c");
+    }
+}

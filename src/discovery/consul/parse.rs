@@ -1,0 +1,182 @@
+//! Consul health answers → instances. Tolerant where Consul varies (null `Meta`, omitted `Port`,
+//! empty `Service.Address`, unknown fields), strict where a guess would route wrongly.
+
+use std::collections::HashMap;
+
+use regex_lite::Regex;
+use serde::Deserialize;
+
+use crate::pool::Instance;
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    #[serde(rename = "Node")]
+    node: Node,
+    #[serde(rename = "Service")]
+    service: Service,
+    #[serde(rename = "Checks", default)]
+    checks: Option<Vec<Check>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Node {
+    #[serde(rename = "Address", default)]
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Service {
+    #[serde(rename = "ID", default)]
+    id: String,
+    #[serde(rename = "Tags", default)]
+    tags: Option<Vec<String>>,
+    #[serde(rename = "Address", default)]
+    address: String,
+    #[serde(rename = "Port", default)]
+    port: u16,
+    #[serde(rename = "Meta", default)]
+    meta: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Check {
+    #[serde(rename = "CheckID", default)]
+    check_id: String,
+    #[serde(rename = "Status", default)]
+    status: String,
+}
+
+/// How an instance's version is found: `Service.Meta[meta_key]`, else the first tag matching
+/// `tag_pattern`, else `unknown`.
+#[derive(Debug, Clone)]
+pub struct VersionRule {
+    pub meta_key: String,
+    pub tag_pattern: Regex,
+}
+
+impl VersionRule {
+    fn version(&self, meta: Option<&HashMap<String, String>>, tags: &[String]) -> String {
+        if let Some(v) = meta
+            .and_then(|m| m.get(&self.meta_key))
+            .filter(|v| !v.is_empty())
+        {
+            return v.clone();
+        }
+        tags.iter()
+            .find(|t| self.tag_pattern.is_match(t))
+            .cloned()
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// Parsed instances, plus the reasons entries were left out.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub instances: Vec<Instance>,
+    pub skipped: Vec<String>,
+}
+
+pub fn health_entries(body: &[u8], versions: &VersionRule) -> Result<Parsed, serde_json::Error> {
+    let entries: Option<Vec<Entry>> = serde_json::from_slice(body)?;
+    let mut out = Parsed::default();
+    for e in entries.unwrap_or_default() {
+        let s = e.service;
+        // `?passing` filters on the agent; checking again costs nothing and guards against an
+        // agent or proxy in between that ignores the parameter.
+        if let Some(bad) = e.checks.iter().flatten().find(|c| c.status != "passing") {
+            out.skipped.push(format!(
+                "{}: check {} is {}",
+                s.id, bad.check_id, bad.status
+            ));
+            continue;
+        }
+        if s.port == 0 {
+            out.skipped
+                .push(format!("{}: registered without a port", s.id));
+            continue;
+        }
+        let host = if s.address.is_empty() {
+            e.node.address
+        } else {
+            s.address
+        };
+        if host.is_empty() {
+            out.skipped.push(format!(
+                "{}: neither Service.Address nor Node.Address is set",
+                s.id
+            ));
+            continue;
+        }
+        let address = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", s.port)
+        } else {
+            format!("{host}:{}", s.port)
+        };
+        let mut tags = s.tags.unwrap_or_default();
+        tags.dedup();
+        let version = versions.version(s.meta.as_ref(), &tags);
+        let id = if s.id.is_empty() {
+            address.clone()
+        } else {
+            s.id
+        };
+        out.instances.push(Instance {
+            id,
+            address,
+            version,
+            tags,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> VersionRule {
+        VersionRule {
+            meta_key: "version".into(),
+            tag_pattern: Regex::new(r"^v\d+").unwrap(),
+        }
+    }
+
+    #[test]
+    fn shapes_consul_sends() {
+        let body = br#"[
+          {"Node":{"Node":"n1","Address":"10.0.0.1"},"Service":{"ID":"a","Service":"web","Tags":["active","v3"],"Address":"","Port":8080,"Meta":null},"Checks":[{"CheckID":"serfHealth","Status":"passing"}],"Extra":1},
+          {"Node":{"Address":"10.0.0.2"},"Service":{"ID":"b","Tags":null,"Address":"10.0.0.9","Port":81,"Meta":{"version":"1.4.2"}}},
+          {"Node":{"Address":"10.0.0.3"},"Service":{"ID":"c","Tags":["active"],"Address":"fe80::1","Port":82,"Meta":{}}},
+          {"Node":{"Address":"10.0.0.4"},"Service":{"ID":"noport","Tags":["active"],"Address":""}},
+          {"Node":{"Address":"10.0.0.5"},"Service":{"ID":"warn","Port":9},"Checks":[{"CheckID":"svc","Status":"warning"}]}
+        ]"#;
+        let p = health_entries(body, &rule()).unwrap();
+        let got: Vec<(&str, &str, &str)> = p
+            .instances
+            .iter()
+            .map(|i| (i.id.as_str(), i.address.as_str(), i.version.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "10.0.0.1:8080", "v3"),
+                ("b", "10.0.0.9:81", "1.4.2"),
+                ("c", "[fe80::1]:82", "unknown"),
+            ]
+        );
+        assert_eq!(p.skipped.len(), 2);
+        assert!(p.skipped[0].contains("without a port"));
+        assert!(p.skipped[1].contains("warning"));
+    }
+
+    #[test]
+    fn empty_and_null_and_malformed() {
+        assert!(health_entries(b"[]", &rule()).unwrap().instances.is_empty());
+        assert!(health_entries(b"null", &rule())
+            .unwrap()
+            .instances
+            .is_empty());
+        assert!(health_entries(b"[{\"Node\":", &rule()).is_err());
+        assert!(health_entries(b"<html>", &rule()).is_err());
+    }
+}

@@ -1,0 +1,271 @@
+//! The Consul source against the in-process double: pools from one blocking query, version-safe
+//! switches under load (tag flips instance by instance, and the KV selector), and failures that
+//! never cost a request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::consul::{register, start, SERVICE};
+use common::load::{check_no_old_after_new, until_version, Load};
+use common::*;
+use tokio::time::Instant;
+use zerodown::config::ActiveSelector;
+use zerodown::double::{random_order, ConsulDouble, Fault, Times};
+
+struct Fleet {
+    consul: ConsulDouble,
+    /// (id, version)
+    ids: Vec<(String, &'static str)>,
+}
+
+/// Two v1 instances tagged active (and `blue`), two v2 tagged standby (and `green`).
+async fn fleet() -> Fleet {
+    let consul = ConsulDouble::start().await.unwrap();
+    let mut ids = Vec::new();
+    for (id, version, tags) in [
+        ("v1-a", "v1", ["active", "blue"]),
+        ("v1-b", "v1", ["active", "blue"]),
+        ("v2-a", "v2", ["standby", "green"]),
+        ("v2-b", "v2", ["standby", "green"]),
+    ] {
+        let addr = backend(version).await;
+        register(&consul, id, addr, version, &tags);
+        ids.push((id.to_string(), version));
+    }
+    Fleet { consul, ids }
+}
+
+impl Fleet {
+    /// The tag flip Nomad performs: instance by instance, in random order, with small gaps.
+    async fn flip(&self, active: &str, seed: u64) {
+        let changes: Vec<(String, Vec<String>)> = self
+            .ids
+            .iter()
+            .map(|(id, v)| {
+                let color = if *v == "v1" { "blue" } else { "green" };
+                let tag = if *v == active { "active" } else { "standby" };
+                (id.clone(), vec![tag.to_string(), color.to_string()])
+            })
+            .collect();
+        self.consul
+            .flip_tags(random_order(changes, seed), Duration::from_millis(3))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_come_from_one_untagged_passing_query() {
+    let f = fleet().await;
+    let d = start(&f.consul, |_, _| {}).await;
+    assert_eq!(
+        get(d.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+    assert_eq!(
+        get(d.public_addr, "/standby").await.1,
+        "msg-v2 (version v2)\n"
+    );
+    let health: Vec<_> = f
+        .consul
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1/health/service/"))
+        .collect();
+    assert!(!health.is_empty());
+    for r in &health {
+        assert_eq!(r.path, format!("/v1/health/service/{SERVICE}"));
+        assert!(r.query.split('&').any(|p| p == "passing"), "{}", r.query);
+        assert!(
+            r.param("tag").is_none(),
+            "must not filter by tag: {}",
+            r.query
+        );
+    }
+    // The first call does not block; later ones echo the index with a wait in ms.
+    assert!(health[0].index().is_none());
+    let later = health
+        .iter()
+        .find(|r| r.index().is_some())
+        .expect("no blocking call seen");
+    assert!(later.index().unwrap() >= 1);
+    assert_eq!(later.param("wait").as_deref(), Some("2000ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tag_flips_under_load_never_mix_versions() {
+    let f = fleet().await;
+    let d = start(&f.consul, |_, _| {}).await;
+    let addr = d.public_addr;
+    let active_load = Load::start(addr, "/hello", 32);
+    let standby_load = Load::start(addr, "/standby", 4);
+    let mut switches = vec![Instant::now()];
+    let (mut av, mut sv) = (vec!["v1"], vec!["v2"]);
+    for k in 1..=20u64 {
+        let (active, standby) = if k % 2 == 1 {
+            ("v2", "v1")
+        } else {
+            ("v1", "v2")
+        };
+        switches.push(Instant::now());
+        av.push(active);
+        sv.push(standby);
+        f.flip(active, k).await;
+        until_version(addr, "/hello", active).await;
+        until_version(addr, "/standby", standby).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let active = active_load.finish().await;
+    let standby = standby_load.finish().await;
+    let ca = check_no_old_after_new(&active, &switches, &av, "active");
+    let cs = check_no_old_after_new(&standby, &switches, &sv, "standby");
+    assert!(ca > 300 && cs > 20, "too few requests checked: {ca}, {cs}");
+    // The single-version gate held each pool while both versions were among its candidates.
+    let held = d
+        .publisher
+        .history()
+        .iter()
+        .any(|s| s.reason.contains("update"));
+    assert!(held);
+    eprintln!(
+        "tag flips: {} + {} requests, {ca} + {cs} checked, zero errors",
+        active.len(),
+        standby.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_selector_switches_three_proxies_with_one_write() {
+    let f = fleet().await;
+    let key = format!("zerodown/{SERVICE}/active");
+    f.consul.kv_put(&key, "blue");
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(start(&f.consul, |s, _| s.active_selector = ActiveSelector::Kv).await);
+    }
+    let loads: Vec<Load> = proxies
+        .iter()
+        .map(|d| Load::start(d.public_addr, "/hello", 12))
+        .collect();
+    let mut switches = vec![Instant::now()];
+    let mut versions = vec!["v1"];
+    let mut spreads = Vec::new();
+    for k in 1..=10 {
+        let (group, version) = if k % 2 == 1 {
+            ("green", "v2")
+        } else {
+            ("blue", "v1")
+        };
+        let cas = f.consul.kv_get(&key).unwrap().modify_index;
+        switches.push(Instant::now());
+        versions.push(version);
+        assert!(f.consul.kv_cas(&key, group, cas), "cas write refused");
+        let t0 = Instant::now();
+        let mut seen = Vec::new();
+        for d in &proxies {
+            until_version(d.public_addr, "/hello", version).await;
+            seen.push(t0.elapsed());
+        }
+        spreads.push(
+            seen.iter()
+                .max()
+                .unwrap()
+                .saturating_sub(*seen.iter().min().unwrap()),
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut checked = 0;
+    for (i, l) in loads.into_iter().enumerate() {
+        let records = l.finish().await;
+        checked += check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}"));
+    }
+    assert!(checked > 100, "too few requests checked: {checked}");
+    eprintln!("kv selector, 3 proxies: first-to-last spread per switch {spreads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
+    let f = fleet().await;
+    let d = start(&f.consul, |_, _| {}).await;
+    let addr = d.public_addr;
+    let load = Load::start(addr, "/hello", 16);
+    // 500 bursts, 429, a reset connection, broken bodies: one kind at a time (kinds injected
+    // together would stack on the same request).
+    for fault in [
+        Fault::NO_LEADER,
+        Fault::RATE_LIMITED,
+        Fault::ResetConnection,
+        Fault::CloseMidBody,
+        Fault::TruncatedJson,
+        Fault::InvalidJson,
+    ] {
+        let before = d.publisher.status.state().errors_total;
+        f.consul.inject_on("/v1/health/", fault, Times::Next(3));
+        f.consul.spurious_wakeup();
+        eventually("the fault reached the source", || async {
+            d.publisher.status.state().errors_total >= before + 3
+        })
+        .await;
+    }
+    // Index reset (snapshot restore) in the middle of the load.
+    f.consul.clear_faults();
+    f.consul.snapshot_restore(3);
+    // A full outage: connections refused.
+    f.consul.outage(true).await.unwrap();
+    eventually("outage noticed", || async {
+        d.publisher
+            .status
+            .state()
+            .last_error
+            .is_some_and(|e| e.contains("cannot connect"))
+    })
+    .await;
+    assert_eq!(
+        get(addr, "/hello").await.1,
+        "msg-v1 (version v1)\n",
+        "last good pool keeps serving"
+    );
+    f.consul.outage(false).await.unwrap();
+    // A flip made after the outage is picked up.
+    f.flip("v2", 7).await;
+    until_version(addr, "/hello", "v2").await;
+    let records = load.finish().await;
+    assert!(records.len() > 100);
+    let st = d.publisher.status.state();
+    assert!(
+        st.consecutive_errors == 0 && st.stale_since_ms.is_none(),
+        "{st:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
+    let f = fleet().await;
+    let d = start(&f.consul, |_, _| {}).await;
+    let load = Load::start(d.public_addr, "/hello", 8);
+    let gen = d.publisher.load_full().generation;
+    // Both active instances fail their checks: `?passing` drops them.
+    f.consul
+        .set_check("v1-a", zerodown::double::CheckStatus::Critical);
+    f.consul
+        .set_check("v1-b", zerodown::double::CheckStatus::Critical);
+    eventually("empty-pool hold published", || async {
+        matches!(
+            d.publisher.load_full().active.hold,
+            Some(zerodown::pool::Hold::Empty { .. })
+        )
+    })
+    .await;
+    assert!(d.publisher.load_full().generation > gen);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    f.consul
+        .set_check("v1-a", zerodown::double::CheckStatus::Passing);
+    f.consul
+        .set_check("v1-b", zerodown::double::CheckStatus::Passing);
+    eventually("hold released", || async {
+        d.publisher.load_full().active.hold.is_none()
+    })
+    .await;
+    let records = load.finish().await;
+    assert!(records.iter().all(|r| r.version == "v1"));
+}
