@@ -13,6 +13,21 @@ fn documented_config_equals_the_embedded_defaults() {
 }
 
 #[test]
+fn consul_example_parses_with_its_documented_values() {
+    let cfg = Config::load(Path::new("config/zerodown-consul.toml")).unwrap();
+    let zerodown::config::SourceConfig::Consul(c) = &cfg.source else {
+        panic!("not a consul source: {:?}", cfg.source)
+    };
+    assert_eq!(c.service, "hello-service");
+    assert_eq!(c.address.to_string(), "http://127.0.0.1:8500");
+    assert_eq!(c.wait, std::time::Duration::from_secs(300));
+    assert_eq!(c.version_tag_pattern, r"^v\d+");
+    assert_eq!(c.kv_key, "zerodown/hello-service/active");
+    // Everything else is the defaults.
+    assert_eq!(cfg.routes, Config::default().routes);
+}
+
+#[test]
 fn example_upstreams_file_parses() {
     let v = zerodown::discovery::file::load(Path::new("config/upstreams.toml")).unwrap();
     assert_eq!(v.len(), 4);
@@ -64,6 +79,18 @@ fn bad_files_name_file_line_and_key() {
             "bad-same-tags.toml",
             "pools.active_tag and pools.standby_tag are both",
         ),
+        (
+            "bad-consul-wait.toml",
+            ":4:8: source.wait: Consul caps blocking queries at 10m",
+        ),
+        (
+            "bad-consul-pattern.toml",
+            ":4:23: source.version_tag_pattern: invalid pattern",
+        ),
+        (
+            "bad-consul-no-service.toml",
+            ":2:8: source.service: missing",
+        ),
     ];
     for (file, expected) in cases {
         let path = format!("tests/data/{file}");
@@ -75,6 +102,38 @@ fn bad_files_name_file_line_and_key() {
         );
         assert!(!stderr.contains("panicked"), "{file}: {stderr}");
     }
+}
+
+fn serve_exit(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zerodown"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn consul_flags_are_checked() {
+    let (code, stderr) = serve_exit(&["--consul-addr", "http://127.0.0.1:8500"]);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("--consul-addr: needs --service NAME"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve_exit(&["--consul-addr", "ftp://x", "--service", "web"]);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("--consul-addr:") && stderr.contains("unknown scheme"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve_exit(&["--service", "a b"]);
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("--service:"), "{stderr}");
 }
 
 #[test]
