@@ -78,6 +78,15 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 )
             }
         }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.publisher.metrics.render().into_bytes(),
+        ),
+        "/consul-status" => {
+            let body = serde_json::to_vec_pretty(&consul_status(state)).unwrap_or_default();
+            reply(StatusCode::OK, "application/json", body)
+        }
         "/status" => {
             let body = serde_json::to_vec_pretty(&status(state)).unwrap_or_default();
             reply(StatusCode::OK, "application/json", body)
@@ -85,7 +94,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /status, /live or /ready\n".into(),
+            "not found: try /status, /metrics, /consul-status, /live or /ready\n".into(),
         ),
     }
 }
@@ -98,14 +107,19 @@ pub fn is_ready(s: &Snapshot) -> bool {
 /// The `/status` document.
 pub fn status(state: &AdminState) -> Value {
     let snap = state.publisher.load_full();
+    // The Consul source only admits instances whose every check passes (`?passing`, rechecked).
+    let health = match snap.source.as_ref().map(|s| s.kind) {
+        Some("consul") => Some("passing"),
+        _ => None,
+    };
     json!({
         "zerodown_version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "ready": is_ready(&snap),
         "generation": snap.generation,
         "pools": {
-            "active": pool_json(&snap.active),
-            "standby": pool_json(&snap.standby),
+            "active": pool_json(&snap.active, health),
+            "standby": pool_json(&snap.standby, health),
         },
         "source": snap.source,
         "source_status": state.publisher.status.state(),
@@ -113,7 +127,30 @@ pub fn status(state: &AdminState) -> Value {
     })
 }
 
-fn pool_json(p: &Pool) -> Value {
+/// The old nginx stack's `/consul-status`: what the source reports and what each pool renders to,
+/// in the shape of an upstream block (one `server` line per instance).
+pub fn consul_status(state: &AdminState) -> Value {
+    let snap = state.publisher.load_full();
+    let servers = |p: &Pool| -> Vec<String> {
+        p.members
+            .iter()
+            .map(|m| format!("server {};", m.instance.address))
+            .collect()
+    };
+    json!({
+        "source": state.publisher.status.state(),
+        "upstreams": {
+            "active": servers(&snap.active),
+            "standby": servers(&snap.standby),
+        },
+        "versions": {
+            "active": snap.active.version,
+            "standby": snap.standby.version,
+        },
+    })
+}
+
+fn pool_json(p: &Pool, health: Option<&str>) -> Value {
     let instances: Vec<Value> = p
         .members
         .iter()
@@ -123,6 +160,7 @@ fn pool_json(p: &Pool) -> Value {
                 "address": m.instance.address,
                 "version": m.instance.version,
                 "tags": m.instance.tags,
+                "consul_health": health,
                 "in_flight": m.upstream.in_flight(),
                 "idle_connections": m.upstream.idle_connections(),
                 "ejected_for_ms": m.upstream.health.ejected_for().map(|d| d.as_millis() as u64),

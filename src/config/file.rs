@@ -40,6 +40,7 @@ pub struct LogSection {
     pub format: Opt<String>,
     pub level: Opt<String>,
     pub access_log: Opt<bool>,
+    pub access_sample: Opt<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -63,6 +63,8 @@ pub struct LogConfig {
     /// A `tracing` filter such as `info` or `zerodown=debug`; `RUST_LOG` wins when set.
     pub level: String,
     pub access_log: bool,
+    /// Fraction of successful requests written to the access log; 5xx and aborted ones always are.
+    pub access_sample: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,6 +153,7 @@ impl Default for Config {
                 format: LogFormat::Json,
                 level: "info".into(),
                 access_log: true,
+                access_sample: 1.0,
             },
             upstream: UpstreamConfig {
                 connect_timeout: Duration::from_secs(2),

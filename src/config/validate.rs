@@ -69,6 +69,19 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
             })
     })?;
     set(&mut cfg.log.access_log, l.access_log, |v| Ok(*v.get_ref()))?;
+    set(&mut cfg.log.access_sample, l.access_sample, |v| {
+        let f = *v.get_ref();
+        if (0.0..=1.0).contains(&f) {
+            Ok(f)
+        } else {
+            Err(src.at(
+                Some(v.span()),
+                format!(
+                    "log.access_sample: {f} is not a fraction (use 0.0 to 1.0, e.g. 0.1 for 10 %)"
+                ),
+            ))
+        }
+    })?;
 
     let u = raw.upstream;
     set(&mut cfg.upstream.connect_timeout, u.connect_timeout, |v| {

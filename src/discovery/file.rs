@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::{split_by_tags, UpstreamSource};
 use crate::config::{ConfigError, FileSourceConfig, PoolsConfig, TextSource};
 use crate::pool::{Candidates, Instance, Publisher, SourceInfo};
+use crate::telemetry::metrics::Lv;
 
 /// The upstreams file, as written.
 #[derive(Debug, Deserialize)]
@@ -101,15 +102,29 @@ impl UpstreamSource for FileSource {
         Box::pin(async move {
             let path: PathBuf = self.cfg.path.clone();
             publisher.status.reset("file", path.display().to_string());
+            let _ = publisher
+                .metrics
+                .watch_errors
+                .get_or_create(&[("watch", Lv::S("file"))]);
             let mut last_text: Option<String> = None;
             let mut last_error: Option<String> = None;
             let mut tick = tokio::time::interval(self.cfg.poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let text = match tokio::fs::read_to_string(&path).await {
+                let label = [("watch", Lv::S("file"))];
+                publisher.metrics.watch_requests.get_or_create(&label).inc();
+                let started = std::time::Instant::now();
+                let read = tokio::fs::read_to_string(&path).await;
+                publisher
+                    .metrics
+                    .watch_duration
+                    .get_or_create(&label)
+                    .observe(started.elapsed().as_secs_f64());
+                let text = match read {
                     Ok(t) => t,
                     Err(e) => {
+                        publisher.metrics.watch_errors.get_or_create(&label).inc();
                         let msg =
                             format!("{}: cannot read the upstreams file: {e}", path.display());
                         if publisher.status.error(&msg) {
@@ -136,6 +151,7 @@ impl UpstreamSource for FileSource {
                         });
                     }
                     Err(e) => {
+                        publisher.metrics.watch_errors.get_or_create(&label).inc();
                         let msg = e.to_string();
                         if publisher.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file rejected: the current pools keep serving");

@@ -32,6 +32,14 @@ pub enum Hold {
 }
 
 impl Hold {
+    /// `empty` or `version`, as in the metrics' `kind` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Hold::Empty { .. } => "empty",
+            Hold::Version { .. } => "version",
+        }
+    }
+
     fn same_kind(&self, other: &Hold) -> bool {
         matches!(
             (self, other),

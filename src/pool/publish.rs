@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::gate::{decide, unix_ms, Hold, Verdict};
 use super::snapshot::{Instance, Member, Pool, Snapshot, SourceInfo};
 use crate::discovery::status::SourceStatus;
+use crate::telemetry::metrics::{Lv, Metrics};
 use crate::upstream::Upstream;
 
 /// A source's whole view, split into pools (a reset, never a diff).
@@ -26,6 +27,8 @@ pub struct Candidates {
 #[derive(Debug, Clone, Serialize)]
 pub struct SwapRecord {
     pub generation: u64,
+    /// `membership`, `version_change` or `hold`.
+    pub kind: &'static str,
     #[serde(with = "unix_ms")]
     pub at: SystemTime,
     pub reason: String,
@@ -50,6 +53,8 @@ pub struct Publisher {
     cell: ArcSwap<Snapshot>,
     /// What the running source last did; shown by `/status`.
     pub status: SourceStatus,
+    /// This daemon's metrics; every component reaches them through the publisher.
+    pub metrics: Arc<Metrics>,
     writer: Mutex<Writer>,
     generation: watch::Sender<u64>,
 }
@@ -65,6 +70,7 @@ impl Publisher {
         Publisher {
             cell: ArcSwap::from_pointee(Snapshot::empty()),
             status: SourceStatus::default(),
+            metrics: Arc::new(Metrics::new()),
             writer: Mutex::new(Writer {
                 single_version,
                 history: VecDeque::new(),
@@ -173,8 +179,23 @@ impl Publisher {
             source: Some(c.source.clone()),
             created: now,
         };
+        let kind = if current.active.version != next.active.version
+            || current.standby.version != next.standby.version
+        {
+            "version_change"
+        } else if a_cur == a_new && s_cur == s_new {
+            "hold"
+        } else {
+            "membership"
+        };
+        self.publish_gauges(&current, &next);
+        self.metrics
+            .swaps
+            .get_or_create(&[("kind", Lv::S(kind))])
+            .inc();
         let record = SwapRecord {
             generation: next.generation,
+            kind,
             at: now,
             reason: if reasons.is_empty() {
                 format!("{} update", c.source.kind)
@@ -184,22 +205,6 @@ impl Publisher {
             active: diff(&current.active, &next.active, &a_cur, &a_new),
             standby: diff(&current.standby, &next.standby, &s_cur, &s_new),
         };
-        tracing::info!(
-            target: "zerodown::swap",
-            generation = record.generation,
-            reason = %record.reason,
-            active_old = ?record.active.old_version,
-            active_new = ?record.active.new_version,
-            active_added = ?record.active.added,
-            active_removed = ?record.active.removed,
-            standby_old = ?record.standby.old_version,
-            standby_new = ?record.standby.new_version,
-            standby_added = ?record.standby.added,
-            standby_removed = ?record.standby.removed,
-            source = c.source.kind,
-            index = ?c.source.index,
-            "pool swap"
-        );
         let generation = next.generation;
         let kept: HashSet<&str> = next
             .active
@@ -217,6 +222,24 @@ impl Publisher {
         for u in gone {
             u.retire();
         }
+        // Logged once the swap is visible, so a reader of the log can rely on it.
+        tracing::info!(
+            target: "zerodown::swap",
+            generation = record.generation,
+            kind = record.kind,
+            reason = %record.reason,
+            active_old = ?record.active.old_version,
+            active_new = ?record.active.new_version,
+            active_added = ?record.active.added,
+            active_removed = ?record.active.removed,
+            standby_old = ?record.standby.old_version,
+            standby_new = ?record.standby.new_version,
+            standby_added = ?record.standby.added,
+            standby_removed = ?record.standby.removed,
+            source = c.source.kind,
+            index = ?c.source.index,
+            "pool swap"
+        );
         if w.history.len() == HISTORY {
             w.history.pop_front();
         }
@@ -224,6 +247,47 @@ impl Publisher {
         drop(w);
         self.generation.send_replace(generation);
         true
+    }
+}
+
+impl Publisher {
+    /// Pool gauges and gate-hold metrics, updated once per swap.
+    fn publish_gauges(&self, old: &Snapshot, new: &Snapshot) {
+        let m = &self.metrics;
+        for (name, o, n) in [
+            ("active", &old.active, &new.active),
+            ("standby", &old.standby, &new.standby),
+        ] {
+            let pool = Lv::S(name);
+            m.pool_instances
+                .get_or_create(&[("pool", pool.clone())])
+                .set(n.members.len() as i64);
+            if let Some(v) = &o.version {
+                m.pool_version
+                    .get_or_create(&[
+                        ("pool", pool.clone()),
+                        ("version", Lv::A(v.as_str().into())),
+                    ])
+                    .set(0);
+            }
+            if let Some(v) = &n.version {
+                m.pool_version
+                    .get_or_create(&[
+                        ("pool", pool.clone()),
+                        ("version", Lv::A(v.as_str().into())),
+                    ])
+                    .set(1);
+            }
+            for kind in ["empty", "version"] {
+                let active = n.hold.as_ref().is_some_and(|h| h.kind() == kind);
+                let was = o.hold.as_ref().is_some_and(|h| h.kind() == kind);
+                let labels = [("pool", pool.clone()), ("kind", Lv::S(kind))];
+                m.gate_hold_active.get_or_create(&labels).set(active as i64);
+                if active && !was {
+                    m.gate_holds.get_or_create(&labels).inc();
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The body sent to clients: an upstream's streaming body (with its access-log record, written when
-//! the body ends or the client goes away) or a short local answer.
+//! The body sent to clients — an upstream's streaming body, or a short local answer — and the
+//! [`Outcome`] of each request, recorded (metrics, access log) when the body ends or the client
+//! goes away.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -13,45 +14,92 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::pool::Instance;
+use crate::telemetry::metrics::{status_class, Lv, Metrics};
 use crate::upstream::InFlight;
 
-/// What one access-log line says.
+/// Fields only the access log needs; absent when it is off.
 #[derive(Debug)]
-pub struct AccessRecord {
-    pub start: Instant,
+pub struct LogFields {
     pub method: Method,
     pub path: String,
     pub peer: IpAddr,
-    pub request_id: HeaderValue,
-    pub route: Option<String>,
-    pub pool: Option<&'static str>,
-    pub upstream: Option<Arc<Instance>>,
-    pub status: StatusCode,
+    pub sample: f64,
 }
 
-impl AccessRecord {
-    pub fn emit(&self, bytes: u64, completed: bool) {
+/// What one request did; recorded once, on drop.
+pub struct Outcome {
+    pub start: Instant,
+    pub metrics: Arc<Metrics>,
+    pub request_id: HeaderValue,
+    pub route: Lv,
+    pub pool: &'static str,
+    pub upstream: Option<Arc<Instance>>,
+    pub status: StatusCode,
+    pub bytes: u64,
+    pub completed: bool,
+    pub log: Option<LogFields>,
+}
+
+impl Outcome {
+    pub fn new(metrics: Arc<Metrics>, request_id: HeaderValue, log: Option<LogFields>) -> Outcome {
+        metrics.in_flight.inc();
+        Outcome {
+            start: Instant::now(),
+            metrics,
+            request_id,
+            route: Lv::S(""),
+            pool: "",
+            upstream: None,
+            status: StatusCode::OK,
+            bytes: 0,
+            completed: true,
+            log,
+        }
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        m.in_flight.dec();
+        let elapsed = self.start.elapsed();
+        let version = self.upstream.clone().map_or(Lv::S(""), Lv::Version);
+        m.requests
+            .get_or_create(&[
+                ("route", self.route.clone()),
+                ("pool", Lv::S(self.pool)),
+                ("status_class", Lv::S(status_class(self.status.as_u16()))),
+                ("version", version),
+            ])
+            .inc();
+        m.request_duration
+            .get_or_create(&[("pool", Lv::S(self.pool))])
+            .observe(elapsed.as_secs_f64());
+        let Some(log) = &self.log else { return };
+        let always = self.status.is_server_error() || !self.completed;
+        if !always && log.sample < 1.0 && fastrand::f64() >= log.sample {
+            return;
+        }
         let upstream = self.upstream.as_deref();
         tracing::info!(
             target: "zerodown::access",
-            method = %self.method,
-            path = %self.path,
+            method = %log.method,
+            path = %log.path,
             status = self.status.as_u16(),
-            route = self.route.as_deref().unwrap_or(""),
-            pool = self.pool.unwrap_or(""),
+            route = self.route.as_str(),
+            pool = self.pool,
             upstream = upstream.map_or("", |i| i.address.as_str()),
             version = upstream.map_or("", |i| i.version.as_str()),
-            duration_us = self.start.elapsed().as_micros() as u64,
-            bytes,
-            completed,
-            peer = %self.peer,
+            duration_us = elapsed.as_micros() as u64,
+            bytes = self.bytes,
+            completed = self.completed,
+            peer = %log.peer,
             request_id = self.request_id.to_str().unwrap_or(""),
         );
     }
 }
 
 /// Response body for clients.
-#[derive(Debug)]
 pub enum ProxyBody {
     Full(Option<Bytes>),
     Upstream(Box<Streamed>),
@@ -64,20 +112,17 @@ impl ProxyBody {
 }
 
 /// An upstream body in flight to a client.
-#[derive(Debug)]
 pub struct Streamed {
     pub body: Incoming,
-    pub log: Option<AccessRecord>,
-    pub bytes: u64,
+    pub outcome: Outcome,
+    /// The upstream body reported its end.
     pub done: bool,
     pub _in_flight: InFlight,
 }
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        if let Some(log) = &self.log {
-            log.emit(self.bytes, self.done || self.body.is_end_stream());
-        }
+        self.outcome.completed = self.done || self.body.is_end_stream();
     }
 }
 
@@ -96,7 +141,7 @@ impl Body for ProxyBody {
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
-                            s.bytes += d.len() as u64;
+                            s.outcome.bytes += d.len() as u64;
                         }
                     }
                     Poll::Ready(None) => s.done = true,

@@ -8,7 +8,7 @@ pub mod route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -19,8 +19,9 @@ use crate::balance::{self, Tried};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::pool::Publisher;
+use crate::telemetry::metrics::Lv;
 use crate::upstream::{ConnLimits, UpstreamBody};
-pub use body::{AccessRecord, ProxyBody};
+pub use body::{LogFields, Outcome, ProxyBody};
 use headers::X_REQUEST_ID;
 use route::RouteTable;
 
@@ -35,6 +36,7 @@ pub struct Settings {
     pub eject_after: u32,
     pub eject_for: Duration,
     pub access_log: bool,
+    pub access_sample: f64,
 }
 
 impl Settings {
@@ -52,6 +54,7 @@ impl Settings {
             eject_after: c.upstream.eject_after,
             eject_for: c.upstream.eject_for,
             access_log: c.log.access_log,
+            access_sample: c.log.access_sample,
         }
     }
 }
@@ -63,7 +66,7 @@ pub struct Proxy {
     ids: request_id::Generator,
 }
 
-/// A sent request that failed before its response head could not be replayed more than this.
+/// A request whose connection died before it was written is retried at most this often.
 const MAX_STALE_RETRIES: usize = 4;
 
 impl Proxy {
@@ -86,48 +89,70 @@ impl Proxy {
         peer: SocketAddr,
         proto: &'static str,
     ) -> Response<ProxyBody> {
-        let start = Instant::now();
         let settings = self.settings.load();
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        if settings.health_path.as_deref() == Some(req.uri().path()) {
-            return text(StatusCode::OK, "healthy\n");
-        }
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
             _ => self.ids.next(),
         };
-        let mut log = settings.access_log.then(|| AccessRecord {
-            start,
+        let log = settings.access_log.then(|| LogFields {
             method: req.method().clone(),
-            path: path_and_query.to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
             peer: peer.ip(),
-            request_id: request_id.clone(),
-            route: None,
-            pool: None,
-            upstream: None,
-            status: StatusCode::OK,
+            sample: settings.access_sample,
         });
+        let mut outcome =
+            Outcome::new(Arc::clone(&self.publisher.metrics), request_id.clone(), log);
+        if settings.health_path.as_deref() == Some(req.uri().path()) {
+            outcome.route = Lv::S("health");
+            return text(StatusCode::OK, "healthy\n");
+        }
+        let pool_slot = &mut outcome.pool;
+        let route_slot = &mut outcome.route;
         let result = self
-            .forward(req, &settings, peer, proto, &request_id, &mut log)
+            .forward(
+                req,
+                &settings,
+                peer,
+                proto,
+                &request_id,
+                pool_slot,
+                route_slot,
+            )
             .await;
         match result {
-            Ok(resp) => resp,
+            Ok((resp, body, upstream, in_flight)) => {
+                outcome.status = resp.status;
+                outcome.upstream = Some(upstream);
+                let streamed = body::Streamed {
+                    body,
+                    outcome,
+                    done: false,
+                    _in_flight: in_flight,
+                };
+                Response::from_parts(resp, ProxyBody::Upstream(Box::new(streamed)))
+            }
             Err(err) => {
                 let status = err.status();
-                match &err {
-                    ProxyError::NoRoute | ProxyError::BadRequest(_) => {}
-                    _ => tracing::warn!(
+                let metrics = &self.publisher.metrics;
+                let pool = [("pool", Lv::S(outcome.pool))];
+                if let ProxyError::Timeout { .. } = &err {
+                    metrics.timeouts.get_or_create(&pool).inc();
+                }
+                if status.is_server_error() {
+                    tracing::warn!(
                         target: "zerodown::proxy",
                         request_id = request_id.to_str().unwrap_or(""),
                         status = status.as_u16(),
                         error = %err,
                         "request failed"
-                    ),
+                    );
                 }
-                if let Some(log) = &mut log {
-                    log.status = status;
-                    log.emit(err.body().len() as u64, true);
-                }
+                outcome.status = status;
+                outcome.bytes = err.body().len() as u64;
                 let mut resp = text(status, err.body());
                 resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
                 resp
@@ -135,6 +160,7 @@ impl Proxy {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -142,8 +168,9 @@ impl Proxy {
         peer: SocketAddr,
         proto: &'static str,
         request_id: &HeaderValue,
-        log: &mut Option<AccessRecord>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+        pool_slot: &mut &'static str,
+        route_slot: &mut Lv,
+    ) -> Result<Upstreamed, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let matched = settings
@@ -152,10 +179,8 @@ impl Proxy {
             .ok_or(ProxyError::NoRoute)?;
         let pool_id = matched.pool;
         let pool_name = pool_id.as_str();
-        if let Some(log) = log.as_mut() {
-            log.route = Some(matched.prefix.to_string());
-            log.pool = Some(pool_name);
-        }
+        *pool_slot = pool_name;
+        *route_slot = Lv::A(Arc::clone(matched.prefix));
         // Origin form for HTTP/1.1 upstreams; rebuilt only when rewritten or absolute.
         let uri = if matches!(matched.path_and_query, std::borrow::Cow::Borrowed(_))
             && parts.uri.authority().is_none()
@@ -193,6 +218,8 @@ impl Proxy {
         if pool.is_empty() {
             return Err(ProxyError::EmptyPool { pool: pool_name });
         }
+        let metrics = &self.publisher.metrics;
+        let pool_label = [("pool", Lv::S(pool_name))];
         // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
         let template = if body.is_end_stream() && parts.method.is_idempotent() {
             Some(parts.clone())
@@ -216,16 +243,21 @@ impl Proxy {
             };
             let member = &pool.members[i];
             let up = &member.upstream;
+            if !failures.is_empty() {
+                metrics.retries.get_or_create(&pool_label).inc();
+            }
             attempts += 1;
             tried.insert(i);
             let mut sender = match up.checkout(settings.limits).await {
                 Ok((sender, _reused)) => sender,
                 Err(e) => {
+                    metrics.connect_errors.get_or_create(&pool_label).inc();
                     if up
                         .health
                         .record_failure(settings.eject_after, settings.eject_for)
                     {
-                        tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive connect failures");
+                        metrics.ejections.get_or_create(&pool_label).inc();
+                        tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive failures");
                     }
                     tracing::debug!(upstream = %up.address, error = %e, "connect failed, trying another instance");
                     failures.push(format!("{} ({e})", up.address));
@@ -257,22 +289,7 @@ impl Proxy {
                     rparts
                         .headers
                         .insert(X_REQUEST_ID.clone(), request_id.clone());
-                    let log = log.take().map(|mut l| {
-                        l.status = rparts.status;
-                        l.upstream = Some(Arc::clone(&member.instance));
-                        l
-                    });
-                    let streamed = body::Streamed {
-                        body: rbody,
-                        log,
-                        bytes: 0,
-                        done: false,
-                        _in_flight: in_flight,
-                    };
-                    return Ok(Response::from_parts(
-                        rparts,
-                        ProxyBody::Upstream(Box::new(streamed)),
-                    ));
+                    return Ok((rparts, rbody, Arc::clone(&member.instance), in_flight));
                 }
                 Ok(Err(mut e)) => {
                     if let Some(req) = e.take_message() {
@@ -286,8 +303,12 @@ impl Proxy {
                         continue;
                     }
                     let error = e.into_error();
-                    up.health
-                        .record_failure(settings.eject_after, settings.eject_for);
+                    if up
+                        .health
+                        .record_failure(settings.eject_after, settings.eject_for)
+                    {
+                        metrics.ejections.get_or_create(&pool_label).inc();
+                    }
                     failures.push(format!("{} ({error})", up.address));
                     if template.is_none() {
                         break;
@@ -304,6 +325,14 @@ impl Proxy {
         })
     }
 }
+
+/// A response head from an upstream, its body, the instance that answered, and its in-flight mark.
+type Upstreamed = (
+    http::response::Parts,
+    Incoming,
+    Arc<crate::pool::Instance>,
+    crate::upstream::InFlight,
+);
 
 /// A local plain-text answer.
 pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

@@ -1,19 +1,20 @@
 //! Route table: longest prefix first, matched on whole path segments, with an optional prefix rewrite.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::config::{PoolName, Route};
 
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    /// Sorted by prefix length, longest first.
-    routes: Vec<Route>,
+    /// Sorted by prefix length, longest first; each with its prefix as a shared metrics label.
+    routes: Vec<(Route, Arc<str>)>,
 }
 
 /// A matched route and the path-and-query to send upstream.
 #[derive(Debug, PartialEq)]
 pub struct Matched<'a> {
-    pub prefix: &'a str,
+    pub prefix: &'a Arc<str>,
     pub pool: PoolName,
     pub path_and_query: Cow<'a, str>,
 }
@@ -21,6 +22,13 @@ pub struct Matched<'a> {
 impl RouteTable {
     pub fn new(mut routes: Vec<Route>) -> RouteTable {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let routes = routes
+            .into_iter()
+            .map(|r| {
+                let label = Arc::from(r.prefix.as_str());
+                (r, label)
+            })
+            .collect();
         RouteTable { routes }
     }
 
@@ -28,10 +36,10 @@ impl RouteTable {
     pub fn find<'a>(&'a self, path_and_query: &'a str) -> Option<Matched<'a>> {
         let path_end = path_and_query.find('?').unwrap_or(path_and_query.len());
         let path = &path_and_query[..path_end];
-        let route = self
+        let (route, label) = self
             .routes
             .iter()
-            .find(|r| segment_prefix(path, &r.prefix))?;
+            .find(|(r, _)| segment_prefix(path, &r.prefix))?;
         let path_and_query = match &route.rewrite {
             None => Cow::Borrowed(path_and_query),
             Some(to) => {
@@ -55,7 +63,7 @@ impl RouteTable {
             }
         };
         Some(Matched {
-            prefix: &route.prefix,
+            prefix: label,
             pool: route.pool,
             path_and_query,
         })

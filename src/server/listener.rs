@@ -44,6 +44,7 @@ pub async fn serve(
 ) {
     let mut builder = builder(*limits.borrow_and_update());
     let graceful = GracefulShutdown::new();
+    let proxy_metrics = std::sync::Arc::clone(&proxy.publisher.metrics);
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -77,8 +78,12 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let open = proxy_metrics.connections_open.clone();
+        open.inc();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = conn.await;
+            open.dec();
+            if let Err(e) = result {
                 tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "client connection ended with error");
             }
         });

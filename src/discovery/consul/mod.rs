@@ -24,6 +24,7 @@ use watch::{IndexEvent, Watch};
 use super::{split_by_tags, UpstreamSource};
 use crate::config::{process_env, ActiveSelector, Consistency, ConsulSourceConfig, PoolsConfig};
 use crate::pool::{Candidates, Instance, Publisher, SourceInfo};
+use crate::telemetry::metrics::Lv;
 
 /// Builds the client the source and the operator commands use: TLS and the ACL token resolved from
 /// the config and the standard variables. Errors name the setting to fix.
@@ -323,10 +324,19 @@ async fn run_watch(
     } else {
         me.service_watch()
     };
+    let metrics = Arc::clone(&publisher.metrics);
+    let label = [("watch", Lv::S(if key { "kv" } else { "service" }))];
+    let _ = metrics.watch_errors.get_or_create(&label);
     loop {
         progress.touch();
+        let started = std::time::Instant::now();
         let result = w.poll(&me.client).await;
         progress.touch();
+        metrics.watch_requests.get_or_create(&label).inc();
+        metrics
+            .watch_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
         let update = result.and_then(|(reply, event)| {
             log_index_event(&w.what, event);
             if reply.known_leader == Some(false) {
@@ -352,6 +362,9 @@ async fn run_watch(
         });
         match update {
             Ok(u) => {
+                if !key {
+                    metrics.watch_last_index.set(w.index as i64);
+                }
                 let errors = publisher.status.ok((!key).then_some(w.index));
                 if errors > 0 {
                     tracing::info!(target: "zerodown::source", watch = %w.what, after_errors = errors, "consul watch recovered");
@@ -363,6 +376,7 @@ async fn run_watch(
                 }
             }
             Err(e) => {
+                metrics.watch_errors.get_or_create(&label).inc();
                 let delay = w.failed();
                 let msg = format!("{}: {e}", w.what);
                 if publisher.status.error(&msg) {

@@ -1,6 +1,8 @@
 //! Logging: JSON lines (default) or text on stdout, filtered by `RUST_LOG` or the config's level.
 //! The access log has its own target, `zerodown::access`, so it can be filtered or routed apart.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};

@@ -1,0 +1,237 @@
+//! Prometheus metrics, one registry per daemon (tests run several in one process). Label values are
+//! [`Lv`]s, so the request path clones an `Arc` or a `&'static str` instead of allocating; pool
+//! gauges are set when a snapshot is published, never per request.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::pool::Instance;
+
+/// A label value: static, shared text, or an instance's version (no copy of the string).
+#[derive(Debug, Clone)]
+pub enum Lv {
+    S(&'static str),
+    A(Arc<str>),
+    Version(Arc<Instance>),
+}
+
+impl Lv {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Lv::S(s) => s,
+            Lv::A(s) => s,
+            Lv::Version(i) => &i.version,
+        }
+    }
+}
+
+impl PartialEq for Lv {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Lv {}
+impl Hash for Lv {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl EncodeLabelValue for Lv {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+pub type L1 = [(&'static str, Lv); 1];
+pub type L2 = [(&'static str, Lv); 2];
+pub type L4 = [(&'static str, Lv); 4];
+
+fn histogram() -> Histogram {
+    // 100 µs … ~52 s, doubling.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+type Hist = Family<L1, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<L4, Counter>,
+    pub request_duration: Hist,
+    pub in_flight: Gauge,
+    pub connections_open: Gauge,
+    pub connect_errors: Family<L1, Counter>,
+    pub retries: Family<L1, Counter>,
+    pub ejections: Family<L1, Counter>,
+    pub timeouts: Family<L1, Counter>,
+    pub pool_instances: Family<L1, Gauge>,
+    pub pool_version: Family<L2, Gauge>,
+    pub swaps: Family<L1, Counter>,
+    pub gate_holds: Family<L2, Counter>,
+    pub gate_hold_active: Family<L2, Gauge>,
+    pub watch_requests: Family<L1, Counter>,
+    pub watch_errors: Family<L1, Counter>,
+    pub watch_duration: Hist,
+    pub watch_last_index: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("zerodown");
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(histogram),
+            in_flight: Gauge::default(),
+            connections_open: Gauge::default(),
+            connect_errors: Family::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            timeouts: Family::default(),
+            pool_instances: Family::default(),
+            pool_version: Family::default(),
+            swaps: Family::default(),
+            gate_holds: Family::default(),
+            gate_hold_active: Family::default(),
+            watch_requests: Family::default(),
+            watch_errors: Family::default(),
+            watch_duration: Family::new_with_constructor(histogram),
+            watch_last_index: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "requests",
+            "Proxied and local requests by route, pool, status class and upstream version",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response body, by pool",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "requests_in_flight",
+            "Requests being served now",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "client_connections_open",
+            "Open client connections on the public listener",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "upstream_connect_errors",
+            "Failed connects to upstream instances, by pool",
+            m.connect_errors.clone(),
+        );
+        r.register(
+            "upstream_retries",
+            "Requests tried again on another instance, by pool",
+            m.retries.clone(),
+        );
+        r.register(
+            "upstream_ejections",
+            "Instances ejected after consecutive failures, by pool",
+            m.ejections.clone(),
+        );
+        r.register(
+            "upstream_timeouts",
+            "Upstream responses that did not arrive in time (504), by pool",
+            m.timeouts.clone(),
+        );
+        r.register(
+            "pool_instances",
+            "Instances each pool routes to",
+            m.pool_instances.clone(),
+        );
+        r.register(
+            "pool_serving_version",
+            "1 for the version each pool serves",
+            m.pool_version.clone(),
+        );
+        r.register(
+            "swaps",
+            "Snapshot swaps, by kind (membership, version_change, hold)",
+            m.swaps.clone(),
+        );
+        r.register(
+            "gate_holds",
+            "Gate holds started, by pool and kind (empty, version)",
+            m.gate_holds.clone(),
+        );
+        r.register(
+            "gate_hold_active",
+            "1 while a gate hold is in effect, by pool and kind",
+            m.gate_hold_active.clone(),
+        );
+        r.register(
+            "watch_requests",
+            "Calls made by the upstream source, by watch",
+            m.watch_requests.clone(),
+        );
+        r.register(
+            "watch_errors",
+            "Failed source calls, by watch",
+            m.watch_errors.clone(),
+        );
+        r.register(
+            "watch_duration_seconds",
+            "Source call latency (blocking calls included), by watch",
+            m.watch_duration.clone(),
+        );
+        r.register(
+            "watch_last_index",
+            "The last Consul index of the service watch",
+            m.watch_last_index.clone(),
+        );
+        let info: Family<L1, Gauge> = Family::default();
+        info.get_or_create(&[("version", Lv::S(env!("CARGO_PKG_VERSION")))])
+            .set(1);
+        r.register("build_info", "zerodown's version", info);
+        // Known series start at zero, so rate() and alerts see them before the first event.
+        for pool in ["active", "standby"] {
+            let p = [("pool", Lv::S(pool))];
+            for f in [&m.connect_errors, &m.retries, &m.ejections, &m.timeouts] {
+                let _ = f.get_or_create(&p);
+            }
+            for kind in ["empty", "version"] {
+                let _ = m
+                    .gate_holds
+                    .get_or_create(&[("pool", Lv::S(pool)), ("kind", Lv::S(kind))]);
+            }
+        }
+        Metrics { registry: r, ..m }
+    }
+
+    /// The OpenMetrics text exposition (which Prometheus scrapes natively).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out = "# encoding failed\n".into();
+        }
+        out
+    }
+}
+
+/// `2xx`, `4xx`, … for the status-class label.
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
