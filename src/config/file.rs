@@ -18,6 +18,11 @@ pub struct FileConfig {
     pub upstream: UpstreamSection,
     #[serde(default)]
     pub pools: PoolsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub http2: Http2Section,
+    pub tls: Option<Spanned<TlsSection>>,
     pub source: Option<SourceSection>,
     pub routes: Option<Spanned<Vec<RouteSection>>>,
 }
@@ -32,6 +37,43 @@ pub struct ServerSection {
     pub drain_timeout: Opt<String>,
     pub header_timeout: Opt<String>,
     pub keepalive_timeout: Opt<String>,
+    pub admin_token_file: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_header_bytes: Opt<usize>,
+    pub max_headers: Opt<usize>,
+    pub max_body_bytes: Opt<u64>,
+    pub max_upstream_header_bytes: Opt<usize>,
+    pub max_connections: Opt<usize>,
+    pub connection_wait: Opt<String>,
+    pub body_idle_timeout: Opt<String>,
+    pub body_timeout: Opt<String>,
+    pub max_requests_per_connection: Opt<u64>,
+    pub max_connection_age: Opt<String>,
+    pub underscore_headers: Opt<String>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Section {
+    pub max_concurrent_streams: Opt<u32>,
+    pub max_pending_accept_reset_streams: Opt<usize>,
+    pub max_local_error_reset_streams: Opt<usize>,
+    pub max_header_list_size: Opt<u32>,
+    pub initial_stream_window_size: Opt<u32>,
+    pub initial_connection_window_size: Opt<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Spanned<String>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,4 +139,5 @@ pub struct RouteSection {
     pub prefix: Spanned<String>,
     pub pool: Spanned<String>,
     pub rewrite: Opt<String>,
+    pub max_body_bytes: Opt<u64>,
 }

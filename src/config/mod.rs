@@ -6,6 +6,7 @@
 mod consul;
 pub mod duration;
 mod error;
+mod limits;
 pub(crate) use error::Source as TextSource;
 mod file;
 mod validate;
@@ -20,11 +21,16 @@ pub use consul::{
     process_env, ActiveSelector, Consistency, ConsulAddress, ConsulSourceConfig, ConsulTls, Env,
 };
 pub use error::ConfigError;
+pub use limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
 
 /// Everything the daemon needs, checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub http2: Http2Config,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     pub log: LogConfig,
     pub upstream: UpstreamConfig,
     pub pools: PoolsConfig,
@@ -48,6 +54,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     #[serde(serialize_with = "ser_duration")]
     pub keepalive_timeout: Duration,
+    /// File holding a bearer token required by `/status`, `/consul-status` and `/metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -135,6 +144,9 @@ pub struct Route {
     /// Replaces the matched prefix before the request goes upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
+    /// Raises (or lowers) `limits.max_body_bytes` for this route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -148,7 +160,11 @@ impl Default for Config {
                 drain_timeout: Duration::from_secs(30),
                 header_timeout: Duration::from_secs(10),
                 keepalive_timeout: Duration::from_secs(75),
+                admin_token_file: None,
             },
+            limits: LimitsConfig::default(),
+            http2: Http2Config::default(),
+            tls: None,
             log: LogConfig {
                 format: LogFormat::Json,
                 level: "info".into(),
@@ -185,11 +201,13 @@ pub fn default_routes() -> Vec<Route> {
             prefix: "/standby".into(),
             pool: PoolName::Standby,
             rewrite: Some("/hello".into()),
+            max_body_bytes: None,
         },
         Route {
             prefix: "/".into(),
             pool: PoolName::Active,
             rewrite: None,
+            max_body_bytes: None,
         },
     ]
 }

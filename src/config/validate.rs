@@ -9,8 +9,9 @@ use toml::Spanned;
 use super::error::Source;
 use super::file::{FileConfig, RouteSection, SourceSection};
 use super::{
-    duration, process_env, ActiveSelector, Config, ConfigError, Consistency, ConsulAddress,
-    ConsulSourceConfig, Env, FileSourceConfig, LogFormat, PoolName, Route, SourceConfig,
+    duration, process_env, ActiveSelector, Cidr, Config, ConfigError, Consistency, ConsulAddress,
+    ConsulSourceConfig, Env, FileSourceConfig, LogFormat, PoolName, Route, SourceConfig, TlsConfig,
+    Underscores,
 };
 
 type Opt<T> = Option<Spanned<T>>;
@@ -46,6 +47,123 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
         s.keepalive_timeout,
         |v| positive(&src, v, "server.keepalive_timeout"),
     )?;
+
+    set(&mut cfg.server.admin_token_file, s.admin_token_file, |v| {
+        Ok(Some(base.join(v.get_ref())))
+    })?;
+
+    let lim = raw.limits;
+    let c = &mut cfg.limits;
+    set(&mut c.max_header_bytes, lim.max_header_bytes, |v| {
+        between(&src, v, "limits.max_header_bytes", 8192, 1 << 24)
+    })?;
+    set(&mut c.max_headers, lim.max_headers, |v| {
+        between(&src, v, "limits.max_headers", 1, 10_000)
+    })?;
+    set(&mut c.max_body_bytes, lim.max_body_bytes, |v| {
+        Ok(*v.get_ref())
+    })?;
+    set(
+        &mut c.max_upstream_header_bytes,
+        lim.max_upstream_header_bytes,
+        |v| between(&src, v, "limits.max_upstream_header_bytes", 8192, 1 << 24),
+    )?;
+    set(&mut c.max_connections, lim.max_connections, |v| {
+        between(&src, v, "limits.max_connections", 1, 10_000_000)
+    })?;
+    set(&mut c.connection_wait, lim.connection_wait, |v| {
+        dur(&src, v, "limits.connection_wait")
+    })?;
+    set(&mut c.body_idle_timeout, lim.body_idle_timeout, |v| {
+        positive(&src, v, "limits.body_idle_timeout")
+    })?;
+    set(&mut c.body_timeout, lim.body_timeout, |v| {
+        positive(&src, v, "limits.body_timeout")
+    })?;
+    set(
+        &mut c.max_requests_per_connection,
+        lim.max_requests_per_connection,
+        |v| at_least_one(&src, v, "limits.max_requests_per_connection"),
+    )?;
+    set(&mut c.max_connection_age, lim.max_connection_age, |v| {
+        positive(&src, v, "limits.max_connection_age")
+    })?;
+    set(&mut c.underscore_headers, lim.underscore_headers, |v| {
+        match v.get_ref().as_str() {
+        "drop" => Ok(Underscores::Drop),
+        "reject" => Ok(Underscores::Reject),
+        "allow" => Ok(Underscores::Allow),
+        other => Err(src.at(
+            Some(v.span()),
+            format!("limits.underscore_headers: unknown choice {other:?} (use \"drop\", \"reject\" or \"allow\")"),
+        )),
+    }
+    })?;
+    if let Some(list) = lim.trusted_proxies {
+        c.trusted_proxies = list
+            .iter()
+            .map(|v| {
+                Cidr::parse(v.get_ref())
+                    .map_err(|e| src.at(Some(v.span()), format!("limits.trusted_proxies: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+
+    let h = raw.http2;
+    let c = &mut cfg.http2;
+    set(
+        &mut c.max_concurrent_streams,
+        h.max_concurrent_streams,
+        |v| between(&src, v, "http2.max_concurrent_streams", 1, 10_000),
+    )?;
+    set(
+        &mut c.max_pending_accept_reset_streams,
+        h.max_pending_accept_reset_streams,
+        |v| between(&src, v, "http2.max_pending_accept_reset_streams", 1, 10_000),
+    )?;
+    set(
+        &mut c.max_local_error_reset_streams,
+        h.max_local_error_reset_streams,
+        |v| between(&src, v, "http2.max_local_error_reset_streams", 1, 100_000),
+    )?;
+    set(&mut c.max_header_list_size, h.max_header_list_size, |v| {
+        between(&src, v, "http2.max_header_list_size", 16 * 1024, 1 << 20)
+    })?;
+    set(
+        &mut c.initial_stream_window_size,
+        h.initial_stream_window_size,
+        |v| {
+            between(
+                &src,
+                v,
+                "http2.initial_stream_window_size",
+                65_535,
+                (1 << 31) - 1,
+            )
+        },
+    )?;
+    set(
+        &mut c.initial_connection_window_size,
+        h.initial_connection_window_size,
+        |v| {
+            between(
+                &src,
+                v,
+                "http2.initial_connection_window_size",
+                65_535,
+                (1 << 31) - 1,
+            )
+        },
+    )?;
+
+    if let Some(t) = raw.tls {
+        let t = t.into_inner();
+        cfg.tls = Some(TlsConfig {
+            listen: addr(&src, &t.listen, "tls.listen")?,
+            cert: base.join(t.cert.get_ref()),
+            key: base.join(t.key.get_ref()),
+        });
+    }
 
     let l = raw.log;
     set(&mut cfg.log.format, l.format, |v| {
@@ -187,6 +305,23 @@ fn at_least_one<T: Copy + TryInto<u64>>(
     let n: u64 = (*v.get_ref()).try_into().unwrap_or(u64::MAX);
     if n == 0 {
         return Err(src.at(Some(v.span()), format!("{key}: must be at least 1")));
+    }
+    Ok(n)
+}
+
+fn between<T: Copy + PartialOrd + std::fmt::Display>(
+    src: &Source,
+    v: &Spanned<T>,
+    key: &str,
+    lo: T,
+    hi: T,
+) -> Result<T, ConfigError> {
+    let n = *v.get_ref();
+    if n < lo || n > hi {
+        return Err(src.at(
+            Some(v.span()),
+            format!("{key}: {n} is out of range ({lo} to {hi})"),
+        ));
     }
     Ok(n)
 }
@@ -442,6 +577,7 @@ fn route_table(
             prefix,
             pool,
             rewrite,
+            max_body_bytes: r.max_body_bytes.map(|v| *v.get_ref()),
         });
     }
     if out.is_empty() {

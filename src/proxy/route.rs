@@ -105,11 +105,13 @@ mod tests {
                 prefix: "/api".into(),
                 pool: PoolName::Active,
                 rewrite: Some("/".into()),
+                max_body_bytes: None,
             },
             Route {
                 prefix: "/api/next".into(),
                 pool: PoolName::Standby,
                 rewrite: None,
+                max_body_bytes: None,
             },
         ]);
         assert_eq!(
