@@ -22,14 +22,34 @@ use crate::pool::{Pool, Publisher, Snapshot};
 pub struct AdminState {
     pub publisher: Arc<Publisher>,
     started: Instant,
+    /// Bearer token `/status`, `/consul-status` and `/metrics` require, when set.
+    token: Option<Arc<str>>,
 }
 
 impl AdminState {
-    pub fn new(publisher: Arc<Publisher>) -> AdminState {
+    pub fn new(publisher: Arc<Publisher>, token: Option<String>) -> AdminState {
         AdminState {
             publisher,
             started: Instant::now(),
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
         }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(want) = &self.token else { return true };
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared without an early exit, so timing does not reveal a matching prefix.
+        got.len() == want.len()
+            && got
+                .bytes()
+                .zip(want.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
@@ -65,7 +85,22 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "use GET\n".into(),
         );
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    let sensitive = matches!(path, "/status" | "/consul-status" | "/metrics");
+    if sensitive && !state.authorized(req) {
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "unauthorized: send Authorization: Bearer <token from server.admin_token_file>\n"
+                .into(),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    match path {
         "/live" => reply(StatusCode::OK, "text/plain", "live\n".into()),
         "/ready" => {
             if is_ready(&state.publisher.load()) {

@@ -15,6 +15,10 @@ pub enum ProxyError {
     Timeout { upstream: String, after_ms: u128 },
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    #[error("request body larger than the route allows")]
+    PayloadTooLarge,
+    #[error("request body arrived too slowly")]
+    BodyTimeout,
 }
 
 impl ProxyError {
@@ -25,6 +29,8 @@ impl ProxyError {
             ProxyError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -36,6 +42,8 @@ impl ProxyError {
             ProxyError::AllFailed { .. } => "bad gateway: upstream failed\n",
             ProxyError::Timeout { .. } => "gateway timeout: upstream did not answer in time\n",
             ProxyError::BadRequest(_) => "bad request\n",
+            ProxyError::PayloadTooLarge => "request body too large\n",
+            ProxyError::BodyTimeout => "request body timed out\n",
         }
     }
 }
@@ -58,6 +66,8 @@ mod tests {
                 504,
             ),
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::PayloadTooLarge, 413),
+            (ProxyError::BodyTimeout, 408),
         ];
         for (err, code) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");

@@ -126,7 +126,20 @@ pub fn run_with(
                 return ExitCode::FAILURE;
             }
         };
-        let daemon = match Daemon::start(cfg, public, Some(admin)) {
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => match TcpListener::bind(t.listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!(
+                        "zerodown: cannot listen on {} for HTTPS: {e} (choose another address with tls.listen)",
+                        t.listen
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        let daemon = match Daemon::start_with_tls(cfg, public, Some(admin), tls) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("zerodown: cannot start: {e}");

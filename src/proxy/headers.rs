@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::Underscores;
+
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -44,33 +46,96 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Sets `X-Forwarded-*` and `X-Real-IP` for a request from `peer` that arrived for `host`.
+/// Sets `X-Forwarded-For`, `Forwarded`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host`
+/// for a request from `peer` that arrived for `host`. From a `trusted` peer (another proxy) the
+/// chain it sent is kept and extended; from anyone else it is replaced, so clients cannot forge it.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     host: Option<&HeaderValue>,
     proto: &'static str,
+    trusted: bool,
 ) {
     let peer_s = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer_s}"),
-        _ => peer_s.clone(),
+    let prior = |h: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let parts: Vec<&str> = h
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    let node = if peer.is_ipv6() {
+        format!("\"[{peer_s}]\"")
+    } else {
+        peer_s.clone()
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(&format!(";host=\"{h}\""));
     }
-    if let Ok(v) = HeaderValue::from_str(&peer_s) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match host {
-        Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    let (xff, fwd) = if trusted {
+        (
+            prior(headers, &X_FORWARDED_FOR).map_or(peer_s.clone(), |p| format!("{p}, {peer_s}")),
+            prior(headers, &header::FORWARDED)
+                .map_or(forwarded.clone(), |p| format!("{p}, {forwarded}")),
+        )
+    } else {
+        (peer_s.clone(), forwarded)
+    };
+    let keep_real_ip = trusted && headers.contains_key(&X_REAL_IP);
+    for (name, value) in [(&X_FORWARDED_FOR, xff), (&header::FORWARDED, fwd)] {
+        match HeaderValue::from_str(&value) {
+            Ok(v) => {
+                headers.insert(name.clone(), v);
+            }
+            Err(_) => {
+                headers.remove(name);
+            }
         }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
+    }
+    if !keep_real_ip {
+        if let Ok(v) = HeaderValue::from_str(&peer_s) {
+            headers.insert(X_REAL_IP.clone(), v);
         }
     }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// Applies the underscore policy; returns false when the request must be refused.
+pub fn underscores(headers: &mut HeaderMap, policy: Underscores) -> bool {
+    if policy == Underscores::Allow {
+        return true;
+    }
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        return true;
+    }
+    if policy == Underscores::Reject {
+        return false;
+    }
+    for k in found {
+        headers.remove(k);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -98,17 +163,52 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_append_like_nginx() {
+    fn forwarded_headers_from_a_trusted_proxy_are_extended() {
         let mut h = HeaderMap::new();
         h.insert(
             X_FORWARDED_FOR.clone(),
             HeaderValue::from_static("10.0.0.1"),
         );
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
         let host = HeaderValue::from_static("example.test");
-        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), Some(&host), "http");
+        set_forwarded(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            Some(&host),
+            "http",
+            true,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
+        assert_eq!(
+            h[&header::FORWARDED],
+            "for=10.0.0.1, for=192.0.2.7;proto=http;host=\"example.test\""
+        );
         assert_eq!(h[&X_REAL_IP], "192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "example.test");
+    }
+
+    #[test]
+    fn forwarded_headers_from_anyone_else_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_REAL_IP.clone(), HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+        set_forwarded(&mut h, "::1".parse().unwrap(), None, "http", false);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        assert_eq!(h[&X_REAL_IP], "::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&header::FORWARDED], "for=\"[::1]\";proto=http");
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn underscore_policy() {
+        let mut h = HeaderMap::new();
+        h.insert("x_user", HeaderValue::from_static("admin"));
+        h.insert("x-ok", HeaderValue::from_static("1"));
+        assert!(!underscores(&mut h.clone(), Underscores::Reject));
+        assert!(underscores(&mut h, Underscores::Drop));
+        assert!(!h.contains_key("x_user") && h.contains_key("x-ok"));
     }
 }

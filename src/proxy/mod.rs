@@ -16,11 +16,11 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::balance::{self, Tried};
-use crate::config::Config;
+use crate::config::{Cidr, Config, Underscores};
 use crate::error::ProxyError;
 use crate::pool::Publisher;
 use crate::telemetry::metrics::Lv;
-use crate::upstream::{ConnLimits, UpstreamBody};
+use crate::upstream::{BodyVerdict, ConnLimits, Cutoff, Guarded, UpstreamBody};
 pub use body::{LogFields, Outcome, ProxyBody};
 use headers::X_REQUEST_ID;
 use route::RouteTable;
@@ -37,6 +37,11 @@ pub struct Settings {
     pub eject_for: Duration,
     pub access_log: bool,
     pub access_sample: f64,
+    pub max_body_bytes: u64,
+    pub body_idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub underscores: Underscores,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Settings {
@@ -48,6 +53,7 @@ impl Settings {
                 connect_timeout: c.upstream.connect_timeout,
                 idle_timeout: c.upstream.idle_timeout,
                 max_idle: c.upstream.max_idle_per_instance,
+                max_response_head: c.limits.max_upstream_header_bytes,
             },
             response_timeout: c.upstream.response_timeout,
             max_attempts: c.upstream.max_attempts,
@@ -55,6 +61,11 @@ impl Settings {
             eject_for: c.upstream.eject_for,
             access_log: c.log.access_log,
             access_sample: c.log.access_sample,
+            max_body_bytes: c.limits.max_body_bytes,
+            body_idle_timeout: c.limits.body_idle_timeout,
+            body_timeout: c.limits.body_timeout,
+            underscores: c.limits.underscore_headers,
+            trusted_proxies: c.limits.trusted_proxies.clone(),
         }
     }
 }
@@ -172,6 +183,13 @@ impl Proxy {
         route_slot: &mut Lv,
     ) -> Result<Upstreamed, ProxyError> {
         let (mut parts, body) = req.into_parts();
+        // Exactly one valid Host (or the authority of an absolute/h2 target), before any routing.
+        let host = request_host(&parts)?;
+        if !headers::underscores(&mut parts.headers, settings.underscores) {
+            return Err(ProxyError::BadRequest(
+                "header names with underscores are refused",
+            ));
+        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let matched = settings
             .routes
@@ -192,19 +210,29 @@ impl Proxy {
                     .map_err(|_| ProxyError::BadRequest("rewritten path is not a valid URI"))?,
             )
         };
-        let host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+        let max_body = matched.max_body_bytes.unwrap_or(settings.max_body_bytes);
+        let declared = body.size_hint().exact().or_else(|| {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(ProxyError::PayloadTooLarge);
+        }
         if let Some(uri) = uri {
             parts.uri = uri;
         }
         parts.version = Version::HTTP_11;
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref(), proto);
+        // Re-framed upstream: hyper writes one Content-Length (known size) or chunked, never the
+        // client's framing verbatim.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let trusted = settings
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(peer.ip()));
+        headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref(), proto, trusted);
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }
@@ -226,10 +254,17 @@ impl Proxy {
         } else {
             None
         };
+        let verdict = Arc::new(BodyVerdict::default());
         let upstream_body = if body.is_end_stream() {
             UpstreamBody::Empty
         } else {
-            UpstreamBody::Stream(body)
+            UpstreamBody::Stream(Box::new(Guarded::new(
+                body,
+                max_body,
+                settings.body_idle_timeout,
+                settings.body_timeout,
+                Arc::clone(&verdict),
+            )))
         };
         let mut pending = Some(Request::from_parts(parts, upstream_body));
         let start = pool.next_start();
@@ -271,6 +306,12 @@ impl Proxy {
             }) else {
                 break;
             };
+            let mut req = req;
+            if !req.headers().contains_key(header::HOST) {
+                if let Ok(h) = HeaderValue::from_str(&up.address) {
+                    req.headers_mut().insert(header::HOST, h);
+                }
+            }
             let in_flight = up.begin();
             match tokio::time::timeout(settings.response_timeout, sender.try_send_request(req))
                 .await
@@ -303,6 +344,12 @@ impl Proxy {
                         continue;
                     }
                     let error = e.into_error();
+                    // The client's body broke a limit: its fault, not the instance's.
+                    match verdict.get() {
+                        Some(Cutoff::TooLarge) => return Err(ProxyError::PayloadTooLarge),
+                        Some(Cutoff::TimedOut) => return Err(ProxyError::BodyTimeout),
+                        None => {}
+                    }
                     if up
                         .health
                         .record_failure(settings.eject_after, settings.eject_for)
@@ -333,6 +380,37 @@ type Upstreamed = (
     Arc<crate::pool::Instance>,
     crate::upstream::InFlight,
 );
+
+/// The request's host: the target's authority (absolute form, HTTP/2), else its one valid `Host`
+/// header; HTTP/1.1 requires one (RFC 9112 §3.2).
+fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if let Some(a) = parts.uri.authority() {
+        return Ok(HeaderValue::from_str(a.as_str()).ok());
+    }
+    match first {
+        Some(h) => {
+            let valid = h
+                .to_str()
+                .ok()
+                .filter(|s| !s.contains('@'))
+                .and_then(|s| s.parse::<http::uri::Authority>().ok())
+                .is_some();
+            if !valid {
+                return Err(ProxyError::BadRequest("invalid Host header"));
+            }
+            Ok(Some(h.clone()))
+        }
+        None if parts.version == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
+        }
+        None => Ok(None),
+    }
+}
 
 /// A local plain-text answer.
 pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

@@ -17,6 +17,8 @@ pub struct Matched<'a> {
     pub prefix: &'a Arc<str>,
     pub pool: PoolName,
     pub path_and_query: Cow<'a, str>,
+    /// The route's own body limit, if it sets one.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl RouteTable {
@@ -64,6 +66,7 @@ impl RouteTable {
         };
         Some(Matched {
             prefix: label,
+            max_body_bytes: route.max_body_bytes,
             pool: route.pool,
             path_and_query,
         })

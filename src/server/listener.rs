@@ -1,51 +1,97 @@
-//! The public listener: accept with backoff, serve each connection (HTTP/1.1, or h2c by prior
-//! knowledge) through the proxy, and drain gracefully on shutdown.
+//! A public listener (HTTP, or HTTPS when given a TLS acceptor): accept under a connection cap,
+//! serve each connection (HTTP/1.1, h2c by prior knowledge, or ALPN over TLS) through the proxy
+//! with hyper's limits and timers set, close connections that reach their request or age limit,
+//! and drain gracefully on shutdown.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
+use crate::config::{Config, Http2Config, LimitsConfig};
 use crate::proxy::Proxy;
 
-/// Client-side connection settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientLimits {
+/// Client-side connection settings, swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    pub limits: LimitsConfig,
+    pub http2: Http2Config,
 }
 
-pub fn builder(limits: ClientLimits) -> auto::Builder<TokioExecutor> {
+impl ListenerSettings {
+    pub fn from_config(c: &Config) -> ListenerSettings {
+        ListenerSettings {
+            header_timeout: c.server.header_timeout,
+            keepalive_timeout: c.server.keepalive_timeout,
+            limits: c.limits.clone(),
+            http2: c.http2.clone(),
+        }
+    }
+}
+
+pub fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         // hyper starts this timer whenever it waits for a request head, idle keep-alive included.
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+        .header_read_timeout(s.header_timeout)
+        .keep_alive(true)
+        .max_headers(s.limits.max_headers)
+        // The read buffer must hold the whole head; past it hyper answers 431.
+        .max_buf_size(s.limits.max_header_bytes.max(8192));
+    let h2 = &s.http2;
     b.http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.keepalive_timeout / 3))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_interval(Some(s.keepalive_timeout / 3))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+        .max_header_list_size(h2.max_header_list_size)
+        .initial_stream_window_size(h2.initial_stream_window_size)
+        .initial_connection_window_size(h2.initial_connection_window_size);
     b
 }
 
-/// Accepts and serves until `shutdown` turns true, then waits up to `drain` for in-flight requests.
+/// What every listener of a daemon shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub proxy: Arc<Proxy>,
+    pub settings: watch::Receiver<Arc<ListenerSettings>>,
+    /// One permit per open client connection, across all listeners.
+    pub permits: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
+    pub drain: watch::Receiver<Duration>,
+}
+
+/// Refusals beyond the connection cap are logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts and serves until shutdown, then waits up to the drain timeout for open connections.
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
-    mut limits: watch::Receiver<ClientLimits>,
-    mut shutdown: watch::Receiver<bool>,
-    drain: watch::Receiver<Duration>,
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    mut shared: Shared,
 ) {
-    let mut builder = builder(*limits.borrow_and_update());
-    let graceful = GracefulShutdown::new();
-    let proxy_metrics = std::sync::Arc::clone(&proxy.publisher.metrics);
+    let proto = if tls.is_some() { "https" } else { "http" };
+    let mut settings = Arc::clone(&shared.settings.borrow_and_update());
+    let mut builder = Arc::new(builder(&settings));
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut backoff = Duration::from_millis(5);
+    let mut last_refusal_log: Option<Instant> = None;
+    let metrics = Arc::clone(&shared.proxy.publisher.metrics);
+    let mut shutdown = shared.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -65,37 +111,129 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        if limits.has_changed().unwrap_or(false) {
-            builder = self::builder(*limits.borrow_and_update());
+        if shared.settings.has_changed().unwrap_or(false) {
+            settings = Arc::clone(&shared.settings.borrow_and_update());
+            builder = Arc::new(self::builder(&settings));
         }
-        let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |req| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, "http").await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let open = proxy_metrics.connections_open.clone();
-        open.inc();
-        tokio::spawn(async move {
-            let result = conn.await;
-            open.dec();
-            if let Err(e) = result {
-                tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "client connection ended with error");
+        let permit = match Arc::clone(&shared.permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = settings.limits.connection_wait;
+                match tokio::time::timeout(wait, Arc::clone(&shared.permits).acquire_owned()).await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        metrics.connections_refused.inc();
+                        if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+                            last_refusal_log = Some(Instant::now());
+                            tracing::warn!(target: "zerodown::server", peer = %peer, max_connections = settings.limits.max_connections, "connection limit reached: closing new connections");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                }
             }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            proxy: Arc::clone(&shared.proxy),
+            builder: Arc::clone(&builder),
+            settings: Arc::clone(&settings),
+            shutdown: shared.shutdown.clone(),
+            peer,
+            proto,
+        };
+        let alive = alive.clone();
+        let open = metrics.connections_open.clone();
+        let tls = tls.as_ref().map(|t| t.load_full());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _alive = alive;
+            open.inc();
+            match tls {
+                None => conn.run(stream).await,
+                Some(acceptor) => {
+                    let timeout = conn.settings.header_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => conn.run(s).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(target: "zerodown::server", peer = %peer, "TLS handshake timed out")
+                        }
+                    }
+                }
+            }
+            open.dec();
         });
     }
     drop(listener);
-    let drain = *drain.borrow();
-    let open = graceful.count();
-    tracing::info!(target: "zerodown::server", open_connections = open, drain_ms = drain.as_millis() as u64, "stopped accepting; draining");
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => tracing::info!(target: "zerodown::server", "drained"),
+    drop(alive);
+    let drain = *shared.drain.borrow_and_update();
+    tracing::info!(target: "zerodown::server", proto, open_connections = metrics.connections_open.get(), drain_ms = drain.as_millis() as u64, "stopped accepting; draining");
+    match tokio::time::timeout(drain, all_closed.recv()).await {
+        Ok(_) => tracing::info!(target: "zerodown::server", proto, "drained"),
         Err(_) => {
-            tracing::warn!(target: "zerodown::server", "drain timeout reached; closing remaining connections")
+            tracing::warn!(target: "zerodown::server", proto, "drain timeout reached; closing remaining connections")
+        }
+    }
+}
+
+/// One accepted client connection.
+struct Conn {
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: Arc<ListenerSettings>,
+    shutdown: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+    proto: &'static str,
+}
+
+impl Conn {
+    async fn run<IO>(mut self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (proxy, peer, proto) = (Arc::clone(&self.proxy), self.peer, self.proto);
+        let served = Arc::new(AtomicU64::new(0));
+        let max_requests = self.settings.limits.max_requests_per_connection;
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let proxy = Arc::clone(&proxy);
+            let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+            let http1 = req.version() < Version::HTTP_2;
+            async move {
+                let mut resp = proxy.handle(req, peer, proto).await;
+                if http1 && n >= max_requests {
+                    // hyper closes the connection after a response that says so.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let age = tokio::time::sleep(self.settings.limits.max_connection_age);
+        tokio::pin!(age);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "client connection ended with error");
+                    }
+                    return;
+                }
+                _ = self.shutdown.wait_for(|s| *s), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut age, if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
         }
     }
 }

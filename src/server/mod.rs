@@ -3,21 +3,24 @@
 //! this testable in-process.
 
 pub mod listener;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
 use crate::config::Config;
 use crate::discovery;
 use crate::pool::Publisher;
 use crate::proxy::{Proxy, Settings};
-pub use listener::ClientLimits;
+pub use listener::ListenerSettings;
 
 /// A started daemon.
 pub struct Daemon {
@@ -25,20 +28,16 @@ pub struct Daemon {
     pub publisher: Arc<Publisher>,
     pub public_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     config: Mutex<Config>,
     source: Mutex<JoinHandle<()>>,
-    limits: watch::Sender<ClientLimits>,
+    settings: watch::Sender<Arc<ListenerSettings>>,
+    permits: Arc<Semaphore>,
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
     drain: watch::Sender<Duration>,
     shutdown: watch::Sender<bool>,
-    public: JoinHandle<()>,
+    listeners: Vec<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
-}
-
-fn client_limits(c: &Config) -> ClientLimits {
-    ClientLimits {
-        header_timeout: c.server.header_timeout,
-        keepalive_timeout: c.server.keepalive_timeout,
-    }
 }
 
 impl Daemon {
@@ -49,7 +48,32 @@ impl Daemon {
         public: TcpListener,
         admin: Option<TcpListener>,
     ) -> Result<Daemon, String> {
+        Daemon::start_with_tls(cfg, public, admin, None)
+    }
+
+    /// As [`Daemon::start`], plus the HTTPS listener `cfg.tls` asks for (bound by the caller).
+    pub fn start_with_tls(
+        cfg: Config,
+        public: TcpListener,
+        admin: Option<TcpListener>,
+        tls_listener: Option<TcpListener>,
+    ) -> Result<Daemon, String> {
         let public_addr = public.local_addr().map_err(|e| e.to_string())?;
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let tls = match (&cfg.tls, &tls_listener) {
+            (Some(t), Some(_)) => Some(Arc::new(ArcSwap::from_pointee(tls::acceptor(t)?))),
+            (Some(t), None) => {
+                return Err(format!(
+                    "tls is configured but nothing listens on {}",
+                    t.listen
+                ))
+            }
+            (None, _) => None,
+        };
         let admin_addr = admin
             .as_ref()
             .map(|l| l.local_addr())
@@ -63,19 +87,39 @@ impl Daemon {
         ));
         let source = tokio::spawn(source.run(Arc::clone(&publisher)));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (limits, limits_rx) = watch::channel(client_limits(&cfg));
+        let (settings, settings_rx) = watch::channel(Arc::new(ListenerSettings::from_config(&cfg)));
         let (drain, drain_rx) = watch::channel(cfg.server.drain_timeout);
-        let public = tokio::spawn(listener::serve(
-            public,
-            Arc::clone(&proxy),
-            limits_rx,
-            shutdown_rx.clone(),
-            drain_rx,
-        ));
+        let permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
+        let shared = listener::Shared {
+            proxy: Arc::clone(&proxy),
+            settings: settings_rx,
+            permits: Arc::clone(&permits),
+            shutdown: shutdown_rx.clone(),
+            drain: drain_rx,
+        };
+        let mut listeners = vec![tokio::spawn(listener::serve(public, None, shared.clone()))];
+        if let (Some(l), Some(t)) = (tls_listener, &tls) {
+            listeners.push(tokio::spawn(listener::serve(
+                l,
+                Some(Arc::clone(t)),
+                shared,
+            )));
+        }
+        let admin_token = match &cfg.server.admin_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        format!("server.admin_token_file: cannot read {}: {e}", p.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
         let admin = admin.map(|l| {
             tokio::spawn(admin::serve(
                 l,
-                admin::AdminState::new(Arc::clone(&publisher)),
+                admin::AdminState::new(Arc::clone(&publisher), admin_token),
                 shutdown_rx,
             ))
         });
@@ -83,6 +127,7 @@ impl Daemon {
             target: "zerodown::server",
             listen = %public_addr,
             admin = ?admin_addr,
+            tls = ?tls_addr,
             source = %source_name(&cfg),
             version = env!("CARGO_PKG_VERSION"),
             "zerodown started"
@@ -92,12 +137,15 @@ impl Daemon {
             publisher,
             public_addr,
             admin_addr,
+            tls_addr,
             config: Mutex::new(cfg),
             source: Mutex::new(source),
-            limits,
+            settings,
+            permits,
+            tls,
             drain,
             shutdown,
-            public,
+            listeners,
             admin,
         })
     }
@@ -112,6 +160,30 @@ impl Daemon {
         } else {
             None
         };
+        // Certificates are re-read on every reload (renewals keep the same paths).
+        let acceptor = match (&new.tls, &self.tls) {
+            (Some(t), Some(_)) => Some(tls::acceptor(t)?),
+            (Some(_), None) => {
+                return Err(
+                    "tls was added to the config: restart zerodown to open the HTTPS listener"
+                        .into(),
+                )
+            }
+            (None, _) => None,
+        };
+        if let (Some(a), Some(slot)) = (acceptor, &self.tls) {
+            slot.store(Arc::new(a));
+        }
+        let (old_cap, new_cap) = (cur.limits.max_connections, new.limits.max_connections);
+        if new_cap > old_cap {
+            self.permits.add_permits(new_cap - old_cap);
+        } else if new_cap < old_cap {
+            // Free permits go now; busy ones are not returned as their connections close.
+            let forgotten = self.permits.forget_permits(old_cap - new_cap);
+            if forgotten < old_cap - new_cap {
+                tracing::warn!(target: "zerodown::server", lowered_by = forgotten, wanted = old_cap - new_cap, "connections in use kept part of the old limit: restart zerodown to lower it fully");
+            }
+        }
         if new.server.listen != cur.server.listen
             || new.server.admin_listen != cur.server.admin_listen
         {
@@ -119,7 +191,8 @@ impl Daemon {
         }
         self.proxy.reload(Settings::from_config(&new));
         self.publisher.set_single_version(new.pools.single_version);
-        self.limits.send_replace(client_limits(&new));
+        self.settings
+            .send_replace(Arc::new(ListenerSettings::from_config(&new)));
         self.drain.send_replace(new.server.drain_timeout);
         if let Some(source) = source {
             let mut task = self.source.lock().unwrap_or_else(|p| p.into_inner());
@@ -135,7 +208,9 @@ impl Daemon {
     /// Stops accepting, lets in-flight requests finish within the drain timeout, then stops.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
-        let _ = self.public.await;
+        for l in self.listeners {
+            let _ = l.await;
+        }
         self.source
             .lock()
             .unwrap_or_else(|p| p.into_inner())

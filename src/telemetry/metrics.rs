@@ -67,6 +67,7 @@ pub struct Metrics {
     pub request_duration: Hist,
     pub in_flight: Gauge,
     pub connections_open: Gauge,
+    pub connections_refused: Counter,
     pub connect_errors: Family<L1, Counter>,
     pub retries: Family<L1, Counter>,
     pub ejections: Family<L1, Counter>,
@@ -96,6 +97,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(histogram),
             in_flight: Gauge::default(),
             connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
             connect_errors: Family::default(),
             retries: Family::default(),
             ejections: Family::default(),
@@ -130,6 +132,11 @@ impl Metrics {
             "client_connections_open",
             "Open client connections on the public listener",
             m.connections_open.clone(),
+        );
+        r.register(
+            "client_connections_refused",
+            "Client connections closed at the connection limit",
+            m.connections_refused.clone(),
         );
         r.register(
             "upstream_connect_errors",

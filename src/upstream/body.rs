@@ -1,42 +1,159 @@
-//! The body sent upstream: the client's streaming body, or nothing (replayable on retry).
+//! The body sent upstream: the client's streaming body under a size limit and idle/total timeouts,
+//! or nothing (replayable on retry). When the client's body breaks a limit, the cut-off is recorded
+//! in a [`BodyVerdict`] so the proxy answers 413/408 instead of blaming the upstream.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
-#[derive(Debug)]
+/// Why the client's body was cut off, shared between the body and the request handler.
+#[derive(Debug, Default)]
+pub struct BodyVerdict(AtomicU8);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutoff {
+    TooLarge,
+    TimedOut,
+}
+
+impl BodyVerdict {
+    fn set(&self, c: Cutoff) {
+        let v = match c {
+            Cutoff::TooLarge => 1,
+            Cutoff::TimedOut => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<Cutoff> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(Cutoff::TooLarge),
+            2 => Some(Cutoff::TimedOut),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("request body timed out")]
+    TimedOut,
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+}
+
+/// A client body with limits.
+pub struct Guarded {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    total_timer: Pin<Box<Sleep>>,
+    verdict: Arc<BodyVerdict>,
+}
+
+impl Guarded {
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        idle: Duration,
+        total: Duration,
+        verdict: Arc<BodyVerdict>,
+    ) -> Guarded {
+        Guarded {
+            inner,
+            remaining: limit,
+            limit,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            total_timer: Box::pin(tokio::time::sleep(total)),
+            verdict,
+        }
+    }
+
+    fn cut(&self, c: Cutoff) -> BodyError {
+        self.verdict.set(c);
+        match c {
+            Cutoff::TooLarge => BodyError::TooLarge(self.limit),
+            Cutoff::TimedOut => BodyError::TimedOut,
+        }
+    }
+}
+
 pub enum UpstreamBody {
-    Stream(Incoming),
+    Stream(Box<Guarded>),
     Empty,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamBody::Stream(_) => f.write_str("UpstreamBody::Stream"),
+            UpstreamBody::Empty => f.write_str("UpstreamBody::Empty"),
+        }
+    }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::Empty => Poll::Ready(None),
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let g = match self.get_mut() {
+            UpstreamBody::Empty => return Poll::Ready(None),
+            UpstreamBody::Stream(g) => g,
+        };
+        if g.total_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(g.cut(Cutoff::TimedOut))));
+        }
+        match Pin::new(&mut g.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if g.idle_timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(g.cut(Cutoff::TimedOut))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len() as u64;
+                    if n > g.remaining {
+                        return Poll::Ready(Some(Err(g.cut(Cutoff::TooLarge))));
+                    }
+                    g.remaining -= n;
+                }
+                let deadline = Instant::now() + g.idle;
+                g.idle_timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Stream(g) => g.inner.is_end_stream(),
             UpstreamBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Stream(g) => g.inner.size_hint(),
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -16,7 +16,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub use body::UpstreamBody;
+pub use body::{BodyVerdict, Cutoff, Guarded, UpstreamBody};
 pub use health::Health;
 
 /// The sending half of one upstream connection.
@@ -47,6 +47,8 @@ pub struct ConnLimits {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// Largest upstream response head accepted (a larger one fails the request: 502).
+    pub max_response_head: usize,
 }
 
 struct Idle {
@@ -127,12 +129,11 @@ impl Upstream {
                 return Ok((idle.sender, true));
             }
         }
-        self.connect(limits.connect_timeout)
-            .await
-            .map(|s| (s, false))
+        self.connect(limits).await.map(|s| (s, false))
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+    async fn connect(&self, limits: ConnLimits) -> Result<Sender, ConnectError> {
+        let timeout = limits.connect_timeout;
         let addr = &self.address;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await {
             Err(_) => {
@@ -151,6 +152,7 @@ impl Upstream {
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
+            .max_buf_size(limits.max_response_head.max(8192))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ConnectError::Handshake {
