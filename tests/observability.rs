@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use common::consul::{register, start as start_consul};
 use common::*;
 use zerodown::double::ConsulDouble;
@@ -412,6 +413,44 @@ async fn dashboard_queries_only_existing_metrics() {
             "the dashboard queries {n}, which /metrics does not expose"
         );
     }
+}
+
+#[tokio::test]
+async fn admin_token_guards_the_sensitive_endpoints() {
+    let v1 = backend("v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let d = start(&[("a", v1.to_string(), "v1", "active")], |c| {
+        c.server.admin_token_file = Some(token.clone());
+    })
+    .await;
+    let admin = d.daemon.admin_addr.unwrap();
+    for path in ["/status", "/metrics", "/consul-status"] {
+        let (status, body) = get(admin, path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        let mut c = Conn::open(admin).await.unwrap();
+        let (status, _) = c
+            .send(
+                http::Request::get(path).header("authorization", "Bearer s3cre7"),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let (status, _) = c
+            .send(
+                http::Request::get(path).header("authorization", "Bearer s3cret"),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{path} with the token");
+    }
+    assert_eq!(get(admin, "/live").await.0, 200);
+    assert_eq!(get(admin, "/ready").await.0, 200);
+    // The public listener never reaches the admin API.
+    assert_eq!(get(d.daemon.public_addr, "/status").await.0, 404);
 }
 
 #[test]

@@ -175,33 +175,6 @@ async fn request_id_is_passed_through_or_generated() {
     );
 }
 
-/// An upstream that answers with the request head it received (method, target, headers).
-async fn headers_echo() -> std::net::SocketAddr {
-    use http_body_util::Full;
-    use hyper::service::service_fn;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let mut out = format!("{} {}\n", req.method(), req.uri());
-                    for (k, v) in req.headers() {
-                        out.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
-                    }
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                        out,
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped() {
     let echo = headers_echo().await;
