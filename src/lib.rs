@@ -27,6 +27,7 @@ pub mod demo;
 pub mod discovery;
 pub mod double;
 pub mod error;
+pub mod ops;
 pub mod pool;
 pub mod proxy;
 pub mod server;

@@ -2,7 +2,10 @@
 
 mod check;
 mod demo;
+mod ops;
 mod serve;
+
+pub use ops::OpsArgs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +40,35 @@ pub enum Command {
     },
     /// Run the proxy with four built-in demo instances (v1 active, v2 standby).
     Demo(DemoArgs),
+    /// What the proxy routes to, beside what Consul (or the upstreams file) holds, with live probes.
+    Status(OpsArgs),
+    /// Make the standby group active (and the active group standby), then wait for the proxy.
+    Switch {
+        #[command(flatten)]
+        ops: OpsArgs,
+        /// Switch even if the standby group is empty, failing or not answering.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put VERSION on the standby group through Nomad (never touching the active group).
+    Deploy {
+        /// The version label, e.g. v3.
+        version: String,
+        /// The container image of the new version.
+        #[arg(long)]
+        image: String,
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
+    /// Switch back to the version that served before the last switch.
+    Rollback {
+        #[command(flatten)]
+        ops: OpsArgs,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check every link from config to instances, printing the likely cause and fix of each failure.
+    Diagnose(OpsArgs),
     /// Run one demo instance answering `GET /hello`.
     DemoBackend {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -86,6 +118,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check::run(&file),
         Command::Demo(args) => demo::run(args),
+        Command::Status(a) => ops::status(a),
+        Command::Switch { ops: a, force } => ops::switch(a, force),
+        Command::Deploy {
+            version,
+            image,
+            ops: a,
+        } => ops::deploy(a, version, image),
+        Command::Rollback { ops: a, force } => ops::rollback(a, force),
+        Command::Diagnose(a) => ops::diagnose(a),
         Command::DemoBackend {
             listen,
             version,

@@ -68,9 +68,11 @@ impl ConsulError {
     }
 }
 
+/// An HTTP(S) client for HashiCorp APIs; Consul's by default, Nomad's with [`ConsulClient::nomad`].
 pub struct ConsulClient {
     addr: ConsulAddress,
     token: Option<HeaderValue>,
+    token_header: &'static str,
     tls: Option<Tls>,
 }
 
@@ -90,7 +92,18 @@ impl ConsulClient {
             }
             None => None,
         };
-        Ok(ConsulClient { addr, token, tls })
+        Ok(ConsulClient {
+            addr,
+            token,
+            token_header: "x-consul-token",
+            tls,
+        })
+    }
+
+    /// The same client speaking to Nomad: the token goes in `X-Nomad-Token`.
+    pub fn nomad(mut self) -> ConsulClient {
+        self.token_header = "x-nomad-token";
+        self
     }
 
     pub fn address(&self) -> &ConsulAddress {
@@ -139,7 +152,7 @@ impl ConsulClient {
             .body(Full::new(body))
             .map_err(|e| ConsulError::Http(e.to_string()))?;
         if let Some(t) = &self.token {
-            req.headers_mut().insert("x-consul-token", t.clone());
+            req.headers_mut().insert(self.token_header, t.clone());
         }
         let stream = TcpStream::connect((self.addr.host.as_str(), self.addr.port))
             .await

@@ -29,7 +29,24 @@ use crate::telemetry::metrics::Lv;
 /// Builds the client the source and the operator commands use: TLS and the ACL token resolved from
 /// the config and the standard variables. Errors name the setting to fix.
 pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, String> {
-    let token = match cfg
+    client_with_token(cfg, resolve_token(cfg)?)
+}
+
+/// As [`client`], with the token given.
+pub fn client_with_token(
+    cfg: &ConsulSourceConfig,
+    token: Option<String>,
+) -> Result<ConsulClient, String> {
+    let tls = if cfg.address.https {
+        Some(tls::build(&cfg.address, &cfg.tls)?)
+    } else {
+        None
+    };
+    ConsulClient::new(cfg.address.clone(), token, tls)
+}
+
+fn resolve_token(cfg: &ConsulSourceConfig) -> Result<Option<String>, String> {
+    Ok(match cfg
         .token_file
         .clone()
         .or_else(|| process_env("CONSUL_HTTP_TOKEN_FILE").map(Into::into))
@@ -41,13 +58,7 @@ pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, String> {
                 .to_string(),
         ),
         None => process_env("CONSUL_HTTP_TOKEN"),
-    };
-    let tls = if cfg.address.https {
-        Some(tls::build(&cfg.address, &cfg.tls)?)
-    } else {
-        None
-    };
-    ConsulClient::new(cfg.address.clone(), token, tls)
+    })
 }
 
 pub struct ConsulSource {

@@ -1,0 +1,192 @@
+//! The operator commands' command line: where the proxy, Consul and Nomad are, and how to print.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::serve::effective_config;
+use super::{ServeArgs, EXIT_USAGE};
+use crate::config::duration;
+use crate::ops::{self, Ctx, Targets};
+
+/// Flags shared by every operator command.
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    /// The config file the proxy runs with (tells the switch mechanism: file, Consul KV, Nomad tags).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The proxy's admin address [default: server.admin_listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// The proxy's public address for end-to-end checks [default: server.listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy: Option<String>,
+    /// Consul address [default: from the config, else CONSUL_HTTP_ADDR].
+    #[arg(long, value_name = "URL")]
+    pub consul_addr: Option<String>,
+    /// Consul service [default: from the config].
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Nomad address [default: NOMAD_ADDR].
+    #[arg(long, value_name = "URL")]
+    pub nomad_addr: Option<String>,
+    /// Nomad job [default: the service name].
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
+    /// How long to wait for the proxy to serve the new version.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn context(a: &OpsArgs) -> Result<Ctx, (u8, String)> {
+    let serve = ServeArgs {
+        config: a.config.clone(),
+        listen: None,
+        admin_listen: None,
+        log_format: None,
+        threads: None,
+        consul_addr: a.consul_addr.clone(),
+        service: a.service.clone(),
+    };
+    let cfg = effective_config(&serve).map_err(|e| (EXIT_USAGE, format!("invalid config: {e}")))?;
+    let timeout =
+        duration::parse(&a.timeout).map_err(|e| (EXIT_USAGE, format!("--timeout: {e}")))?;
+    let targets = Targets {
+        admin: a.admin.clone(),
+        proxy: a.proxy.clone(),
+        nomad_addr: a.nomad_addr.clone(),
+        job: a.job.clone(),
+    };
+    Ctx::new(cfg, &targets, timeout).map_err(|e| (EXIT_USAGE, e))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("zerodown: cannot start the runtime: {e}");
+            std::process::exit(1)
+        })
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("zerodown: {msg}");
+    ExitCode::from(code)
+}
+
+pub fn status(a: OpsArgs) -> ExitCode {
+    let ctx = match context(&a) {
+        Ok(c) => c,
+        Err((code, m)) => return fail(code, &m),
+    };
+    let r = runtime().block_on(ops::status::report(&ctx));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        print!("{}", ops::status::render(&r));
+    }
+    if r.proxy_error.is_some() || !r.disagreements.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, String>) -> ExitCode {
+    match r {
+        Ok(s) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "from": s.from, "to": s.to, "elapsed_ms": s.elapsed.as_millis() as u64, "how": s.how})
+                );
+            } else {
+                println!(
+                    "{what}: {} -> {} ({}); the proxy serves {} on /hello after {:.2}s",
+                    s.from,
+                    s.to,
+                    s.how,
+                    s.to,
+                    s.elapsed.as_secs_f64()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if a.json {
+                println!("{}", serde_json::json!({"ok": false, "error": e}));
+            }
+            fail(1, &format!("{what} refused or failed: {e}"))
+        }
+    }
+}
+
+pub fn switch(a: OpsArgs, force: bool) -> ExitCode {
+    let ctx = match context(&a) {
+        Ok(c) => c,
+        Err((code, m)) => return fail(code, &m),
+    };
+    let r = runtime().block_on(ops::switch::switch(&ctx, force, None));
+    report_switch(&a, "switch", r)
+}
+
+pub fn rollback(a: OpsArgs, force: bool) -> ExitCode {
+    let ctx = match context(&a) {
+        Ok(c) => c,
+        Err((code, m)) => return fail(code, &m),
+    };
+    let r = runtime().block_on(ops::switch::rollback(&ctx, force));
+    report_switch(&a, "rollback", r)
+}
+
+pub fn diagnose(a: OpsArgs) -> ExitCode {
+    let ctx = match context(&a) {
+        Ok(c) => c,
+        Err((code, m)) => {
+            println!("✗ config: {m}\n  fix: zerodown check-config FILE");
+            return ExitCode::from(code);
+        }
+    };
+    let checks = runtime().block_on(ops::diagnose::run(&ctx));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).unwrap_or_default()
+        );
+    } else {
+        print!("{}", ops::diagnose::render(&checks));
+    }
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub fn deploy(a: OpsArgs, version: String, image: String) -> ExitCode {
+    let ctx = match context(&a) {
+        Ok(c) => c,
+        Err((code, m)) => return fail(code, &m),
+    };
+    match runtime().block_on(ops::deploy::deploy(&ctx, &version, &image)) {
+        Ok(msg) => {
+            if a.json {
+                println!("{}", serde_json::json!({"ok": true, "message": msg}));
+            } else {
+                println!("{msg}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if a.json {
+                println!("{}", serde_json::json!({"ok": false, "error": e}));
+            }
+            fail(1, &format!("deploy refused or failed: {e}"))
+        }
+    }
+}

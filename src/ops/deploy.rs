@@ -1,0 +1,178 @@
+//! `zerodown deploy VERSION --image IMAGE`: put a new version on the standby group only, through
+//! the Nomad API — the plan must leave the active group untouched — follow the Nomad deployment to
+//! its end (reporting an auto-revert), then check the proxy serves the new version on `/standby`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{nomad, wait_for_proxy, Ctx, Mode};
+
+/// Refuses a plan that changes the `active` groups in any way.
+fn active_untouched(plan: &Value, active: &[String]) -> Result<(), String> {
+    for g in active {
+        let u = &plan["Annotations"]["DesiredTGUpdates"][g];
+        let touched: Vec<String> = [
+            "DestructiveUpdate",
+            "InPlaceUpdate",
+            "Place",
+            "Stop",
+            "Migrate",
+            "Canary",
+        ]
+        .iter()
+        .filter_map(|k| {
+            u[*k]
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| format!("{k}={n}"))
+        })
+        .collect();
+        if !touched.is_empty() {
+            return Err(format!(
+                "the Nomad plan would change the active group {g} ({}): refusing; a deploy only touches the standby group",
+                touched.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, String> {
+    let Mode::Nomad {
+        nomad: Some(n),
+        job: job_id,
+        ..
+    } = &ctx.mode
+    else {
+        return Err(
+            "deploy works through Nomad: the proxy must watch Consul tags (source.kind = \"consul\", active_selector = \"tags\") and NOMAD_ADDR (or --nomad-addr) must be set".into(),
+        );
+    };
+    let service = ctx.service.clone().unwrap_or_default();
+    let mut submitted = None;
+    for _ in 0..3 {
+        let mut job = nomad::read_job(n, job_id).await?;
+        let index = job["JobModifyIndex"]
+            .as_u64()
+            .ok_or("the Nomad job has no JobModifyIndex")?;
+        if let Some(d) = nomad::latest_deployment(n, job_id).await? {
+            if d["Status"].as_str() == Some("running") {
+                return Err(format!(
+                    "Nomad deployment {} is still running: wait for it first",
+                    d["ID"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        let standby = nomad::groups_tagged(&job, &service, ctx.standby_tag());
+        let active = nomad::groups_tagged(&job, &service, ctx.active_tag());
+        let [gi] = standby[..] else {
+            return Err(format!(
+                "expected exactly one group of job {job_id} with {service} tagged {}, found {}",
+                ctx.standby_tag(),
+                standby.len()
+            ));
+        };
+        if active.contains(&gi) {
+            return Err(format!(
+                "group {} is tagged both active and standby: fix the job first",
+                nomad::group_name(&job, gi)
+            ));
+        }
+        let active_names: Vec<String> =
+            active.iter().map(|g| nomad::group_name(&job, *g)).collect();
+        nomad::set_version(&mut job, gi, &service, version, image, &ctx.version_key());
+        let plan = nomad::plan(n, job_id, &job).await?;
+        active_untouched(&plan, &active_names)?;
+        match nomad::submit(n, job_id, &job, index).await? {
+            nomad::Submit::Accepted(_) => {
+                submitted = Some(nomad::group_name(&job, gi));
+                break;
+            }
+            nomad::Submit::Conflict(msg) => {
+                tracing::info!(target: "zerodown::ops", error = %msg, "the job changed while deploying: re-reading");
+            }
+        }
+    }
+    let group = submitted
+        .ok_or("the Nomad job kept changing under the deploy (3 attempts): nothing was applied")?;
+    let job = nomad::read_job(n, job_id).await?;
+    let job_version = job["Version"].as_u64().unwrap_or(0);
+    follow_deployment(ctx, n, job_id, job_version).await?;
+    let elapsed = wait_for_proxy(ctx, &format!("{version} in the standby pool"), |s| {
+        s["pools"]["standby"]["version"].as_str() == Some(version)
+    })
+    .await?;
+    let through = super::http::get(&ctx.proxy, "/standby", Duration::from_secs(5)).await?;
+    if through.status != 200 {
+        return Err(format!(
+            "the proxy answers {} on /standby: {}",
+            through.status,
+            through.excerpt(60)
+        ));
+    }
+    Ok(format!(
+        "deployed {version} ({image}) to group {group} of job {job_id} (job version {job_version}); the proxy's standby pool serves it after {:.2}s; /standby answers: {}",
+        elapsed.as_secs_f64(),
+        through.excerpt(60)
+    ))
+}
+
+/// Waits for the deployment of `job_version` to end; a failure reports Nomad's reason and revert.
+async fn follow_deployment(
+    ctx: &Ctx,
+    n: &crate::discovery::consul::ConsulClient,
+    job_id: &str,
+    job_version: u64,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let mut seen = false;
+    while started.elapsed() < ctx.timeout {
+        if let Some(d) = nomad::latest_deployment(n, job_id).await? {
+            if d["JobVersion"].as_u64() == Some(job_version) {
+                seen = true;
+                let desc = d["StatusDescription"].as_str().unwrap_or("");
+                match d["Status"].as_str().unwrap_or("") {
+                    "successful" => return Ok(()),
+                    "failed" => {
+                        let revert = if desc.contains("rolling back") {
+                            " Nomad auto-reverted the job; the standby group runs its previous version again"
+                        } else {
+                            ""
+                        };
+                        return Err(format!(
+                            "Nomad deployment {} failed: {desc}.{revert}",
+                            d["ID"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    "cancelled" => return Err(format!("Nomad deployment was cancelled: {desc}")),
+                    _ => {}
+                }
+            }
+        } else if !seen && started.elapsed() > Duration::from_secs(3) {
+            // A job without an update block gets no deployment: nothing to follow.
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "the Nomad deployment did not finish within {:?}",
+        ctx.timeout
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn active_group_must_be_left_alone() {
+        let plan = json!({"Annotations":{"DesiredTGUpdates":{"blue":{"Ignore":2},"green":{"DestructiveUpdate":2}}}});
+        assert!(active_untouched(&plan, &["blue".into()]).is_ok());
+        let plan = json!({"Annotations":{"DesiredTGUpdates":{"blue":{"InPlaceUpdate":2}}}});
+        assert!(active_untouched(&plan, &["blue".into()])
+            .unwrap_err()
+            .contains("InPlaceUpdate=2"));
+    }
+}

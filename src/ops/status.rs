@@ -1,0 +1,268 @@
+//! `zerodown status`: what the proxy routes to, side by side with what Consul (or the upstreams
+//! file) holds, with a live probe of every instance and the answers through the proxy.
+//! Disagreements are spelled out with the proxy's reason. `--json` prints the same report.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{flatten, http, probe, Ctx, Mode};
+
+#[derive(Debug, Serialize)]
+pub struct Probe {
+    pub status: Option<u16>,
+    pub body: String,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+impl Probe {
+    fn from(r: Result<http::Answer, String>) -> Probe {
+        match r {
+            Ok(a) => Probe {
+                status: Some(a.status),
+                body: a.excerpt(60),
+                latency_ms: a.latency.as_secs_f64() * 1000.0,
+                error: None,
+            },
+            Err(e) => Probe {
+                status: None,
+                body: String::new(),
+                latency_ms: 0.0,
+                error: Some(e),
+            },
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.status == Some(200)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub address: String,
+    pub tags: Vec<String>,
+    pub version: String,
+    pub health: String,
+    /// The proxy pool this instance serves in, if any.
+    pub proxy_pool: Option<String>,
+    pub probe: Probe,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub proxy: Value,
+    pub proxy_error: Option<String>,
+    pub instances: Vec<Row>,
+    pub hello: Probe,
+    pub standby: Probe,
+    pub disagreements: Vec<String>,
+}
+
+pub async fn report(ctx: &Ctx) -> Report {
+    let (proxy, proxy_error) = match ctx.proxy_status().await {
+        Ok(v) => (v, None),
+        Err(e) => (Value::Null, Some(e)),
+    };
+    let mut disagreements = Vec::new();
+    let mut entries = match &ctx.mode {
+        Mode::File(path) => match crate::discovery::file::load(path) {
+            Ok(list) => list
+                .into_iter()
+                .map(|i| super::Entry {
+                    id: i.id,
+                    address: i.address,
+                    tags: i.tags,
+                    version: i.version,
+                    health: "n/a (file source)".into(),
+                    passing: true,
+                })
+                .collect(),
+            Err(e) => {
+                disagreements.push(format!("the upstreams file cannot be read: {e}"));
+                Vec::new()
+            }
+        },
+        _ => match ctx.consul_entries().await {
+            Ok(list) => list
+                .iter()
+                .map(|e| flatten(e, &ctx.version_key()))
+                .collect(),
+            Err(e) => {
+                disagreements.push(format!("Consul: {e}"));
+                Vec::new()
+            }
+        },
+    };
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    let in_pool = |id: &str| -> Option<String> {
+        ["active", "standby"].into_iter().find_map(|p| {
+            proxy["pools"][p]["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| i["id"].as_str() == Some(id))
+                .then(|| p.to_string())
+        })
+    };
+    let mut instances = Vec::new();
+    for e in entries {
+        let p = Probe::from(probe(&e.address).await);
+        instances.push(Row {
+            proxy_pool: in_pool(&e.id),
+            id: e.id,
+            address: e.address,
+            tags: e.tags,
+            version: e.version,
+            health: e.health,
+            probe: p,
+        });
+    }
+    let through = |path: &'static str| http::get(&ctx.proxy, path, Duration::from_secs(5));
+    let hello = Probe::from(through("/hello").await);
+    let standby = Probe::from(through("/standby").await);
+    if proxy_error.is_none() {
+        disagreements.extend(compare(ctx, &proxy, &instances));
+    }
+    Report {
+        mode: ctx.mode.name(),
+        proxy,
+        proxy_error,
+        instances,
+        hello,
+        standby,
+        disagreements,
+    }
+}
+
+/// Where the source and the proxy disagree, with the proxy's reason.
+fn compare(ctx: &Ctx, proxy: &Value, rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (pool, tag) in [("active", ctx.active_tag()), ("standby", ctx.standby_tag())] {
+        let wanted: BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r.health == "passing" || r.health.starts_with("n/a"))
+            .filter(|r| r.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+            .map(|r| r.version.as_str())
+            .collect();
+        let serving = proxy["pools"][pool]["version"].as_str().unwrap_or("none");
+        if matches!(ctx.mode, Mode::Kv { .. }) || wanted.is_empty() {
+            continue;
+        }
+        if wanted.len() == 1 && wanted.contains(serving) {
+            continue;
+        }
+        let hold = &proxy["pools"][pool]["hold"];
+        let why = match hold["kind"].as_str() {
+            Some("version") => format!(
+                "the proxy's single-version gate holds {} until none of its instances is tagged {tag} (a flip in progress?)",
+                hold["serving"].as_str().unwrap_or("?")
+            ),
+            Some("empty") => "the proxy holds its last set because the source reported none".to_string(),
+            _ => match proxy["source_status"]["last_error"].as_str() {
+                Some(e) if proxy["source_status"]["stale_since_ms"].is_u64() => format!("the proxy cannot read its source: {e}"),
+                _ => "the proxy has not seen the change yet".to_string(),
+            },
+        };
+        out.push(format!(
+            "{pool}: the source tags {tag} on {} but the proxy serves {serving}: {why}",
+            wanted.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn c(&self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+/// The human table.
+pub fn render(r: &Report) -> String {
+    let p = Paint(std::io::stdout().is_terminal());
+    let mut out = String::new();
+    let ok = |b: bool, s: &str| if b { p.c("32", s) } else { p.c("31", s) };
+    match &r.proxy_error {
+        Some(e) => out.push_str(&format!("proxy: {}\n", p.c("31", e))),
+        None => {
+            for pool in ["active", "standby"] {
+                let v = &r.proxy["pools"][pool];
+                let hold = match v["hold"]["kind"].as_str() {
+                    Some(k) => p.c("33", &format!("  hold: {k} {}", v["hold"])),
+                    None => String::new(),
+                };
+                out.push_str(&format!(
+                    "proxy {pool:<8} serves {:<10} {} instance(s){hold}\n",
+                    v["version"].as_str().unwrap_or("none"),
+                    v["instances"].as_array().map_or(0, |a| a.len())
+                ));
+            }
+        }
+    }
+    out.push_str(&format!("\nsource ({})\n", r.mode));
+    out.push_str(&format!(
+        "  {:<28} {:<22} {:<18} {:<8} {:<9} {:<8} {}\n",
+        "ID", "ADDRESS", "TAGS", "VERSION", "PROXY", "PROBE", "HEALTH / ANSWER"
+    ));
+    for row in &r.instances {
+        let probe = match (row.probe.status, &row.probe.error) {
+            (Some(s), _) => ok(s == 200, &format!("{s} {:.1}ms", row.probe.latency_ms)),
+            (None, Some(_)) => p.c("31", "down"),
+            _ => "?".into(),
+        };
+        let id: String = row
+            .id
+            .chars()
+            .rev()
+            .take(28)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        out.push_str(&format!(
+            "  {:<28} {:<22} {:<18} {:<8} {:<9} {:<8} {} | {}\n",
+            id,
+            row.address,
+            row.tags.join(","),
+            row.version,
+            row.proxy_pool.as_deref().unwrap_or("-"),
+            probe,
+            ok(
+                row.health == "passing" || row.health.starts_with("n/a"),
+                &row.health
+            ),
+            row.probe.error.as_deref().unwrap_or(&row.probe.body)
+        ));
+    }
+    out.push_str("\nthrough the proxy\n");
+    for (path, pr) in [("/hello", &r.hello), ("/standby", &r.standby)] {
+        let line = match (&pr.status, &pr.error) {
+            (Some(s), _) => format!("{s} {:.1}ms {}", pr.latency_ms, pr.body),
+            (None, Some(e)) => e.clone(),
+            _ => "?".into(),
+        };
+        out.push_str(&format!("  {path:<9} {}\n", ok(pr.ok(), &line)));
+    }
+    if r.disagreements.is_empty() {
+        out.push_str(&format!("\n{}\n", p.c("32", "proxy and source agree")));
+    } else {
+        out.push('\n');
+        for d in &r.disagreements {
+            out.push_str(&format!("{} {d}\n", p.c("31;1", "DISAGREE")));
+        }
+    }
+    out
+}

@@ -1,0 +1,331 @@
+//! `zerodown switch` and `zerodown rollback`: make the standby group active (and the active group
+//! standby) through whatever the proxy watches — the upstreams file, the Consul KV selector, or the
+//! Nomad job's service tags — after checking the standby group can serve, then wait until the proxy
+//! serves the new version on `/hello`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::Value;
+
+use super::{flatten, nomad, probe, wait_for_proxy, Ctx, Mode};
+
+/// What a successful switch did.
+#[derive(Debug)]
+pub struct Switched {
+    pub from: String,
+    pub to: String,
+    pub elapsed: Duration,
+    pub how: String,
+}
+
+fn version_of(pool: &Value) -> Option<String> {
+    pool["version"].as_str().map(str::to_string)
+}
+
+/// Refuses unless every standby instance passes in Consul and answers its probe.
+async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
+    let standby = status["pools"]["standby"]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if standby.is_empty() {
+        return Err(
+            "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
+        );
+    }
+    let consul: Vec<_> = ctx
+        .consul_entries()
+        .await?
+        .iter()
+        .map(|e| flatten(e, &ctx.version_key()))
+        .collect();
+    let mut problems = Vec::new();
+    for i in &standby {
+        let id = i["id"].as_str().unwrap_or("?");
+        let addr = i["address"].as_str().unwrap_or("?");
+        if ctx.mode.consul().is_some() {
+            match consul.iter().find(|e| e.id == id) {
+                None => problems.push(format!("{id} ({addr}) is no longer registered in Consul")),
+                Some(e) if !e.passing => problems.push(format!(
+                    "{id} ({addr}) is not passing in Consul: {}",
+                    e.health
+                )),
+                Some(_) => {}
+            }
+        }
+        match probe(addr).await {
+            Ok(a) if a.status == 200 => {}
+            Ok(a) => problems.push(format!(
+                "{id} ({addr}) answered {} to GET /hello: {}",
+                a.status,
+                a.excerpt(60)
+            )),
+            Err(e) => problems.push(format!("{id} ({addr}) does not answer: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the standby group is not ready, so nothing was changed:\n  - {}\n(fix it, or pass --force to switch anyway)",
+            problems.join("\n  - ")
+        ))
+    }
+}
+
+/// Makes the standby group active. `expect_to`, when given, must be the standby version.
+pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<Switched, String> {
+    let status = ctx.proxy_status().await?;
+    let from = version_of(&status["pools"]["active"]).unwrap_or_else(|| "none".into());
+    let to = version_of(&status["pools"]["standby"]).ok_or_else(|| {
+        "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)".to_string()
+    });
+    let to = match (to, force) {
+        (Ok(v), _) => v,
+        (Err(e), false) => return Err(e),
+        (Err(_), true) => "unknown".into(),
+    };
+    if let Some(want) = expect_to {
+        if want != to {
+            return Err(format!(
+                "the version that served before is {want}, but the standby group runs {to}: a rollback would not bring {want} back (deploy it to standby first)"
+            ));
+        }
+    }
+    if !force {
+        check_standby(ctx, &status).await?;
+    }
+    let how = match &ctx.mode {
+        Mode::File(path) => switch_file(ctx, path)?,
+        Mode::Kv { consul, key } => switch_kv(ctx, consul, key, &status).await?,
+        Mode::Nomad { nomad, job, .. } => {
+            let nomad = nomad.as_ref().ok_or(
+                "the proxy watches Consul tags, which Nomad owns: set NOMAD_ADDR or --nomad-addr",
+            )?;
+            switch_nomad(ctx, nomad, job).await?
+        }
+    };
+    let elapsed = wait_for_proxy(ctx, &format!("{to} serving /hello"), |s| {
+        s["pools"]["active"]["version"].as_str() == Some(to.as_str())
+    })
+    .await?;
+    Ok(Switched {
+        from,
+        to,
+        elapsed,
+        how,
+    })
+}
+
+/// Swaps the pool tags in the upstreams file, written atomically (temporary file, then rename).
+fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    crate::discovery::file::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (a, s) = (ctx.active_tag(), ctx.standby_tag());
+    let mut changed = 0;
+    for inst in doc
+        .get_mut("instances")
+        .and_then(|v| v.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        for t in inst
+            .get_mut("tags")
+            .and_then(|v| v.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            let Some(tag) = t.as_str() else { continue };
+            let new = if tag.eq_ignore_ascii_case(a) {
+                s
+            } else if tag.eq_ignore_ascii_case(s) {
+                a
+            } else {
+                continue;
+            };
+            *t = toml::Value::String(new.to_string());
+            changed += 1;
+        }
+    }
+    if changed == 0 {
+        return Err(format!(
+            "{}: no instance is tagged {a:?} or {s:?}",
+            path.display()
+        ));
+    }
+    let tmp = path.with_extension("toml.zerodown-tmp");
+    let out = format!(
+        "# Rewritten by `zerodown switch`.\n{}",
+        toml::to_string_pretty(&doc).map_err(|e| e.to_string())?
+    );
+    std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    Ok(format!(
+        "rewrote {} ({changed} tags swapped)",
+        path.display()
+    ))
+}
+
+/// The name of the standby group for the KV selector: a tag every standby instance carries and no
+/// active one does (e.g. `green`), else the standby version.
+fn standby_group(ctx: &Ctx, status: &Value) -> Option<String> {
+    let tags = |pool: &str| -> Vec<Vec<String>> {
+        status["pools"][pool]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                i["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_lowercase))
+                    .collect()
+            })
+            .collect()
+    };
+    let (standby, active) = (tags("standby"), tags("active"));
+    let pool_tags = [
+        ctx.active_tag().to_lowercase(),
+        ctx.standby_tag().to_lowercase(),
+    ];
+    let first = standby.first()?;
+    first
+        .iter()
+        .find(|t| {
+            !pool_tags.contains(t)
+                && standby.iter().all(|s| s.contains(t))
+                && active.iter().all(|a| !a.contains(t))
+        })
+        .cloned()
+        .or_else(|| version_of(&status["pools"]["standby"]))
+}
+
+async fn switch_kv(
+    ctx: &Ctx,
+    consul: &crate::discovery::consul::ConsulClient,
+    key: &str,
+    status: &Value,
+) -> Result<String, String> {
+    let group = standby_group(ctx, status).ok_or("cannot tell which group the standby pool is")?;
+    let r = consul
+        .get(&format!("/v1/kv/{key}"), Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let index = match r.status.as_u16() {
+        200 => {
+            let v: Value =
+                serde_json::from_slice(&r.body).map_err(|e| format!("Consul KV answer: {e}"))?;
+            v[0]["ModifyIndex"]
+                .as_u64()
+                .ok_or("Consul KV answer has no ModifyIndex")?
+        }
+        404 => 0,
+        _ => {
+            return Err(crate::discovery::consul::ConsulError::from_status(
+                r.status,
+                &r.body,
+                &format!("key {key}"),
+            )
+            .to_string())
+        }
+    };
+    let w = consul
+        .call(
+            Method::PUT,
+            &format!("/v1/kv/{key}?cas={index}"),
+            Bytes::from(group.clone()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if w.status != 200 {
+        return Err(crate::discovery::consul::ConsulError::from_status(
+            w.status,
+            &w.body,
+            &format!("key {key}"),
+        )
+        .to_string());
+    }
+    if String::from_utf8_lossy(&w.body).trim() != "true" {
+        return Err(format!(
+            "the key {key} changed after it was read (someone else switched?): nothing was written; check `zerodown status` and run again"
+        ));
+    }
+    Ok(format!("wrote {key} = {group} (cas={index})"))
+}
+
+async fn switch_nomad(
+    ctx: &Ctx,
+    nomad_client: &crate::discovery::consul::ConsulClient,
+    job_id: &str,
+) -> Result<String, String> {
+    let service = ctx.service.clone().unwrap_or_default();
+    for attempt in 1..=3 {
+        let mut job = nomad::read_job(nomad_client, job_id).await?;
+        let index = job["JobModifyIndex"]
+            .as_u64()
+            .ok_or("the Nomad job has no JobModifyIndex")?;
+        if let Some(d) = nomad::latest_deployment(nomad_client, job_id).await? {
+            if d["Status"].as_str() == Some("running") {
+                return Err(format!(
+                    "Nomad deployment {} of job {job_id} is still running: wait for it (nomad deployment status {}) and switch again",
+                    d["ID"].as_str().unwrap_or("?"),
+                    d["ID"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        let changed = nomad::swap_tags(&mut job, &service, ctx.active_tag(), ctx.standby_tag());
+        if changed < 2 {
+            return Err(format!(
+                "the Nomad job {job_id} has {changed} service block(s) of {service} tagged {}/{}: expected one per group",
+                ctx.active_tag(),
+                ctx.standby_tag()
+            ));
+        }
+        let plan = nomad::plan(nomad_client, job_id, &job).await?;
+        nomad::no_destructive(&plan, &[])?;
+        match nomad::submit(nomad_client, job_id, &job, index).await? {
+            nomad::Submit::Accepted(_) => {
+                return Ok(format!(
+                    "swapped the {} / {} tags of {service} in Nomad job {job_id}",
+                    ctx.active_tag(),
+                    ctx.standby_tag()
+                ))
+            }
+            nomad::Submit::Conflict(msg) => {
+                tracing::info!(target: "zerodown::ops", attempt, error = %msg, "the job changed while switching: re-reading");
+            }
+        }
+    }
+    Err(format!("the Nomad job {job_id} kept changing under the switch (3 attempts): nothing was applied; try again"))
+}
+
+/// Switches back to the version that served before the last switch, with the same checks.
+pub async fn rollback(ctx: &Ctx, force: bool) -> Result<Switched, String> {
+    let status = ctx.proxy_status().await?;
+    let current = version_of(&status["pools"]["active"]);
+    let previous = status["swaps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|s| s["active"]["new_version"].as_str() == current.as_deref() && !s["active"]["old_version"].is_null())
+        .and_then(|s| s["active"]["old_version"].as_str().map(str::to_string))
+        .ok_or("the proxy has no earlier version in its swap history (it has not switched since it started): use zerodown switch")?;
+    switch(ctx, force, Some(&previous)).await
+}
+
+impl Ctx {
+    pub fn version_key(&self) -> String {
+        match &self.cfg.source {
+            crate::config::SourceConfig::Consul(c) => c.version_meta_key.clone(),
+            crate::config::SourceConfig::File(_) => "version".into(),
+        }
+    }
+}
