@@ -38,6 +38,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Instance>, ConfigError> {
     let src = TextSource { origin, text };
     let raw: UpstreamsFile = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let mut out: Vec<Instance> = Vec::with_capacity(raw.instances.len());
+    let mut ids = std::collections::HashSet::with_capacity(raw.instances.len());
     for e in raw.instances {
         let address = e.address.get_ref().trim().to_string();
         let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
@@ -52,7 +53,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Instance>, ConfigError> {
             ));
         }
         let id = e.id.unwrap_or_else(|| address.clone());
-        if out.iter().any(|o| o.id == id) {
+        if !ids.insert(id.clone()) {
             return Err(src.at(
                 Some(e.address.span()),
                 format!("instances.id: {id:?} is listed twice: give each instance its own id"),

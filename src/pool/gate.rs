@@ -54,6 +54,14 @@ impl Hold {
     }
 }
 
+/// What a pool serves now, as far as the gates care.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Current<'a> {
+    pub empty: bool,
+    /// The one version all members run, if they agree.
+    pub version: Option<&'a str>,
+}
+
 /// What the gates decided for one pool.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Verdict {
@@ -71,7 +79,7 @@ pub(crate) enum Verdict {
 /// Applies the gates to a pool's candidates, given what it serves now.
 pub(crate) fn decide(
     mut candidates: Vec<Instance>,
-    current: &[Instance],
+    current: Current<'_>,
     current_hold: Option<&Hold>,
     single_version: bool,
     now: SystemTime,
@@ -82,7 +90,7 @@ pub(crate) fn decide(
         _ => hold,
     };
     if candidates.is_empty() {
-        if current.is_empty() {
+        if current.empty {
             return Verdict::Serve {
                 instances: Vec::new(),
                 hold: None,
@@ -103,7 +111,10 @@ pub(crate) fn decide(
             reason: None,
         };
     }
-    let incumbent = serving_version(current).filter(|v| counts.contains_key(v.as_str()));
+    let incumbent = current
+        .version
+        .filter(|v| counts.contains_key(v))
+        .map(str::to_string);
     let (chosen, reason) = match incumbent {
         Some(v) => (v, None),
         None => {
@@ -151,14 +162,6 @@ fn version_counts(instances: &[Instance]) -> BTreeMap<&str, usize> {
         *counts.entry(i.version.as_str()).or_insert(0) += 1;
     }
     counts
-}
-
-fn serving_version(current: &[Instance]) -> Option<String> {
-    let first = &current.first()?.version;
-    current
-        .iter()
-        .all(|i| &i.version == first)
-        .then(|| first.clone())
 }
 
 fn pick_newcomer(counts: &BTreeMap<&str, usize>) -> String {
@@ -236,6 +239,17 @@ mod tests {
         }
     }
 
+    fn cur(list: &[Instance]) -> Current<'_> {
+        let version = list
+            .first()
+            .map(|f| f.version.as_str())
+            .filter(|v| list.iter().all(|i| i.version == *v));
+        Current {
+            empty: list.is_empty(),
+            version,
+        }
+    }
+
     fn served(v: Verdict) -> Vec<String> {
         match v {
             Verdict::Serve { instances, .. } => instances.into_iter().map(|i| i.id).collect(),
@@ -248,12 +262,12 @@ mod tests {
         let now = SystemTime::now();
         let current = vec![inst("a", "v1"), inst("b", "v1")];
         let mixed = vec![inst("a", "v1"), inst("c", "v2")];
-        let v = decide(mixed, &current, None, true, now);
+        let v = decide(mixed, cur(&current), None, true, now);
         assert_eq!(served(v), vec!["a"]);
         // The last v1 instance leaves: v2 takes over in one step.
         let v = decide(
             vec![inst("c", "v2"), inst("d", "v2")],
-            &current,
+            cur(&current),
             None,
             true,
             now,
@@ -267,7 +281,7 @@ mod tests {
         let current = vec![inst("a", "v1")];
         let Verdict::Serve { hold: Some(h), .. } = decide(
             vec![inst("a", "v1"), inst("b", "v2")],
-            &current,
+            cur(&current),
             None,
             true,
             t0,
@@ -285,7 +299,7 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         let Verdict::Serve { hold: Some(h2), .. } = decide(
             vec![inst("a", "v1"), inst("b", "v2")],
-            &current,
+            cur(&current),
             Some(&h),
             true,
             later,
@@ -301,14 +315,14 @@ mod tests {
         let c = vec![inst("a", "v2"), inst("b", "v3"), inst("cc", "v3")];
         let Verdict::Serve {
             instances, reason, ..
-        } = decide(c, &[], None, true, now)
+        } = decide(c, cur(&[]), None, true, now)
         else {
             panic!()
         };
         assert!(instances.iter().all(|i| i.version == "v3"));
         assert!(reason.unwrap().contains("chose v3"));
         let tie = vec![inst("a", "v9"), inst("b", "v10")];
-        let Verdict::Serve { instances, .. } = decide(tie, &[], None, true, now) else {
+        let Verdict::Serve { instances, .. } = decide(tie, cur(&[]), None, true, now) else {
             panic!()
         };
         assert_eq!(instances[0].version, "v10");
@@ -320,7 +334,7 @@ mod tests {
         assert_eq!(
             served(decide(
                 c,
-                &[inst("a", "v1")],
+                cur(&[inst("a", "v1")]),
                 None,
                 false,
                 SystemTime::now()
@@ -333,13 +347,13 @@ mod tests {
     fn empty_candidates_keep_current_but_first_load_may_be_empty() {
         let now = SystemTime::now();
         assert!(matches!(
-            decide(vec![], &[inst("a", "v1")], None, true, now),
+            decide(vec![], cur(&[inst("a", "v1")]), None, true, now),
             Verdict::KeepCurrent {
                 hold: Hold::Empty { .. }
             }
         ));
         assert_eq!(
-            served(decide(vec![], &[], None, true, now)),
+            served(decide(vec![], cur(&[]), None, true, now)),
             Vec::<String>::new()
         );
     }

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::gate::{decide, unix_ms, Hold, Verdict};
+use super::gate::{decide, unix_ms, Current, Hold, Verdict};
 use super::snapshot::{Instance, Member, Pool, Snapshot, SourceInfo};
 use crate::discovery::status::SourceStatus;
 use crate::telemetry::metrics::{Lv, Metrics};
@@ -40,7 +40,10 @@ pub struct SwapRecord {
 pub struct PoolDiff {
     pub old_version: Option<String>,
     pub new_version: Option<String>,
+    pub added_count: usize,
+    /// The first few added instances (`id@address`).
     pub added: Vec<String>,
+    pub removed_count: usize,
     pub removed: Vec<String>,
 }
 
@@ -121,8 +124,11 @@ impl Publisher {
             (&current.standby, c.standby, "standby", 1usize),
         ]
         .map(|(pool, candidates, name, slot)| {
-            let cur = pool.instances();
-            let verdict = decide(candidates, &cur, pool.hold.as_ref(), single, now);
+            let now_serving = Current {
+                empty: pool.is_empty(),
+                version: pool.version.as_deref(),
+            };
+            let verdict = decide(candidates, now_serving, pool.hold.as_ref(), single, now);
             let (instances, hold) = match verdict {
                 Verdict::Serve {
                     instances,
@@ -133,45 +139,49 @@ impl Publisher {
                         tracing::error!(target: "zerodown::gate", pool = name, reason = %r, "version decision");
                         reasons.push(format!("{name}: {r}"));
                     }
-                    (instances, hold)
+                    (Some(instances), hold)
                 }
-                Verdict::KeepCurrent { hold } => (cur.clone(), Some(hold)),
+                // Keep the current members as they are.
+                Verdict::KeepCurrent { hold } => (None, Some(hold)),
             };
             log_hold(&mut w.last_hold_log[slot], name, pool.hold.as_ref(), hold.as_ref());
-            (cur, instances, hold)
+            let same = instances
+                .as_ref()
+                .is_none_or(|new| pool.members.iter().map(|m| &*m.instance).eq(new.iter()));
+            (instances, hold, same)
         });
-        let [(a_cur, a_new, a_hold), (s_cur, s_new, s_hold)] = plans;
-        let unchanged = a_cur == a_new
-            && s_cur == s_new
+        let [(a_new, a_hold, a_same), (s_new, s_hold, s_same)] = plans;
+        let unchanged = a_same
+            && s_same
             && same_hold(current.active.hold.as_ref(), a_hold.as_ref())
             && same_hold(current.standby.hold.as_ref(), s_hold.as_ref());
         if unchanged {
             return false;
         }
 
-        let mut upstreams: HashMap<&str, &Arc<Upstream>> = HashMap::new();
-        for m in current
-            .active
-            .members
-            .iter()
-            .chain(&current.standby.members)
-        {
-            upstreams.insert(m.instance.address.as_str(), &m.upstream);
-        }
-        let build = |instances: &[Instance]| -> Vec<Member> {
-            instances
-                .iter()
-                .map(|i| Member {
-                    instance: Arc::new(i.clone()),
-                    upstream: upstreams
-                        .get(i.address.as_str())
-                        .map(|u| Arc::clone(u))
-                        .unwrap_or_else(|| Arc::new(Upstream::new(i.address.clone()))),
-                })
-                .collect()
+        // Upstreams by address, built only if a new instance needs one: an address keeps its
+        // connection pool and health across pools and swaps.
+        let mut by_address: Option<HashMap<&str, &Arc<Upstream>>> = None;
+        let mut upstream_for = |address: &str| -> Arc<Upstream> {
+            let map = by_address.get_or_insert_with(|| {
+                current
+                    .active
+                    .members
+                    .iter()
+                    .chain(&current.standby.members)
+                    .map(|m| (m.instance.address.as_str(), &m.upstream))
+                    .collect()
+            });
+            map.get(address)
+                .map(|u| Arc::clone(u))
+                .unwrap_or_else(|| Arc::new(Upstream::new(address.to_string())))
         };
-        let active = Pool::new(build(&a_new), a_hold);
-        let standby = Pool::new(build(&s_new), s_hold);
+        let mut a_built = rebuild(&current.active, a_new, &mut upstream_for);
+        let mut s_built = rebuild(&current.standby, s_new, &mut upstream_for);
+        let active = Pool::new(std::mem::take(&mut a_built.members), a_hold);
+        let standby = Pool::new(std::mem::take(&mut s_built.members), s_hold);
+        a_built.diff.new_version = active.version.clone();
+        s_built.diff.new_version = standby.version.clone();
         let next = Snapshot {
             generation: current.generation + 1,
             active,
@@ -183,7 +193,7 @@ impl Publisher {
             || current.standby.version != next.standby.version
         {
             "version_change"
-        } else if a_cur == a_new && s_cur == s_new {
+        } else if a_same && s_same {
             "hold"
         } else {
             "membership"
@@ -202,22 +212,32 @@ impl Publisher {
             } else {
                 reasons.join("; ")
             },
-            active: diff(&current.active, &next.active, &a_cur, &a_new),
-            standby: diff(&current.standby, &next.standby, &s_cur, &s_new),
+            active: a_built.diff,
+            standby: s_built.diff,
         };
         let generation = next.generation;
-        let kept: HashSet<&str> = next
-            .active
-            .members
+        // Addresses that left every pool: their idle connections close now.
+        let mut gone: Vec<Arc<Upstream>> = Vec::new();
+        let removed: Vec<&Member> = a_built
+            .removed
             .iter()
-            .chain(&next.standby.members)
-            .map(|m| m.instance.address.as_str())
+            .chain(&s_built.removed)
+            .copied()
             .collect();
-        let gone: Vec<Arc<Upstream>> = upstreams
-            .iter()
-            .filter(|(addr, _)| !kept.contains(*addr))
-            .map(|(_, u)| Arc::clone(u))
-            .collect();
+        if !removed.is_empty() {
+            let kept: HashSet<&str> = next
+                .active
+                .members
+                .iter()
+                .chain(&next.standby.members)
+                .map(|m| m.instance.address.as_str())
+                .collect();
+            for m in removed {
+                if !kept.contains(m.instance.address.as_str()) {
+                    gone.push(Arc::clone(&m.upstream));
+                }
+            }
+        }
         self.cell.store(Arc::new(next));
         for u in gone {
             u.retire();
@@ -230,12 +250,14 @@ impl Publisher {
             reason = %record.reason,
             active_old = ?record.active.old_version,
             active_new = ?record.active.new_version,
-            active_added = ?record.active.added,
-            active_removed = ?record.active.removed,
+            active_added = record.active.added_count,
+            active_removed = record.active.removed_count,
+            active_changes = ?(&record.active.added, &record.active.removed),
             standby_old = ?record.standby.old_version,
             standby_new = ?record.standby.new_version,
-            standby_added = ?record.standby.added,
-            standby_removed = ?record.standby.removed,
+            standby_added = record.standby.added_count,
+            standby_removed = record.standby.removed_count,
+            standby_changes = ?(&record.standby.added, &record.standby.removed),
             source = c.source.kind,
             index = ?c.source.index,
             "pool swap"
@@ -343,20 +365,71 @@ fn log_hold(last: &mut Option<Instant>, pool: &str, old: Option<&Hold>, new: Opt
     }
 }
 
-fn diff(old: &Pool, new: &Pool, old_i: &[Instance], new_i: &[Instance]) -> PoolDiff {
+/// Entries listed per side in a swap's log and history; the counts are always exact.
+const DIFF_LIST_MAX: usize = 20;
+
+/// A pool's new members, what changed, and the members that left.
+struct Rebuilt<'a> {
+    members: Vec<Member>,
+    diff: PoolDiff,
+    removed: Vec<&'a Member>,
+}
+
+/// Builds a pool's members from its sorted new instances (`None`: keep them all) by one merge-walk
+/// over the sorted old members: unchanged instances keep their `Arc`, nothing is hashed.
+fn rebuild<'a>(
+    old: &'a Pool,
+    new: Option<Vec<Instance>>,
+    upstream_for: &mut impl FnMut(&str) -> Arc<Upstream>,
+) -> Rebuilt<'a> {
     let key = |i: &Instance| format!("{}@{}", i.id, i.address);
-    PoolDiff {
+    let mut diff = PoolDiff {
         old_version: old.version.clone(),
-        new_version: new.version.clone(),
-        added: new_i
-            .iter()
-            .filter(|i| !old_i.contains(i))
-            .map(key)
-            .collect(),
-        removed: old_i
-            .iter()
-            .filter(|i| !new_i.contains(i))
-            .map(key)
-            .collect(),
+        new_version: None,
+        added_count: 0,
+        added: Vec::new(),
+        removed_count: 0,
+        removed: Vec::new(),
+    };
+    let Some(new) = new else {
+        return Rebuilt {
+            members: old.members.clone(),
+            diff,
+            removed: Vec::new(),
+        };
+    };
+    let mut members = Vec::with_capacity(new.len());
+    let mut removed = Vec::new();
+    let mut olds = old.members.iter().peekable();
+    for inst in new {
+        while let Some(m) = olds.next_if(|m| *m.instance < inst) {
+            removed.push(m);
+        }
+        match olds.next_if(|m| *m.instance == inst) {
+            Some(m) => members.push(m.clone()),
+            None => {
+                diff.added_count += 1;
+                if diff.added.len() < DIFF_LIST_MAX {
+                    diff.added.push(key(&inst));
+                }
+                let upstream = upstream_for(&inst.address);
+                members.push(Member {
+                    instance: Arc::new(inst),
+                    upstream,
+                });
+            }
+        }
+    }
+    removed.extend(olds);
+    diff.removed_count = removed.len();
+    diff.removed = removed
+        .iter()
+        .take(DIFF_LIST_MAX)
+        .map(|m| key(&m.instance))
+        .collect();
+    Rebuilt {
+        members,
+        diff,
+        removed,
     }
 }

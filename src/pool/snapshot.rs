@@ -72,10 +72,9 @@ impl Pool {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn instances(&self) -> Vec<Instance> {
-        let mut v: Vec<Instance> = self.members.iter().map(|m| (*m.instance).clone()).collect();
-        v.sort();
-        v
+    /// The instances (members are kept in sorted order by the publisher).
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.members.iter().map(|m| &*m.instance)
     }
 }
 
