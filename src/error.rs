@@ -19,6 +19,8 @@ pub enum ProxyError {
     PayloadTooLarge,
     #[error("request body arrived too slowly")]
     BodyTimeout,
+    #[error("transfer coding {0:?} is not supported")]
+    UnsupportedCoding(String),
 }
 
 impl ProxyError {
@@ -31,6 +33,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -44,6 +47,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad request\n",
             ProxyError::PayloadTooLarge => "request body too large\n",
             ProxyError::BodyTimeout => "request body timed out\n",
+            ProxyError::UnsupportedCoding(_) => "transfer coding not implemented\n",
         }
     }
 }
@@ -68,6 +72,7 @@ mod tests {
             (ProxyError::BadRequest("x"), 400),
             (ProxyError::PayloadTooLarge, 413),
             (ProxyError::BodyTimeout, 408),
+            (ProxyError::UnsupportedCoding("gzip".into()), 501),
         ];
         for (err, code) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");

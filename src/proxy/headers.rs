@@ -28,12 +28,12 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
+        // Bytes, not `to_str`: one non-ASCII byte must not hide the other tokens.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -79,7 +79,9 @@ pub fn set_forwarded(
     let (xff, fwd) = if trusted {
         (
             prior(headers, &X_FORWARDED_FOR).map_or(peer_s.clone(), |p| format!("{p}, {peer_s}")),
+            // A prior value with an unclosed quote would swallow ours: drop it instead.
             prior(headers, &header::FORWARDED)
+                .filter(|p| p.bytes().filter(|b| *b == b'"').count() % 2 == 0)
                 .map_or(forwarded.clone(), |p| format!("{p}, {forwarded}")),
         )
     } else {

@@ -190,6 +190,10 @@ impl Proxy {
                 "header names with underscores are refused",
             ));
         }
+        // hyper decodes only `chunked`; any other coding would reach the upstream undeclared.
+        if let Some(coding) = other_transfer_coding(&parts.headers) {
+            return Err(ProxyError::UnsupportedCoding(coding));
+        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let matched = settings
             .routes
@@ -326,6 +330,10 @@ impl Proxy {
                     up.health.record_success();
                     up.recycle(sender, settings.limits.max_idle);
                     let (mut rparts, rbody) = resp.into_parts();
+                    // A chunked upstream answer's Content-Length is stale: hyper re-frames it.
+                    if rparts.headers.contains_key(header::TRANSFER_ENCODING) {
+                        rparts.headers.remove(header::CONTENT_LENGTH);
+                    }
                     headers::strip_hop_by_hop(&mut rparts.headers);
                     rparts
                         .headers
@@ -348,6 +356,9 @@ impl Proxy {
                     match verdict.get() {
                         Some(Cutoff::TooLarge) => return Err(ProxyError::PayloadTooLarge),
                         Some(Cutoff::TimedOut) => return Err(ProxyError::BodyTimeout),
+                        Some(Cutoff::Malformed) => {
+                            return Err(ProxyError::BadRequest("invalid chunked body"))
+                        }
                         None => {}
                     }
                     if up
@@ -399,7 +410,15 @@ fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, Pro
                 .ok()
                 .filter(|s| !s.contains('@'))
                 .and_then(|s| s.parse::<http::uri::Authority>().ok())
-                .is_some();
+                .is_some_and(|a| {
+                    // `Authority` does not check the port; a port must be digits.
+                    let s = a.as_str();
+                    let port = match s.rfind(']') {
+                        Some(i) => s[i + 1..].strip_prefix(':'),
+                        None => s.rsplit_once(':').map(|(_, p)| p),
+                    };
+                    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                });
             if !valid {
                 return Err(ProxyError::BadRequest("invalid Host header"));
             }
@@ -410,6 +429,15 @@ fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, Pro
         }
         None => Ok(None),
     }
+}
+
+/// A transfer coding other than `chunked` in the request, if any.
+fn other_transfer_coding(h: &http::HeaderMap) -> Option<String> {
+    h.get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| String::from_utf8_lossy(t).trim().to_ascii_lowercase())
+        .find(|t| !t.is_empty() && t != "chunked")
 }
 
 /// A local plain-text answer.

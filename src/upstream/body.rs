@@ -22,6 +22,8 @@ pub struct BodyVerdict(AtomicU8);
 pub enum Cutoff {
     TooLarge,
     TimedOut,
+    /// The client's framing was invalid (e.g. a bad chunk size).
+    Malformed,
 }
 
 impl BodyVerdict {
@@ -29,6 +31,7 @@ impl BodyVerdict {
         let v = match c {
             Cutoff::TooLarge => 1,
             Cutoff::TimedOut => 2,
+            Cutoff::Malformed => 3,
         };
         self.0.store(v, Ordering::Relaxed);
     }
@@ -37,6 +40,7 @@ impl BodyVerdict {
         match self.0.load(Ordering::Relaxed) {
             1 => Some(Cutoff::TooLarge),
             2 => Some(Cutoff::TimedOut),
+            3 => Some(Cutoff::Malformed),
             _ => None,
         }
     }
@@ -86,7 +90,7 @@ impl Guarded {
         self.verdict.set(c);
         match c {
             Cutoff::TooLarge => BodyError::TooLarge(self.limit),
-            Cutoff::TimedOut => BodyError::TimedOut,
+            Cutoff::TimedOut | Cutoff::Malformed => BodyError::TimedOut,
         }
     }
 }
@@ -139,7 +143,10 @@ impl Body for UpstreamBody {
                 g.idle_timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                g.verdict.set(Cutoff::Malformed);
+                Poll::Ready(Some(Err(BodyError::Client(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
         }
     }

@@ -153,6 +153,7 @@ impl Upstream {
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(limits.max_response_head.max(8192))
+            .max_header_size(limits.max_response_head.max(8192))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ConnectError::Handshake {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use client::{ConsulClient, ConsulError, Reply};
-use parse::VersionRule;
+pub use parse::{health_entries, Parsed, VersionRule};
 use watch::{IndexEvent, Watch};
 
 use super::{split_by_tags, UpstreamSource};

@@ -1,0 +1,95 @@
+//! Fault injection: rules that make the next N matching requests (or all, until cleared)
+//! fail the way a Nomad agent does (section G, item 17).
+
+use std::time::Duration;
+
+use crate::double::consul::Times;
+
+/// One way for a request to go wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NomadFault {
+    /// Answer with this status and `text/plain` body instead of serving the request.
+    Status(u16, &'static str),
+    /// Hold the request this long before serving it.
+    Delay(Duration),
+    /// Only job registrations match: just before serving one, another writer registers
+    /// the job (its `JobModifyIndex` and `ModifyIndex` move on, the spec is unchanged), so
+    /// an `EnforceIndex` based on an earlier read conflicts.
+    EnforceConflict,
+}
+
+impl NomadFault {
+    pub const NO_LEADER: NomadFault = NomadFault::Status(500, "No cluster leader");
+    pub const PERMISSION_DENIED: NomadFault = NomadFault::Status(403, "Permission denied");
+    pub const ACL_TOKEN_NOT_FOUND: NomadFault = NomadFault::Status(403, "ACL token not found");
+}
+
+#[derive(Debug)]
+struct Rule {
+    fault: NomadFault,
+    prefix: String,
+    remaining: Option<usize>,
+}
+
+/// Active rules, consumed as requests arrive.
+#[derive(Debug, Default)]
+pub(crate) struct Rules {
+    rules: Vec<Rule>,
+}
+
+/// What goes wrong with one request; the first rule of each kind wins.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Plan {
+    pub status: Option<(u16, &'static str)>,
+    pub delay: Option<Duration>,
+    pub conflict: bool,
+}
+
+impl Rules {
+    pub fn add(&mut self, prefix: &str, fault: NomadFault, times: Times) {
+        let remaining = match times {
+            Times::Next(0) => return,
+            Times::Next(n) => Some(n),
+            Times::Always => None,
+        };
+        let prefix = prefix.to_string();
+        self.rules.push(Rule {
+            fault,
+            prefix,
+            remaining,
+        });
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The plan for a request to `path`, consuming one use of each matching rule.
+    /// `register`: the request is a job registration (the only target of conflicts).
+    pub fn take(&mut self, path: &str, register: bool) -> Plan {
+        let mut plan = Plan::default();
+        let matching = self
+            .rules
+            .iter_mut()
+            .filter(|r| path.starts_with(&r.prefix));
+        for rule in matching {
+            if rule.fault == NomadFault::EnforceConflict && !register {
+                continue;
+            }
+            if let Some(n) = rule.remaining.as_mut() {
+                *n -= 1;
+            }
+            match rule.fault {
+                NomadFault::Status(code, text) => {
+                    plan.status.get_or_insert((code, text));
+                }
+                NomadFault::Delay(d) => {
+                    plan.delay.get_or_insert(d);
+                }
+                NomadFault::EnforceConflict => plan.conflict = true,
+            }
+        }
+        self.rules.retain(|r| r.remaining != Some(0));
+        plan
+    }
+}
