@@ -23,7 +23,9 @@ struct Client(http1::SendRequest<Full<Bytes>>);
 
 impl Client {
     async fn open(addr: SocketAddr) -> Client {
-        let s = tokio::net::TcpStream::connect(addr).await.expect("connect to proxy");
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to proxy");
         let (tx, conn) = http1::handshake(TokioIo::new(s)).await.expect("handshake");
         tokio::spawn(conn);
         Client(tx)
@@ -50,10 +52,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run(selector: ActiveSelector, switches: usize) {
     let consul = ConsulDouble::start().await.expect("double");
     let mut ids = Vec::new();
-    for (id, version, color) in [("v1-a", "v1", "blue"), ("v1-b", "v1", "blue"), ("v2-a", "v2", "green"), ("v2-b", "v2", "green")] {
+    for (id, version, color) in [
+        ("v1-a", "v1", "blue"),
+        ("v1-b", "v1", "blue"),
+        ("v2-a", "v2", "green"),
+        ("v2-b", "v2", "green"),
+    ] {
         let addr = spawn_backend(
             "127.0.0.1:0".parse().expect("addr"),
-            Backend { version: version.into(), message: format!("msg-{version}") },
+            Backend {
+                version: version.into(),
+                message: format!("msg-{version}"),
+            },
         )
         .await
         .expect("backend");
@@ -77,7 +87,9 @@ async fn run(selector: ActiveSelector, switches: usize) {
     let mut cfg = Config::default();
     cfg.log.access_log = false;
     cfg.source = SourceConfig::Consul(src);
-    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let daemon = Daemon::start(cfg, public, None).expect("daemon");
     let addr = daemon.public_addr;
     let mut rx = daemon.publisher.subscribe();
@@ -109,7 +121,11 @@ async fn run(selector: ActiveSelector, switches: usize) {
     let mut probe = Client::open(addr).await;
     let mut delays = Vec::with_capacity(switches);
     for k in 1..=switches {
-        let (version, color) = if k % 2 == 1 { ("v2", "green") } else { ("v1", "blue") };
+        let (version, color) = if k % 2 == 1 {
+            ("v2", "green")
+        } else {
+            ("v1", "blue")
+        };
         // Space switches so each starts with a full token bucket, as real switches do.
         tokio::time::sleep(Duration::from_millis(600)).await;
         let t0 = Instant::now();
@@ -126,7 +142,9 @@ async fn run(selector: ActiveSelector, switches: usize) {
                         (id.to_string(), vec![tag.to_string(), c.to_string()])
                     })
                     .collect();
-                consul.flip_tags(random_order(changes, k as u64), Duration::ZERO).await;
+                consul
+                    .flip_tags(random_order(changes, k as u64), Duration::ZERO)
+                    .await;
             }
         }
         loop {
@@ -135,7 +153,10 @@ async fn run(selector: ActiveSelector, switches: usize) {
             if body.contains(&format!("(version {version})")) {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "switch {k} never landed");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "switch {k} never landed"
+            );
         }
         delays.push(t0.elapsed());
     }
@@ -161,7 +182,10 @@ async fn run(selector: ActiveSelector, switches: usize) {
 
 fn main() {
     // `cargo bench` passes harness flags such as `--bench`; they are not ours.
-    let switches = std::env::var("SWITCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let switches = std::env::var("SWITCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
