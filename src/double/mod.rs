@@ -1,5 +1,8 @@
 //! Test doubles of the services zerodown talks to, run in-process on `127.0.0.1:0`.
 //!
+//! [`NomadDouble`] serves the Nomad job, plan and deployment API and applies jobs to a
+//! [`ConsulDouble`] the way Nomad clients do (same service ids, in place, one at a time).
+//!
 //! [`ConsulDouble`] serves the Consul agent HTTP API that the watcher and the operator
 //! commands use (health and catalog service reads with real blocking queries, agent
 //! register/deregister, KV with check-and-set), following `shared/consul-api.md`. Tests
@@ -18,8 +21,14 @@
 //! ```
 
 pub mod consul;
+pub mod nomad;
 
 pub use consul::{
     random_order, CheckSpec, CheckStatus, ConsulDouble, Fault, KvEntry, RecordedRequest,
     ServiceSpec, Times, TokenPolicy,
+};
+pub use nomad::{
+    reference_job, set_active, AllocInfo, AllocSlot, DesiredUpdates, Health as AllocHealth,
+    NomadDouble, NomadFault, NomadRequest, Timing as NomadTiming, ENFORCE_PREFIX, REFERENCE_JOB_ID,
+    REFERENCE_SERVICE,
 };

@@ -8,26 +8,20 @@ use serde_json::Value;
 
 use super::{nomad, wait_for_proxy, Ctx, Mode};
 
-/// Refuses a plan that changes the `active` groups in any way.
+/// Refuses a plan that would replace, stop, place or canary allocations of the `active` groups.
+/// (Nomad reports unchanged groups of a changed job as `InPlaceUpdate`: that restarts nothing.)
 fn active_untouched(plan: &Value, active: &[String]) -> Result<(), String> {
     for g in active {
         let u = &plan["Annotations"]["DesiredTGUpdates"][g];
-        let touched: Vec<String> = [
-            "DestructiveUpdate",
-            "InPlaceUpdate",
-            "Place",
-            "Stop",
-            "Migrate",
-            "Canary",
-        ]
-        .iter()
-        .filter_map(|k| {
-            u[*k]
-                .as_u64()
-                .filter(|n| *n > 0)
-                .map(|n| format!("{k}={n}"))
-        })
-        .collect();
+        let touched: Vec<String> = ["DestructiveUpdate", "Canary", "Place", "Stop"]
+            .iter()
+            .filter_map(|k| {
+                u[*k]
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .map(|n| format!("{k}={n}"))
+            })
+            .collect();
         if !touched.is_empty() {
             return Err(format!(
                 "the Nomad plan would change the active group {g} ({}): refusing; a deploy only touches the standby group",
@@ -53,6 +47,7 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
     let mut submitted = None;
     for _ in 0..3 {
         let mut job = nomad::read_job(n, job_id).await?;
+        let next_version = job["Version"].as_u64().unwrap_or(0) + 1;
         let index = job["JobModifyIndex"]
             .as_u64()
             .ok_or("the Nomad job has no JobModifyIndex")?;
@@ -86,7 +81,7 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
         active_untouched(&plan, &active_names)?;
         match nomad::submit(n, job_id, &job, index).await? {
             nomad::Submit::Accepted(_) => {
-                submitted = Some(nomad::group_name(&job, gi));
+                submitted = Some((nomad::group_name(&job, gi), next_version));
                 break;
             }
             nomad::Submit::Conflict(msg) => {
@@ -94,10 +89,10 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
             }
         }
     }
-    let group = submitted
+    // The version this submit created (each accepted change adds one); read back, the job may
+    // already be a newer one, e.g. Nomad's auto-revert.
+    let (group, job_version) = submitted
         .ok_or("the Nomad job kept changing under the deploy (3 attempts): nothing was applied")?;
-    let job = nomad::read_job(n, job_id).await?;
-    let job_version = job["Version"].as_u64().unwrap_or(0);
     follow_deployment(ctx, n, job_id, job_version).await?;
     let elapsed = wait_for_proxy(ctx, &format!("{version} in the standby pool"), |s| {
         s["pools"]["standby"]["version"].as_str() == Some(version)
@@ -126,32 +121,33 @@ async fn follow_deployment(
     job_version: u64,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let mut seen = false;
     while started.elapsed() < ctx.timeout {
-        if let Some(d) = nomad::latest_deployment(n, job_id).await? {
-            if d["JobVersion"].as_u64() == Some(job_version) {
-                seen = true;
-                let desc = d["StatusDescription"].as_str().unwrap_or("");
-                match d["Status"].as_str().unwrap_or("") {
-                    "successful" => return Ok(()),
-                    "failed" => {
-                        let revert = if desc.contains("rolling back") {
-                            " Nomad auto-reverted the job; the standby group runs its previous version again"
-                        } else {
-                            ""
-                        };
-                        return Err(format!(
-                            "Nomad deployment {} failed: {desc}.{revert}",
-                            d["ID"].as_str().unwrap_or("?")
-                        ));
-                    }
-                    "cancelled" => return Err(format!("Nomad deployment was cancelled: {desc}")),
-                    _ => {}
-                }
+        let all = nomad::deployments(n, job_id).await?;
+        let Some(d) = all
+            .iter()
+            .find(|d| d["JobVersion"].as_u64() == Some(job_version))
+        else {
+            if started.elapsed() > Duration::from_secs(3) {
+                // A job Nomad makes no deployment for (MaxParallel 0, batch): nothing to follow.
+                return Ok(());
             }
-        } else if !seen && started.elapsed() > Duration::from_secs(3) {
-            // A job without an update block gets no deployment: nothing to follow.
-            return Ok(());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let desc = d["StatusDescription"].as_str().unwrap_or("");
+        match d["Status"].as_str().unwrap_or("") {
+            "successful" => return Ok(()),
+            "failed" => {
+                let revert = if desc.contains("rolling back") {
+                    " Nomad auto-reverted the job; the standby group runs its previous version again"
+                } else {
+                    ""
+                };
+                let id = d["ID"].as_str().unwrap_or("?");
+                return Err(format!("Nomad deployment {id} failed: {desc}.{revert}"));
+            }
+            "cancelled" => return Err(format!("Nomad deployment was cancelled: {desc}")),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -171,8 +167,11 @@ mod tests {
         let plan = json!({"Annotations":{"DesiredTGUpdates":{"blue":{"Ignore":2},"green":{"DestructiveUpdate":2}}}});
         assert!(active_untouched(&plan, &["blue".into()]).is_ok());
         let plan = json!({"Annotations":{"DesiredTGUpdates":{"blue":{"InPlaceUpdate":2}}}});
+        assert!(active_untouched(&plan, &["blue".into()]).is_ok());
+        let plan =
+            json!({"Annotations":{"DesiredTGUpdates":{"blue":{"DestructiveUpdate":1,"Ignore":1}}}});
         assert!(active_untouched(&plan, &["blue".into()])
             .unwrap_err()
-            .contains("InPlaceUpdate=2"));
+            .contains("DestructiveUpdate=1"));
     }
 }

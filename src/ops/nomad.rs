@@ -196,9 +196,11 @@ pub fn no_destructive(plan: &Value, groups: &[String]) -> Result<(), String> {
         if !groups.is_empty() && !groups.contains(name) {
             continue;
         }
-        let n = u["DestructiveUpdate"].as_u64().unwrap_or(0);
-        if n > 0 {
-            bad.push(format!("{name}: {n} destructive"));
+        for (key, what) in [("DestructiveUpdate", "destructive"), ("Canary", "canary")] {
+            let n = u[key].as_u64().unwrap_or(0);
+            if n > 0 {
+                bad.push(format!("{name}: {n} {what}"));
+            }
         }
     }
     if bad.is_empty() {
@@ -230,6 +232,24 @@ pub async fn latest_deployment(c: &ConsulClient, id: &str) -> Result<Option<Valu
     let v: Value = serde_json::from_slice(&r.body)
         .map_err(|e| format!("Nomad's deployment is not JSON: {e}"))?;
     Ok((!v.is_null()).then_some(v))
+}
+
+/// Every deployment of the job, newest first.
+pub async fn deployments(c: &ConsulClient, id: &str) -> Result<Vec<Value>, String> {
+    let r = c
+        .get(&format!("/v1/job/{id}/deployments"), TIMEOUT)
+        .await
+        .map_err(|e| format!("Nomad: {e}"))?;
+    if r.status != 200 {
+        return Err(format!(
+            "Nomad answered {} for the deployments: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body).trim()
+        ));
+    }
+    let v: Option<Vec<Value>> = serde_json::from_slice(&r.body)
+        .map_err(|e| format!("Nomad's deployments are not JSON: {e}"))?;
+    Ok(v.unwrap_or_default())
 }
 
 pub enum Submit {

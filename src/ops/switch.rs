@@ -42,6 +42,23 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
         .map(|e| flatten(e, &ctx.version_key()))
         .collect();
     let mut problems = Vec::new();
+    // Instances Consul tags standby but fails are already out of the proxy's pool: still refuse.
+    if matches!(ctx.mode, Mode::Nomad { .. }) {
+        for e in consul.iter().filter(|e| !e.passing) {
+            if e.tags
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(ctx.standby_tag()))
+            {
+                problems.push(format!(
+                    "{} ({}) is tagged {} but not passing in Consul: {}",
+                    e.id,
+                    e.address,
+                    ctx.standby_tag(),
+                    e.health
+                ));
+            }
+        }
+    }
     for i in &standby {
         let id = i["id"].as_str().unwrap_or("?");
         let addr = i["address"].as_str().unwrap_or("?");
@@ -78,6 +95,14 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
 /// Makes the standby group active. `expect_to`, when given, must be the standby version.
 pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<Switched, String> {
     let status = ctx.proxy_status().await?;
+    let standby_empty = status["pools"]["standby"]["instances"]
+        .as_array()
+        .is_none_or(|a| a.is_empty());
+    if standby_empty && !force {
+        return Err(
+            "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
+        );
+    }
     let from = version_of(&status["pools"]["active"]).unwrap_or_else(|| "none".into());
     let to = version_of(&status["pools"]["standby"]).ok_or_else(|| {
         "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)".to_string()
@@ -315,7 +340,10 @@ pub async fn rollback(ctx: &Ctx, force: bool) -> Result<Switched, String> {
         .into_iter()
         .flatten()
         .rev()
-        .find(|s| s["active"]["new_version"].as_str() == current.as_deref() && !s["active"]["old_version"].is_null())
+        .find(|s| {
+            let (old, new) = (&s["active"]["old_version"], &s["active"]["new_version"]);
+            new.as_str() == current.as_deref() && !old.is_null() && old != new
+        })
         .and_then(|s| s["active"]["old_version"].as_str().map(str::to_string))
         .ok_or("the proxy has no earlier version in its swap history (it has not switched since it started): use zerodown switch")?;
     switch(ctx, force, Some(&previous)).await

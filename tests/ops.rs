@@ -1,0 +1,321 @@
+//! Operator commands against the Consul and Nomad doubles and a live proxy: deploy, switch and
+//! rollback under continuous load with zero errors, and every refusal leaving things unchanged.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::load::{check_no_old_after_new, until_version, Load};
+use common::*;
+use tokio::time::Instant;
+use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
+use zerodown::double::{reference_job, CheckStatus, ConsulDouble, NomadDouble, REFERENCE_SERVICE};
+use zerodown::ops::{self, Ctx, Targets};
+use zerodown::server::Daemon;
+
+struct Fleet {
+    consul: Arc<ConsulDouble>,
+    nomad: NomadDouble,
+    daemon: Daemon,
+    cfg: Config,
+}
+
+impl Fleet {
+    fn ctx(&self, timeout: Duration) -> Ctx {
+        let t = Targets {
+            admin: Some(self.daemon.admin_addr.unwrap().to_string()),
+            proxy: Some(self.daemon.public_addr.to_string()),
+            nomad_addr: Some(self.nomad.url()),
+            job: None,
+        };
+        Ctx::new(self.cfg.clone(), &t, timeout).unwrap()
+    }
+}
+
+async fn consul_config(consul: &ConsulDouble, selector: ActiveSelector) -> Config {
+    let mut src = ConsulSourceConfig::from_env(REFERENCE_SERVICE, &|_| None).unwrap();
+    src.address = ConsulAddress::parse(&consul.url(), false).unwrap();
+    src.wait = Duration::from_secs(2);
+    src.min_interval = Duration::from_millis(10);
+    src.retry_max = Duration::from_millis(200);
+    src.active_selector = selector;
+    let mut cfg = Config::default();
+    cfg.log.access_log = false;
+    cfg.source = SourceConfig::Consul(src);
+    cfg
+}
+
+async fn daemon(cfg: &Config) -> Daemon {
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let d = Daemon::start(cfg.clone(), public, Some(admin)).unwrap();
+    let mut rx = d.publisher.subscribe();
+    tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    d
+}
+
+/// The reference job (blue v1 active, green v2 standby) rolled out on the doubles, with a demo
+/// backend behind each image, and a proxy watching the tags.
+async fn nomad_fleet() -> Fleet {
+    let consul = Arc::new(ConsulDouble::start().await.unwrap());
+    let nomad = NomadDouble::start(Some(Arc::clone(&consul))).await.unwrap();
+    let ports = [
+        ("hello:v1", backend("v1").await.port()),
+        ("hello:v2", backend("v2").await.port()),
+        ("hello:v3", backend("v3").await.port()),
+    ];
+    nomad.set_port_allocator(move |slot| {
+        ports
+            .iter()
+            .find(|(img, _)| *img == slot.image)
+            .map_or(9, |(_, p)| *p)
+    });
+    nomad
+        .seed_job(reference_job("hello:v1", "hello:v2", "v1", "v2"))
+        .unwrap();
+    let cfg = consul_config(&consul, ActiveSelector::Tags).await;
+    let daemon = daemon(&cfg).await;
+    until_version(daemon.public_addr, "/hello", "v1").await;
+    until_version(daemon.public_addr, "/standby", "v2").await;
+    Fleet {
+        consul,
+        nomad,
+        daemon,
+        cfg,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_switch_rollback_under_load_drop_nothing() {
+    let f = nomad_fleet().await;
+    let ctx = f.ctx(Duration::from_secs(20));
+    let addr = f.daemon.public_addr;
+    let active = Load::start(addr, "/hello", 16);
+    let standby = Load::start(addr, "/standby", 4);
+
+    let msg = ops::deploy::deploy(&ctx, "v3", "hello:v3").await.unwrap();
+    assert!(msg.contains("deployed v3"), "{msg}");
+    assert_eq!(
+        ops::status::report(&ctx).await.proxy["pools"]["active"]["version"],
+        "v1",
+        "a deploy never touches the active group"
+    );
+
+    let t_switch = Instant::now();
+    let s = ops::switch::switch(&ctx, false, None).await.unwrap();
+    assert_eq!((s.from.as_str(), s.to.as_str()), ("v1", "v3"));
+    let job = f.nomad.job(REFERENCE_SERVICE).unwrap();
+    assert!(job["TaskGroups"].to_string().contains("hello:v3"));
+
+    let t_rollback = Instant::now();
+    let r = ops::switch::rollback(&ctx, false).await.unwrap();
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("v3", "v1"));
+
+    let records = active.finish().await;
+    standby.finish().await;
+    let checked = check_no_old_after_new(
+        &records,
+        &[Instant::now(), t_switch, t_rollback],
+        &["v1", "v3", "v1"],
+        "active",
+    );
+    assert!(
+        records.len() > 200 && checked > 20,
+        "{} requests, {checked} checked",
+        records.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_retries_a_nomad_enforce_index_conflict() {
+    let f = nomad_fleet().await;
+    let ctx = f.ctx(Duration::from_secs(20));
+    f.nomad.conflict_next_register();
+    let s = ops::switch::switch(&ctx, false, None).await.unwrap();
+    assert_eq!(s.to, "v2");
+    let posts = f
+        .nomad
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == format!("/v1/job/{REFERENCE_SERVICE}"))
+        .count();
+    assert_eq!(
+        posts, 2,
+        "one conflict, then a re-read and a successful submit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deployment_is_reported_with_its_revert_and_the_active_group_keeps_serving() {
+    let f = nomad_fleet().await;
+    let ctx = f.ctx(Duration::from_secs(20));
+    f.nomad.fail_next_deployment();
+    let err = ops::deploy::deploy(&ctx, "v3", "hello:v3")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("failed") && err.contains("auto-reverted"),
+        "{err}"
+    );
+    assert_eq!(
+        get(f.daemon.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_standby_is_refused_and_nothing_changes() {
+    let f = nomad_fleet().await;
+    let ctx = f.ctx(Duration::from_secs(5));
+    let standby_ids: Vec<String> = f
+        .consul
+        .service_ids(REFERENCE_SERVICE)
+        .into_iter()
+        .filter(|id| id.contains("group-green"))
+        .collect();
+    f.consul.set_check(&standby_ids[0], CheckStatus::Critical);
+    let before = f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"].clone();
+    let err = ops::switch::switch(&ctx, false, None).await.unwrap_err();
+    assert!(
+        err.contains("not ready") && err.contains("pass --force"),
+        "{err}"
+    );
+    assert_eq!(
+        f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"],
+        before,
+        "the job was changed"
+    );
+    // diagnose names the failing check and how to look at it.
+    let checks = ops::diagnose::run(&ctx).await;
+    let health = checks.iter().find(|c| c.name == "health checks").unwrap();
+    assert!(!health.ok && health.fix.is_some(), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_diagnose_on_a_healthy_fleet() {
+    let f = nomad_fleet().await;
+    let ctx = f.ctx(Duration::from_secs(5));
+    let r = ops::status::report(&ctx).await;
+    assert!(
+        r.proxy_error.is_none() && r.disagreements.is_empty(),
+        "{:?}",
+        r.disagreements
+    );
+    assert_eq!(r.instances.len(), 4);
+    assert!(r
+        .instances
+        .iter()
+        .all(|i| i.probe.status == Some(200) && i.proxy_pool.is_some()));
+    assert_eq!((r.hello.status, r.standby.status), (Some(200), Some(200)));
+    assert!(ops::status::render(&r).contains("proxy and source agree"));
+    let checks = ops::diagnose::run(&ctx).await;
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+    assert!(checks.iter().any(|c| c.name == "nomad job"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_switch_is_one_cas_write() {
+    let consul = Arc::new(ConsulDouble::start().await.unwrap());
+    for (id, v, color) in [("a", "v1", "blue"), ("b", "v2", "green")] {
+        common::consul::register(&consul, id, backend(v).await, v, &[color]);
+    }
+    let key = format!("zerodown/{REFERENCE_SERVICE}/active");
+    consul.kv_put(&key, "blue");
+    let cfg = consul_config(&consul, ActiveSelector::Kv).await;
+    let d = daemon(&cfg).await;
+    let t = Targets {
+        admin: Some(d.admin_addr.unwrap().to_string()),
+        proxy: Some(d.public_addr.to_string()),
+        ..Targets::default()
+    };
+    let ctx = Ctx::new(cfg, &t, Duration::from_secs(10)).unwrap();
+    let s = ops::switch::switch(&ctx, false, None).await.unwrap();
+    assert_eq!((s.from.as_str(), s.to.as_str()), ("v1", "v2"));
+    assert_eq!(consul.kv_get(&key).unwrap().value, b"green".to_vec());
+    assert!(s.how.contains("cas="), "{}", s.how);
+}
+
+#[tokio::test]
+async fn file_switch_refusals_and_a_proxy_that_does_not_converge() {
+    let v1 = backend("v1").await;
+    // Only an active group: nothing to switch to.
+    let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
+    let ctx_for = |d: &TestDaemon, admin: std::net::SocketAddr, timeout| {
+        let mut cfg = test_config(&d.upstreams);
+        cfg.server.admin_listen = admin;
+        cfg.server.listen = d.daemon.public_addr;
+        Ctx::new(cfg, &Targets::default(), timeout).unwrap()
+    };
+    let before = std::fs::read_to_string(&d.upstreams).unwrap();
+    let err = ops::switch::switch(
+        &ctx_for(&d, d.daemon.admin_addr.unwrap(), Duration::from_secs(2)),
+        false,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("standby pool is empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&d.upstreams).unwrap(),
+        before,
+        "file changed by a refused switch"
+    );
+
+    // A standby instance that does not answer is refused.
+    let dead = dead_address();
+    write_upstreams(
+        &d.upstreams,
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("s", dead.to_string(), "v2", "standby"),
+        ],
+    );
+    eventually("standby loaded", || async {
+        !d.daemon.publisher.load_full().standby.is_empty()
+    })
+    .await;
+    let err = ops::switch::switch(
+        &ctx_for(&d, d.daemon.admin_addr.unwrap(), Duration::from_secs(2)),
+        false,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("does not answer"), "{err}");
+
+    // The file switch itself, watched through a proxy that never sees it: a clear timeout.
+    let v2 = backend("v2").await;
+    write_upstreams(
+        &d.upstreams,
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("s", v2.to_string(), "v2", "standby"),
+        ],
+    );
+    eventually("standby v2", || async {
+        d.daemon.publisher.load_full().standby.version.as_deref() == Some("v2")
+    })
+    .await;
+    let other = start(
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("s", v2.to_string(), "v2", "standby"),
+        ],
+        |_| {},
+    )
+    .await;
+    let mut ctx = ctx_for(
+        &d,
+        other.daemon.admin_addr.unwrap(),
+        Duration::from_millis(800),
+    );
+    let err = ops::switch::switch(&ctx, false, None).await.unwrap_err();
+    assert!(err.contains("did not report v2 serving /hello"), "{err}");
+    // ...while the proxy that watches the file did switch.
+    until_version(d.daemon.public_addr, "/hello", "v2").await;
+    ctx.timeout = Duration::from_secs(5);
+}
