@@ -28,7 +28,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use zerodown::balance::{pick, Tried};
 use zerodown::config::default_routes;
 use zerodown::pool::{Candidates, Instance, Member, Pool, Publisher, SourceInfo};
-use zerodown::proxy::headers::{set_forwarded, strip_hop_by_hop};
+use zerodown::proxy::headers::{set_forwarded, strip_hop_by_hop, Peer};
 use zerodown::proxy::route::RouteTable;
 use zerodown::upstream::Upstream;
 
@@ -143,6 +143,7 @@ fn headers_bench(c: &mut Criterion) {
         HeaderValue::from_static("10.0.0.1, 10.0.0.2"),
     );
     let resp = upstream_response_headers();
+    let peer_info = Peer::new(std::net::SocketAddr::new(peer, 40000), "http");
     let mut g = c.benchmark_group("headers");
     g.bench_function("request_clone", |b| b.iter(|| black_box(&req).clone()));
     g.bench_function("request_clone_strip", |b| {
@@ -156,7 +157,7 @@ fn headers_bench(c: &mut Criterion) {
         b.iter(|| {
             let mut h = black_box(&req).clone();
             let host = h.get(header::HOST).cloned();
-            set_forwarded(&mut h, peer, host.as_ref(), "http", false);
+            set_forwarded(&mut h, &peer_info, host.as_ref(), false);
             h
         })
     });
@@ -165,7 +166,7 @@ fn headers_bench(c: &mut Criterion) {
             let mut h = black_box(&req).clone();
             let host = h.get(header::HOST).cloned();
             strip_hop_by_hop(&mut h);
-            set_forwarded(&mut h, peer, host.as_ref(), "http", false);
+            set_forwarded(&mut h, &peer_info, host.as_ref(), false);
             h
         })
     });
@@ -174,7 +175,7 @@ fn headers_bench(c: &mut Criterion) {
             let mut h = black_box(&req_xff).clone();
             let host = h.get(header::HOST).cloned();
             strip_hop_by_hop(&mut h);
-            set_forwarded(&mut h, peer, host.as_ref(), "http", true);
+            set_forwarded(&mut h, &peer_info, host.as_ref(), true);
             h
         })
     });

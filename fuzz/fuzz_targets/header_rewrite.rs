@@ -12,7 +12,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use zerodown::proxy::headers::{set_forwarded, strip_hop_by_hop};
+use std::net::SocketAddr;
+use zerodown::proxy::headers::{set_forwarded, strip_hop_by_hop, Peer};
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -105,9 +106,8 @@ fuzz_target!(|data: &[u8]| {
     strip_hop_by_hop(&mut headers);
     set_forwarded(
         &mut headers,
-        peer,
+        &Peer::new(SocketAddr::new(peer, 40000), if https { "https" } else { "http" }),
         host.as_ref(),
-        if https { "https" } else { "http" },
         trusted,
     );
 

@@ -94,8 +94,13 @@ pub fn run_with(
     on_started: impl FnOnce(&Daemon),
 ) -> ExitCode {
     telemetry::init(&cfg.log);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if cfg.server.threads > 0 {
+    // One thread: a current-thread runtime, with no cross-thread wake-ups to pay for.
+    let mut rt = if cfg.server.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if cfg.server.threads > 1 {
         rt.worker_threads(cfg.server.threads);
     }
     let rt = match rt.enable_all().build() {

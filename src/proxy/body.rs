@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::pool::Instance;
 use crate::telemetry::metrics::{status_class, Lv, Metrics};
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Sender};
 
 /// Fields only the access log needs; absent when it is off.
 #[derive(Debug)]
@@ -117,12 +117,26 @@ pub struct Streamed {
     pub outcome: Outcome,
     /// The upstream body reported its end.
     pub done: bool,
-    pub _in_flight: InFlight,
+    pub in_flight: InFlight,
+    /// The connection the body arrives on, returned to the pool once the body has ended.
+    pub sender: Option<Sender>,
+    pub max_idle: usize,
+}
+
+impl Streamed {
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.in_flight.upstream().put_idle(sender, self.max_idle);
+        }
+    }
 }
 
 impl Drop for Streamed {
     fn drop(&mut self) {
         self.outcome.completed = self.done || self.body.is_end_stream();
+        if self.outcome.completed {
+            self.release();
+        }
     }
 }
 
@@ -144,7 +158,10 @@ impl Body for ProxyBody {
                             s.outcome.bytes += d.len() as u64;
                         }
                     }
-                    Poll::Ready(None) => s.done = true,
+                    Poll::Ready(None) => {
+                        s.done = true;
+                        s.release();
+                    }
                     _ => {}
                 }
                 polled

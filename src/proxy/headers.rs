@@ -1,7 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop headers stripped both ways, and the
 //! forwarding headers set as the replaced nginx config did (`$proxy_add_x_forwarded_for`, `$remote_addr`).
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -27,6 +27,13 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) present names instead of a hashed remove per listed header.
+    let present = headers
+        .keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == k));
+    if !present {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Bytes, not `to_str`: one non-ASCII byte must not hide the other tokens.
         let named: Vec<HeaderName> = headers
@@ -46,65 +53,80 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// The client side of a connection, with its forwarding header values built once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub proto: &'static str,
+    ip: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, proto: &'static str) -> Peer {
+        let ip = addr.ip().to_string();
+        let node = if addr.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.clone()
+        };
+        let forwarded = format!("for={node};proto={proto}");
+        Peer {
+            addr,
+            proto,
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_str(&forwarded)
+                .unwrap_or_else(|_| HeaderValue::from_static("for=unknown")),
+        }
+    }
+}
+
 /// Sets `X-Forwarded-For`, `Forwarded`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host`
 /// for a request from `peer` that arrived for `host`. From a `trusted` peer (another proxy) the
 /// chain it sent is kept and extended; from anyone else it is replaced, so clients cannot forge it.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &Peer,
     host: Option<&HeaderValue>,
-    proto: &'static str,
     trusted: bool,
 ) {
-    let peer_s = peer.to_string();
-    let prior = |h: &HeaderMap, name: &HeaderName| -> Option<String> {
-        let parts: Vec<&str> = h
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        (!parts.is_empty()).then(|| parts.join(", "))
-    };
-    let node = if peer.is_ipv6() {
-        format!("\"[{peer_s}]\"")
+    let extend =
+        |h: &mut HeaderMap, name: &HeaderName, ours: &HeaderValue, valid: fn(&str) -> bool| {
+            let prior: Vec<&str> = h
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            let joined = prior.join(", ");
+            let value = if prior.is_empty() || !valid(&joined) {
+                ours.clone()
+            } else {
+                let ours = ours.to_str().unwrap_or("");
+                HeaderValue::from_str(&format!("{joined}, {ours}"))
+                    .unwrap_or_else(|_| ours_value(ours))
+            };
+            h.insert(name.clone(), value);
+        };
+    if trusted {
+        extend(headers, &X_FORWARDED_FOR, &peer.ip, |_| true);
+        // A prior value with an unclosed quote would swallow ours: drop it instead.
+        extend(headers, &header::FORWARDED, &peer.forwarded, |p| {
+            p.bytes().filter(|b| *b == b'"').count() % 2 == 0
+        });
     } else {
-        peer_s.clone()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(&format!(";host=\"{h}\""));
+        headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
+        headers.insert(header::FORWARDED, peer.forwarded.clone());
     }
-    let (xff, fwd) = if trusted {
-        (
-            prior(headers, &X_FORWARDED_FOR).map_or(peer_s.clone(), |p| format!("{p}, {peer_s}")),
-            // A prior value with an unclosed quote would swallow ours: drop it instead.
-            prior(headers, &header::FORWARDED)
-                .filter(|p| p.bytes().filter(|b| *b == b'"').count() % 2 == 0)
-                .map_or(forwarded.clone(), |p| format!("{p}, {forwarded}")),
-        )
-    } else {
-        (peer_s.clone(), forwarded)
-    };
-    let keep_real_ip = trusted && headers.contains_key(&X_REAL_IP);
-    for (name, value) in [(&X_FORWARDED_FOR, xff), (&header::FORWARDED, fwd)] {
-        match HeaderValue::from_str(&value) {
-            Ok(v) => {
-                headers.insert(name.clone(), v);
-            }
-            Err(_) => {
-                headers.remove(name);
-            }
-        }
-    }
-    if !keep_real_ip {
-        if let Ok(v) = HeaderValue::from_str(&peer_s) {
-            headers.insert(X_REAL_IP.clone(), v);
-        }
+    if !(trusted && headers.contains_key(&X_REAL_IP)) {
+        headers.insert(X_REAL_IP.clone(), peer.ip.clone());
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(peer.proto),
+        );
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
@@ -116,6 +138,10 @@ pub fn set_forwarded(
             }
         }
     }
+}
+
+fn ours_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Applies the underscore policy; returns false when the request must be refused.
@@ -173,17 +199,12 @@ mod tests {
         );
         h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
         let host = HeaderValue::from_static("example.test");
-        set_forwarded(
-            &mut h,
-            "192.0.2.7".parse().unwrap(),
-            Some(&host),
-            "http",
-            true,
-        );
+        let peer = Peer::new("192.0.2.7:4000".parse().unwrap(), "http");
+        set_forwarded(&mut h, &peer, Some(&host), true);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
         assert_eq!(
             h[&header::FORWARDED],
-            "for=10.0.0.1, for=192.0.2.7;proto=http;host=\"example.test\""
+            "for=10.0.0.1, for=192.0.2.7;proto=http"
         );
         assert_eq!(h[&X_REAL_IP], "192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -196,7 +217,12 @@ mod tests {
         h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("6.6.6.6"));
         h.insert(X_REAL_IP.clone(), HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "::1".parse().unwrap(), None, "http", false);
+        set_forwarded(
+            &mut h,
+            &Peer::new("[::1]:4000".parse().unwrap(), "http"),
+            None,
+            false,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "::1");
         assert_eq!(h[&X_REAL_IP], "::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");

@@ -6,7 +6,6 @@ pub mod headers;
 mod request_id;
 pub mod route;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use crate::pool::Publisher;
 use crate::telemetry::metrics::Lv;
 use crate::upstream::{BodyVerdict, ConnLimits, Cutoff, Guarded, UpstreamBody};
 pub use body::{LogFields, Outcome, ProxyBody};
-use headers::X_REQUEST_ID;
+use headers::{Peer, X_REQUEST_ID};
 use route::RouteTable;
 
 /// The parts of the config the request path reads, swapped whole on reload.
@@ -94,12 +93,7 @@ impl Proxy {
     }
 
     /// Serves one client request; every failure becomes a response, never an error.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        proto: &'static str,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let settings = self.settings.load();
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
@@ -112,7 +106,7 @@ impl Proxy {
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string(),
-            peer: peer.ip(),
+            peer: peer.addr.ip(),
             sample: settings.access_sample,
         });
         let mut outcome =
@@ -124,27 +118,21 @@ impl Proxy {
         let pool_slot = &mut outcome.pool;
         let route_slot = &mut outcome.route;
         let result = self
-            .forward(
-                req,
-                &settings,
-                peer,
-                proto,
-                &request_id,
-                pool_slot,
-                route_slot,
-            )
+            .forward(req, &settings, peer, &request_id, pool_slot, route_slot)
             .await;
         match result {
-            Ok((resp, body, upstream, in_flight)) => {
-                outcome.status = resp.status;
-                outcome.upstream = Some(upstream);
+            Ok(u) => {
+                outcome.status = u.parts.status;
+                outcome.upstream = Some(u.instance);
                 let streamed = body::Streamed {
-                    body,
+                    body: u.body,
                     outcome,
                     done: false,
-                    _in_flight: in_flight,
+                    in_flight: u.in_flight,
+                    sender: Some(u.sender),
+                    max_idle: settings.limits.max_idle,
                 };
-                Response::from_parts(resp, ProxyBody::Upstream(Box::new(streamed)))
+                Response::from_parts(u.parts, ProxyBody::Upstream(Box::new(streamed)))
             }
             Err(err) => {
                 let status = err.status();
@@ -171,13 +159,11 @@ impl Proxy {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         req: Request<Incoming>,
         settings: &Settings,
-        peer: SocketAddr,
-        proto: &'static str,
+        peer: &Peer,
         request_id: &HeaderValue,
         pool_slot: &mut &'static str,
         route_slot: &mut Lv,
@@ -235,8 +221,8 @@ impl Proxy {
         let trusted = settings
             .trusted_proxies
             .iter()
-            .any(|c| c.contains(peer.ip()));
-        headers::set_forwarded(&mut parts.headers, peer.ip(), host.as_ref(), proto, trusted);
+            .any(|c| c.contains(peer.addr.ip()));
+        headers::set_forwarded(&mut parts.headers, peer, host.as_ref(), trusted);
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }
@@ -328,7 +314,6 @@ impl Proxy {
                 }
                 Ok(Ok(resp)) => {
                     up.health.record_success();
-                    up.recycle(sender, settings.limits.max_idle);
                     let (mut rparts, rbody) = resp.into_parts();
                     // A chunked upstream answer's Content-Length is stale: hyper re-frames it.
                     if rparts.headers.contains_key(header::TRANSFER_ENCODING) {
@@ -338,7 +323,13 @@ impl Proxy {
                     rparts
                         .headers
                         .insert(X_REQUEST_ID.clone(), request_id.clone());
-                    return Ok((rparts, rbody, Arc::clone(&member.instance), in_flight));
+                    return Ok(Upstreamed {
+                        parts: rparts,
+                        body: rbody,
+                        instance: Arc::clone(&member.instance),
+                        in_flight,
+                        sender,
+                    });
                 }
                 Ok(Err(mut e)) => {
                     if let Some(req) = e.take_message() {
@@ -384,13 +375,15 @@ impl Proxy {
     }
 }
 
-/// A response head from an upstream, its body, the instance that answered, and its in-flight mark.
-type Upstreamed = (
-    http::response::Parts,
-    Incoming,
-    Arc<crate::pool::Instance>,
-    crate::upstream::InFlight,
-);
+/// An upstream's answer: head, body, the instance that answered, its in-flight mark, and the
+/// connection (pooled again when the body ends).
+struct Upstreamed {
+    parts: http::response::Parts,
+    body: Incoming,
+    instance: Arc<crate::pool::Instance>,
+    in_flight: crate::upstream::InFlight,
+    sender: crate::upstream::Sender,
+}
 
 /// The request's host: the target's authority (absolute form, HTTP/2), else its one valid `Host`
 /// header; HTTP/1.1 requires one (RFC 9112 §3.2).

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Http2Config, LimitsConfig};
+use crate::proxy::headers::Peer;
 use crate::proxy::Proxy;
 
 /// Client-side connection settings, swapped whole on reload.
@@ -195,15 +196,19 @@ impl Conn {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (proxy, peer, proto) = (Arc::clone(&self.proxy), self.peer, self.proto);
+        let proxy = Arc::clone(&self.proxy);
+        // Forwarding header values are built once per connection, not per request.
+        let peer = Arc::new(Peer::new(self.peer, self.proto));
+        let peer_addr = self.peer;
         let served = Arc::new(AtomicU64::new(0));
         let max_requests = self.settings.limits.max_requests_per_connection;
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let proxy = Arc::clone(&proxy);
+            let peer = Arc::clone(&peer);
             let n = served.fetch_add(1, Ordering::Relaxed) + 1;
             let http1 = req.version() < Version::HTTP_2;
             async move {
-                let mut resp = proxy.handle(req, peer, proto).await;
+                let mut resp = proxy.handle(req, &peer).await;
                 if http1 && n >= max_requests {
                     // hyper closes the connection after a response that says so.
                     resp.headers_mut()
@@ -221,7 +226,7 @@ impl Conn {
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
-                        tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "client connection ended with error");
+                        tracing::debug!(target: "zerodown::server", peer = %peer_addr, error = %e, "client connection ended with error");
                     }
                     return;
                 }

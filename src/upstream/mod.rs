@@ -9,7 +9,7 @@ mod body;
 mod health;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -121,11 +121,16 @@ impl Upstream {
     pub async fn checkout(&self, limits: ConnLimits) -> Result<(Sender, bool), ConnectError> {
         loop {
             let candidate = self.idle_list().pop();
-            let Some(idle) = candidate else { break };
-            if idle.since.elapsed() < limits.idle_timeout
-                && !idle.sender.is_closed()
-                && idle.sender.is_ready()
-            {
+            let Some(mut idle) = candidate else { break };
+            if idle.since.elapsed() >= limits.idle_timeout || idle.sender.is_closed() {
+                continue;
+            }
+            if idle.sender.is_ready() {
+                return Ok((idle.sender, true));
+            }
+            // Returned at the end of its body: hyper is finishing that response; it is ready
+            // at once unless the connection died, which `ready` reports.
+            if idle.sender.ready().await.is_ok() {
                 return Ok((idle.sender, true));
             }
         }
@@ -169,30 +174,31 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Returns a connection to the pool once its response has been read to the end. Holds only a
-    /// weak reference, so an upstream dropped from every snapshot is not kept alive by its idle pool.
-    pub fn recycle(self: &Arc<Self>, mut sender: Sender, max_idle: usize) {
-        let weak: Weak<Upstream> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            if let Some(up) = weak.upgrade().filter(|u| !u.is_retired()) {
-                let mut idle = up.idle_list();
-                if idle.len() < max_idle {
-                    idle.push(Idle {
-                        sender,
-                        since: Instant::now(),
-                    });
-                }
-            }
-        });
+    /// Returns a connection whose response has been read to the end to the idle pool (called
+    /// from the response body, so no task is spawned per request). Retired upstreams keep none.
+    pub fn put_idle(&self, sender: Sender, max_idle: usize) {
+        if self.is_retired() || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle_list();
+        if idle.len() < max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
     }
 }
 
 /// Counts one request against an upstream's in-flight gauge while it lives.
 #[derive(Debug)]
 pub struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
