@@ -7,7 +7,7 @@ mod endpoints;
 mod faults;
 mod http;
 mod kv;
-mod params;
+pub(crate) mod params;
 mod register;
 mod render;
 mod server;

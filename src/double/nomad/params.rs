@@ -66,77 +66,13 @@ impl Query {
     }
 }
 
-/// Percent-decodes `s` (and `+` as space in query strings); invalid escapes stay literal.
-pub(crate) fn decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Percent-decoding, shared with the Consul double.
+pub(crate) use crate::double::consul::params::decode;
 
-/// Go's `time.ParseDuration` in nanoseconds (non-negative inputs only); `None` when Go
-/// would fail, notably for a number without a unit such as `60`.
+/// Go's `time.ParseDuration` in nanoseconds, non-negative only (the Consul double's parser,
+/// which also takes signed values).
 pub(crate) fn parse_go_duration(s: &str) -> Option<u64> {
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-        if int.is_empty() && frac.is_empty() {
-            return None;
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let scale: u128 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        let whole: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        let mut part = whole.checked_mul(scale)?;
-        let mut div = 1u128;
-        for d in frac.bytes().take(18) {
-            div *= 10;
-            part += u128::from(d - b'0') * scale / div;
-        }
-        total = total.checked_add(part)?;
-        if total > i64::MAX as u128 {
-            return None;
-        }
-        rest = next;
-    }
-    u64::try_from(total).ok()
+    crate::double::consul::params::parse_go_duration(s).and_then(|ns| u64::try_from(ns).ok())
 }
 
 /// Formats nanoseconds the way Go's `Duration.String` does for whole units (`10s`, `1m0s`).
