@@ -81,8 +81,21 @@ pub fn run(args: DemoArgs) -> ExitCode {
         |d| {
             let port = d.public_addr.port();
             let admin = d.admin_addr.map(|a| a.to_string()).unwrap_or_default();
+            // A config beside the upstreams file, so the operator commands work on the demo too.
+            let ops_config = dir.join("zerodown.toml");
+            let text = format!(
+                "# Written by `zerodown demo` for the operator commands.\n[server]\nlisten = \"{}\"\nadmin_listen = \"{admin}\"\n\n[source]\nkind = \"file\"\npath = \"upstreams.toml\"\npoll_interval = \"500ms\"\n",
+                d.public_addr
+            );
+            let ops = match std::fs::write(&ops_config, text) {
+                Ok(()) => format!(
+                    "  zerodown status -c {0}   -> proxy vs file, with live probes\n  zerodown switch -c {0}   -> make v2 active (zerodown rollback -c ... goes back)\n",
+                    ops_config.display()
+                ),
+                Err(_) => String::new(),
+            };
             eprintln!(
-                "\nzerodown demo is running.\n  curl localhost:{port}/hello     -> v1 (active)\n  curl localhost:{port}/standby   -> v2 (standby)\n  curl {admin}/status    -> what it routes to\n  Switch versions: swap \"active\" and \"standby\" in {}\n  Stop with Ctrl-C.\n",
+                "\nzerodown demo is running.\n  curl localhost:{port}/hello     -> v1 (active)\n  curl localhost:{port}/standby   -> v2 (standby)\n  curl {admin}/status    -> what it routes to\n{ops}  Or swap \"active\" and \"standby\" by hand in {}\n  Stop with Ctrl-C.\n",
                 path.display()
             );
         },
