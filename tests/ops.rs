@@ -319,3 +319,75 @@ async fn file_switch_refusals_and_a_proxy_that_does_not_converge() {
     until_version(d.daemon.public_addr, "/hello", "v2").await;
     ctx.timeout = Duration::from_secs(5);
 }
+
+/// Forwards each connection to `upstream`; before forwarding a `PUT` it runs `before_put`, so a
+/// concurrent write can land exactly between the command's read and its compare-and-set.
+async fn interposer(
+    upstream: std::net::SocketAddr,
+    before_put: impl Fn() + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let before_put = Arc::new(before_put);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = l.accept().await {
+            let before_put = Arc::clone(&before_put);
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 4];
+                if client.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                if &first == b"PUT " {
+                    before_put();
+                }
+                let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                server.write_all(&first).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_switch_refuses_when_the_key_changed_since_it_was_read() {
+    let consul = Arc::new(ConsulDouble::start().await.unwrap());
+    for (id, v, color) in [("a", "v1", "blue"), ("b", "v2", "green")] {
+        common::consul::register(&consul, id, backend(v).await, v, &[color]);
+    }
+    let key = format!("zerodown/{REFERENCE_SERVICE}/active");
+    consul.kv_put(&key, "blue");
+    let cfg = consul_config(&consul, ActiveSelector::Kv).await;
+    let d = daemon(&cfg).await;
+    // The command talks to Consul through the interposer; the proxy talks to Consul directly.
+    let (c2, k2) = (Arc::clone(&consul), key.clone());
+    let via = interposer(consul.addr(), move || {
+        c2.kv_put(&k2, "blue");
+    })
+    .await;
+    let mut ops_cfg = cfg.clone();
+    if let SourceConfig::Consul(c) = &mut ops_cfg.source {
+        c.address = ConsulAddress::parse(&format!("http://{via}"), false).unwrap();
+    }
+    let t = Targets {
+        admin: Some(d.admin_addr.unwrap().to_string()),
+        proxy: Some(d.public_addr.to_string()),
+        ..Targets::default()
+    };
+    let ctx = Ctx::new(ops_cfg, &t, Duration::from_secs(3)).unwrap();
+    let err = ops::switch::switch(&ctx, false, None).await.unwrap_err();
+    assert!(
+        err.contains("changed after it was read") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        consul.kv_get(&key).unwrap().value,
+        b"blue".to_vec(),
+        "the key was overwritten"
+    );
+    assert_eq!(
+        get(d.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+}
