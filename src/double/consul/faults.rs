@@ -71,17 +71,63 @@ pub enum Times {
     Always,
 }
 
+/// One injected fault and how many more requests it applies to (`None`: until cleared).
 #[derive(Debug)]
-struct Rule {
-    fault: Fault,
+struct Rule<F> {
+    fault: F,
     prefix: String,
     remaining: Option<usize>,
 }
 
-/// Active rules, consumed as requests arrive.
-#[derive(Debug, Default)]
-pub(crate) struct Rules {
-    rules: Vec<Rule>,
+/// Active rules, consumed as requests arrive; shared by the Consul and Nomad doubles, each with
+/// its own fault type and its own mapping from faults to what goes wrong.
+#[derive(Debug)]
+pub(crate) struct Rules<F> {
+    rules: Vec<Rule<F>>,
+}
+
+impl<F> Default for Rules<F> {
+    fn default() -> Self {
+        Rules { rules: Vec::new() }
+    }
+}
+
+impl<F: Clone> Rules<F> {
+    pub fn add(&mut self, prefix: &str, fault: F, times: Times) {
+        let remaining = match times {
+            Times::Next(0) => return,
+            Times::Next(n) => Some(n),
+            Times::Always => None,
+        };
+        let prefix = prefix.to_string();
+        self.rules.push(Rule {
+            fault,
+            prefix,
+            remaining,
+        });
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The faults of every rule matching `path` that `applies` accepts, in the order injected,
+    /// each consuming one use; spent rules are dropped.
+    pub fn consume(&mut self, path: &str, applies: impl Fn(&F) -> bool) -> Vec<F> {
+        let mut out = Vec::new();
+        for rule in self
+            .rules
+            .iter_mut()
+            .filter(|r| path.starts_with(&r.prefix) && applies(&r.fault))
+        {
+            if let Some(n) = rule.remaining.as_mut() {
+                *n -= 1;
+            }
+            out.push(rule.fault.clone());
+        }
+        self.rules.retain(|r| r.remaining != Some(0));
+        out
+    }
 }
 
 /// How the body of one answer is broken.
@@ -109,40 +155,15 @@ pub(crate) struct Plan {
     pub stale: bool,
 }
 
-impl Rules {
-    pub fn add(&mut self, prefix: &str, fault: Fault, times: Times) {
-        let remaining = match times {
-            Times::Next(0) => return,
-            Times::Next(n) => Some(n),
-            Times::Always => None,
-        };
-        let prefix = prefix.to_string();
-        self.rules.push(Rule {
-            fault,
-            prefix,
-            remaining,
-        });
-    }
-
-    pub fn clear(&mut self) {
-        self.rules.clear();
-    }
-
+impl Rules<Fault> {
     /// The plan for a request to `path`, consuming one use of each matching rule.
     pub fn take(&mut self, path: &str) -> Plan {
         let mut plan = Plan::default();
-        for rule in self
-            .rules
-            .iter_mut()
-            .filter(|r| path.starts_with(&r.prefix))
-        {
-            if let Some(n) = rule.remaining.as_mut() {
-                *n -= 1;
-            }
+        for fault in self.consume(path, |_| true) {
             let body = |p: &mut Plan, b| {
                 p.body.get_or_insert(b);
             };
-            match rule.fault {
+            match fault {
                 Fault::Status(code, text) => {
                     plan.status.get_or_insert((code, text));
                 }
@@ -166,7 +187,6 @@ impl Rules {
                 Fault::IndexBackwards(_) | Fault::SpuriousWakeup => {}
             }
         }
-        self.rules.retain(|r| r.remaining != Some(0));
         plan
     }
 }

@@ -4,7 +4,7 @@
 
 mod checks;
 mod endpoints;
-mod faults;
+pub(crate) mod faults;
 mod http;
 mod kv;
 pub(crate) mod params;

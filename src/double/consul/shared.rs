@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::faults::Rules;
+use super::faults::{Fault, Rules};
 use super::params::ApiError;
 use super::state::Store;
 
@@ -124,7 +124,7 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     /// Bumped after every write; parked queries re-check their index when it moves.
     pub changed: watch::Sender<u64>,
-    pub faults: Mutex<Rules>,
+    pub faults: Mutex<Rules<Fault>>,
     pub acl: Mutex<Acl>,
     pub log: Mutex<Vec<RecordedRequest>>,
     /// Number of blocking queries currently parked.

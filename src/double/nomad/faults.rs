@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::double::consul::Times;
-
 /// One way for a request to go wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NomadFault {
@@ -24,18 +22,8 @@ impl NomadFault {
     pub const ACL_TOKEN_NOT_FOUND: NomadFault = NomadFault::Status(403, "ACL token not found");
 }
 
-#[derive(Debug)]
-struct Rule {
-    fault: NomadFault,
-    prefix: String,
-    remaining: Option<usize>,
-}
-
-/// Active rules, consumed as requests arrive.
-#[derive(Debug, Default)]
-pub(crate) struct Rules {
-    rules: Vec<Rule>,
-}
+/// Active rules: the Consul double's rule bookkeeping over Nomad's faults.
+pub(crate) type Rules = crate::double::consul::faults::Rules<NomadFault>;
 
 /// What goes wrong with one request; the first rule of each kind wins.
 #[derive(Clone, Debug, Default)]
@@ -45,51 +33,21 @@ pub(crate) struct Plan {
     pub conflict: bool,
 }
 
-impl Rules {
-    pub fn add(&mut self, prefix: &str, fault: NomadFault, times: Times) {
-        let remaining = match times {
-            Times::Next(0) => return,
-            Times::Next(n) => Some(n),
-            Times::Always => None,
-        };
-        let prefix = prefix.to_string();
-        self.rules.push(Rule {
-            fault,
-            prefix,
-            remaining,
-        });
-    }
-
-    pub fn clear(&mut self) {
-        self.rules.clear();
-    }
-
-    /// The plan for a request to `path`, consuming one use of each matching rule.
-    /// `register`: the request is a job registration (the only target of conflicts).
-    pub fn take(&mut self, path: &str, register: bool) -> Plan {
-        let mut plan = Plan::default();
-        let matching = self
-            .rules
-            .iter_mut()
-            .filter(|r| path.starts_with(&r.prefix));
-        for rule in matching {
-            if rule.fault == NomadFault::EnforceConflict && !register {
-                continue;
+/// The plan for a request to `path`, consuming one use of each matching rule.
+/// `register`: the request is a job registration (the only target of conflicts).
+pub(crate) fn take(rules: &mut Rules, path: &str, register: bool) -> Plan {
+    let mut plan = Plan::default();
+    let applies = |f: &NomadFault| register || *f != NomadFault::EnforceConflict;
+    for fault in rules.consume(path, applies) {
+        match fault {
+            NomadFault::Status(code, text) => {
+                plan.status.get_or_insert((code, text));
             }
-            if let Some(n) = rule.remaining.as_mut() {
-                *n -= 1;
+            NomadFault::Delay(d) => {
+                plan.delay.get_or_insert(d);
             }
-            match rule.fault {
-                NomadFault::Status(code, text) => {
-                    plan.status.get_or_insert((code, text));
-                }
-                NomadFault::Delay(d) => {
-                    plan.delay.get_or_insert(d);
-                }
-                NomadFault::EnforceConflict => plan.conflict = true,
-            }
+            NomadFault::EnforceConflict => plan.conflict = true,
         }
-        self.rules.retain(|r| r.remaining != Some(0));
-        plan
     }
+    plan
 }

@@ -179,7 +179,11 @@ pub(crate) async fn handle(
         token: token.clone(),
         at: Instant::now(),
     });
-    let plan = lock(&shared.faults).take(&path, is_register(&parts.method, &path));
+    let plan = super::faults::take(
+        &mut lock(&shared.faults),
+        &path,
+        is_register(&parts.method, &path),
+    );
     if let Some(d) = plan.delay {
         tokio::time::sleep(d).await;
     }

@@ -3,30 +3,14 @@
 
 use std::time::Duration;
 
-/// Default blocking wait when `wait` is absent.
-pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-/// Nomad clamps longer waits to this (`structs.MaxBlockingRPCQueryTime`).
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
+/// The Consul double's error type, query parser, blocking parameters and limits (Nomad uses the
+/// same defaults: 5 min wait, clamped at 10 min). Only the parsing of `wait` differs, below.
+pub(crate) use crate::double::consul::params::{
+    decode, ApiError, Blocking, Query, DEFAULT_WAIT, MAX_WAIT,
+};
 
-/// An error answer: status and `text/plain` body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ApiError {
-    pub status: u16,
-    pub body: String,
-}
-
+/// Nomad's own error answers.
 impl ApiError {
-    pub fn new(status: u16, body: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            body: body.into(),
-        }
-    }
-
-    pub fn bad_request(body: impl Into<String>) -> Self {
-        Self::new(400, body)
-    }
-
     /// A server-side (RPC) failure: Nomad answers 500 with the error text.
     pub fn internal(body: impl Into<String>) -> Self {
         Self::new(500, body)
@@ -40,34 +24,6 @@ impl ApiError {
         Self::internal(format!("{n} {plural} occurred:\n{items}\n"))
     }
 }
-
-/// Decoded query parameters in order; a bare flag has the value `""`.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Query {
-    pairs: Vec<(String, String)>,
-}
-
-impl Query {
-    pub fn parse(raw: &str) -> Self {
-        let pairs = raw
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((k, v)) => (decode(k, true), decode(v, true)),
-                None => (decode(p, true), String::new()),
-            })
-            .collect();
-        Query { pairs }
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        let hit = self.pairs.iter().find(|(k, _)| k == key);
-        hit.map(|(_, v)| v.as_str())
-    }
-}
-
-/// Percent-decoding, shared with the Consul double.
-pub(crate) use crate::double::consul::params::decode;
 
 /// Go's `time.ParseDuration` in nanoseconds, non-negative only (the Consul double's parser,
 /// which also takes signed values).
@@ -90,13 +46,6 @@ pub(crate) fn go_duration_string(ns: u64) -> String {
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
     }
-}
-
-/// Blocking parameters of a read: `index` 0 means "do not block".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Blocking {
-    pub index: u64,
-    pub wait: Duration,
 }
 
 /// Parses `index` and `wait` with Nomad's errors, default and clamp.
