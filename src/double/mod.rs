@@ -20,6 +20,7 @@
 //! consul.outage(true).await?;                          // connect() now gets ECONNREFUSED
 //! ```
 
+mod common;
 pub mod consul;
 pub mod nomad;
 

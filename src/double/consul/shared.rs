@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::faults::{Fault, Rules};
 use super::params::ApiError;
 use super::state::Store;
+pub(crate) use crate::double::common::{Parked, Rng};
 
 /// Locks a mutex, ignoring poisoning: a panicking test must not cascade into others.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,32 +94,6 @@ impl RecordedRequest {
     }
 }
 
-/// splitmix64: tiny, seedable, good enough for jitter and shuffles.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-ish value in `0..=max`.
-    pub fn up_to(&mut self, max: u64) -> u64 {
-        match max.checked_add(1) {
-            Some(n) => self.next_u64() % n,
-            None => self.next_u64(),
-        }
-    }
-}
-
 /// Everything the handle and the server tasks share.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
@@ -134,15 +109,6 @@ pub(crate) struct Shared {
     pub conn_kill: watch::Sender<u64>,
     pub lowercase_tagged: AtomicBool,
     rng: Mutex<Rng>,
-}
-
-/// Decrements the parked count when a parked query wakes or is dropped.
-pub(crate) struct Parked<'a>(&'a watch::Sender<usize>);
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
 }
 
 impl Shared {
@@ -176,8 +142,7 @@ impl Shared {
     }
 
     pub fn park(&self) -> Parked<'_> {
-        self.parked.send_modify(|n| *n += 1);
-        Parked(&self.parked)
+        Parked::enter(&self.parked)
     }
 
     /// Random extra wait of up to `wait / 16`, as Consul's `RPCQueryTimeout` adds.

@@ -20,6 +20,7 @@ use super::params::ApiError;
 use super::rollout;
 use super::state::{Registered, Rng, Store};
 use super::sync::{sync_alloc, sync_stopped};
+pub(crate) use crate::double::common::Parked;
 
 /// Locks a mutex, ignoring poisoning: a panicking test must not cascade into others.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,15 +102,6 @@ pub(crate) struct Shared {
     jitter: Mutex<Rng>,
 }
 
-/// Decrements the parked count when a parked query wakes or is dropped.
-pub(crate) struct Parked<'a>(&'a watch::Sender<usize>);
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
 impl Shared {
     pub fn new(consul: Option<Arc<ConsulDouble>>) -> Self {
         Shared {
@@ -138,15 +130,13 @@ impl Shared {
     }
 
     pub fn park(&self) -> Parked<'_> {
-        self.parked.send_modify(|n| *n += 1);
-        Parked(&self.parked)
+        Parked::enter(&self.parked)
     }
 
     /// Random extra wait of up to `wait / 16`, as Nomad's blocking queries add.
     pub fn jitter(&self, wait: Duration) -> Duration {
         let max = u64::try_from((wait / 16).as_nanos()).unwrap_or(u64::MAX);
-        let n = lock(&self.jitter).next_u64();
-        Duration::from_nanos(n.checked_rem(max.saturating_add(1)).unwrap_or(n))
+        Duration::from_nanos(lock(&self.jitter).up_to(max))
     }
 
     pub fn kill_connections(&self) {

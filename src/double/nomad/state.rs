@@ -21,23 +21,10 @@ pub const ENFORCE_PREFIX: &str = "Enforcing job modify index";
 /// Chooses the port of a new allocation (the test's backends must listen there).
 pub(crate) type PortFn = Arc<dyn Fn(&AllocSlot) -> u16 + Send + Sync>;
 
-/// splitmix64: seedable ids and orders.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+/// The doubles' seedable random source; Nomad adds UUID-shaped ids.
+pub(crate) use crate::double::common::Rng;
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     /// A UUID-shaped id, as Nomad uses for evaluations, allocations and deployments.
     pub fn uuid(&mut self) -> String {
         let (a, b) = (self.next_u64(), self.next_u64());
