@@ -175,3 +175,27 @@ async fn h2c_prior_knowledge_clients_are_served() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_file_that_vanishes_and_returns_unchanged_is_healthy_again() {
+    let v1 = backend("v1").await;
+    let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
+    let status = &d.daemon.publisher.status;
+    let aside = d.upstreams.with_extension("moved");
+    std::fs::rename(&d.upstreams, &aside).unwrap();
+    eventually("read error recorded", || async {
+        status.state().stale_since_ms.is_some()
+    })
+    .await;
+    assert_eq!(
+        get(d.daemon.public_addr, "/hello").await.0,
+        200,
+        "the last pool keeps serving"
+    );
+    std::fs::rename(&aside, &d.upstreams).unwrap();
+    eventually("source healthy again with the same content", || async {
+        let s = status.state();
+        s.stale_since_ms.is_none() && s.consecutive_errors == 0
+    })
+    .await;
+}

@@ -107,8 +107,7 @@ impl UpstreamSource for FileSource {
                 .metrics
                 .watch_errors
                 .get_or_create(&[("watch", Lv::S("file"))]);
-            let mut last_text: Option<String> = None;
-            let mut last_error: Option<String> = None;
+            let mut last_text: Option<(String, bool)> = None;
             let mut tick = tokio::time::interval(self.cfg.poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -130,18 +129,23 @@ impl UpstreamSource for FileSource {
                             format!("{}: cannot read the upstreams file: {e}", path.display());
                         if publisher.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file unreadable: the current pools keep serving");
-                            last_error = Some(msg);
                         }
                         continue;
                     }
                 };
-                if last_text.as_deref() == Some(text.as_str()) {
-                    continue;
+                // Unchanged text keeps the verdict it had; a valid one still counts as a good read
+                // (e.g. after the file was briefly missing).
+                if let Some((seen, valid)) = &last_text {
+                    if *seen == text {
+                        if *valid && publisher.status.ok(None) > 0 {
+                            tracing::info!(target: "zerodown::source", source = "file", "upstreams file readable again");
+                        }
+                        continue;
+                    }
                 }
-                match parse(&text, &path.display().to_string()) {
+                let valid = match parse(&text, &path.display().to_string()) {
                     Ok(instances) => {
-                        publisher.status.ok(None);
-                        if last_error.take().is_some() {
+                        if publisher.status.ok(None) > 0 {
                             tracing::info!(target: "zerodown::source", source = "file", "upstreams file valid again");
                         }
                         let (active, standby) = split_by_tags(instances, &self.pools);
@@ -150,17 +154,18 @@ impl UpstreamSource for FileSource {
                             standby,
                             source: self.info(),
                         });
+                        true
                     }
                     Err(e) => {
                         publisher.metrics.watch_errors.get_or_create(&label).inc();
                         let msg = e.to_string();
                         if publisher.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file rejected: the current pools keep serving");
-                            last_error = Some(msg);
                         }
+                        false
                     }
-                }
-                last_text = Some(text);
+                };
+                last_text = Some((text, valid));
             }
         })
     }
