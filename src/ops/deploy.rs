@@ -76,7 +76,7 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
         }
         let active_names: Vec<String> =
             active.iter().map(|g| nomad::group_name(&job, *g)).collect();
-        nomad::set_version(&mut job, gi, &service, version, image, &ctx.version_key());
+        nomad::set_version(&mut job, gi, &service, version, image, &ctx.versions);
         let plan = nomad::plan(n, job_id, &job).await?;
         active_untouched(&plan, &active_names)?;
         match nomad::submit(n, job_id, &job, index).await? {

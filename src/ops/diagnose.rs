@@ -94,7 +94,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
                         Some("Consul has no leader: consul operator raft list-peers; or set source.consistency = \"stale\"".into()),
                     ));
                     let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap_or_default();
-                    entries = list.iter().map(|e| flatten(e, &ctx.version_key())).collect();
+                    entries = list.iter().map(|e| flatten(e, &ctx.versions)).collect();
                     out.push(check(
                         "service registered",
                         !entries.is_empty(),

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::config::{
     process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
-use crate::discovery::consul::{self, ConsulClient};
+use crate::discovery::consul::{self, ConsulClient, VersionRule};
 
 /// How a switch is made, from the source the proxy runs.
 pub enum Mode {
@@ -59,6 +59,8 @@ pub struct Ctx {
     /// The proxy's public listener, `host:port`, for end-to-end checks.
     pub proxy: String,
     pub service: Option<String>,
+    /// How an instance's version is read: the proxy's own rule, so both agree.
+    pub versions: VersionRule,
     pub timeout: Duration,
 }
 
@@ -120,6 +122,15 @@ impl Ctx {
             ),
             None => None,
         };
+        let versions = match &cfg.source {
+            SourceConfig::Consul(c) => {
+                VersionRule::new(&c.version_meta_key, &c.version_tag_pattern)?
+            }
+            SourceConfig::File(_) => {
+                let d = ConsulSourceConfig::from_env("file", &|_| None)?;
+                VersionRule::new(&d.version_meta_key, &d.version_tag_pattern)?
+            }
+        };
         let (mode, service) = match &cfg.source {
             SourceConfig::File(f) => (Mode::File(f.path.clone()), None),
             SourceConfig::Consul(c) => {
@@ -145,6 +156,7 @@ impl Ctx {
             admin_token,
             proxy,
             service,
+            versions,
             timeout,
         })
     }
@@ -220,7 +232,7 @@ pub struct Entry {
     pub passing: bool,
 }
 
-pub fn flatten(e: &Value, version_key: &str) -> Entry {
+pub fn flatten(e: &Value, versions: &VersionRule) -> Entry {
     let s = &e["Service"];
     let host = s["Address"]
         .as_str()
@@ -236,15 +248,7 @@ pub fn flatten(e: &Value, version_key: &str) -> Entry {
                 .collect()
         })
         .unwrap_or_default();
-    let version = s["Meta"][version_key]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| {
-            tags.iter()
-                .find(|t| t.starts_with('v') && t[1..].starts_with(|c: char| c.is_ascii_digit()))
-                .cloned()
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let version = versions.pick(s["Meta"][versions.meta_key.as_str()].as_str(), &tags);
     let failing = e["Checks"]
         .as_array()
         .into_iter()

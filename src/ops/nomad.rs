@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::discovery::consul::ConsulClient;
+use crate::discovery::consul::{ConsulClient, VersionRule};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -133,14 +133,14 @@ pub fn swap_tags(job: &mut Value, service: &str, active: &str, standby: &str) ->
 }
 
 /// Puts `version` and `image` on group `gi` only: every task's `Config.image`, the service's
-/// version tag (tags looking like `v1`) and `Meta[version_key]`.
+/// version tag (a tag matching the configured version pattern) and its version meta key.
 pub fn set_version(
     job: &mut Value,
     gi: usize,
     service: &str,
     version: &str,
     image: &str,
-    version_key: &str,
+    versions: &VersionRule,
 ) {
     if let Some(tasks) = job["TaskGroups"][gi]["Tasks"].as_array_mut() {
         for t in tasks {
@@ -149,20 +149,18 @@ pub fn set_version(
             }
         }
     }
-    let looks_like_version =
-        |t: &str| t.starts_with('v') && t[1..].starts_with(|c: char| c.is_ascii_digit());
     for_service(job, service, |g, s| {
         if g != gi {
             return;
         }
         if let Some(tags) = s["Tags"].as_array_mut() {
-            tags.retain(|t| !t.as_str().is_some_and(looks_like_version));
+            tags.retain(|t| !t.as_str().is_some_and(|t| versions.is_version_tag(t)));
             tags.push(json!(version));
         }
         if !s["Meta"].is_object() {
             s["Meta"] = json!({});
         }
-        s["Meta"][version_key] = json!(version);
+        s["Meta"][versions.meta_key.as_str()] = json!(version);
     });
 }
 
@@ -320,7 +318,8 @@ mod tests {
     #[test]
     fn set_version_changes_one_group() {
         let mut j = job();
-        set_version(&mut j, 1, "hello-service", "v3", "hello:3", "version");
+        let rule = VersionRule::new("version", r"^v\d+").unwrap();
+        set_version(&mut j, 1, "hello-service", "v3", "hello:3", &rule);
         assert_eq!(j["TaskGroups"][1]["Tasks"][0]["Config"]["image"], "hello:3");
         assert_eq!(
             j["TaskGroups"][1]["Tasks"][0]["Services"][0]["Tags"],

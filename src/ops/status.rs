@@ -90,10 +90,7 @@ pub async fn report(ctx: &Ctx) -> Report {
             }
         },
         _ => match ctx.consul_entries().await {
-            Ok(list) => list
-                .iter()
-                .map(|e| flatten(e, &ctx.version_key()))
-                .collect(),
+            Ok(list) => list.iter().map(|e| flatten(e, &ctx.versions)).collect(),
             Err(e) => {
                 disagreements.push(format!("Consul: {e}"));
                 Vec::new()

@@ -39,7 +39,7 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
         .consul_entries()
         .await?
         .iter()
-        .map(|e| flatten(e, &ctx.version_key()))
+        .map(|e| flatten(e, &ctx.versions))
         .collect();
     let mut problems = Vec::new();
     // Instances Consul tags standby but fails are already out of the proxy's pool: still refuse.
@@ -347,13 +347,4 @@ pub async fn rollback(ctx: &Ctx, force: bool) -> Result<Switched, String> {
         .and_then(|s| s["active"]["old_version"].as_str().map(str::to_string))
         .ok_or("the proxy has no earlier version in its swap history (it has not switched since it started): use zerodown switch")?;
     switch(ctx, force, Some(&previous)).await
-}
-
-impl Ctx {
-    pub fn version_key(&self) -> String {
-        match &self.cfg.source {
-            crate::config::SourceConfig::Consul(c) => c.version_meta_key.clone(),
-            crate::config::SourceConfig::File(_) => "version".into(),
-        }
-    }
 }

@@ -71,11 +71,6 @@ impl Pool {
     pub fn next_start(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
-
-    /// The instances (members are kept in sorted order by the publisher).
-    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
-        self.members.iter().map(|m| &*m.instance)
-    }
 }
 
 fn single_version(members: &[Member]) -> Option<String> {

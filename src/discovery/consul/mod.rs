@@ -70,14 +70,9 @@ pub struct ConsulSource {
 
 impl ConsulSource {
     pub fn new(cfg: ConsulSourceConfig, pools: PoolsConfig) -> Result<ConsulSource, String> {
-        let tag_pattern = regex_lite::Regex::new(&cfg.version_tag_pattern)
-            .map_err(|e| format!("source.version_tag_pattern: {e}"))?;
         Ok(ConsulSource {
             client: Arc::new(client(&cfg)?),
-            versions: VersionRule {
-                meta_key: cfg.version_meta_key.clone(),
-                tag_pattern,
-            },
+            versions: VersionRule::new(&cfg.version_meta_key, &cfg.version_tag_pattern)?,
             cfg,
             pools,
         })

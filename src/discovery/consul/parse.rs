@@ -55,17 +55,33 @@ pub struct VersionRule {
 }
 
 impl VersionRule {
-    fn version(&self, meta: Option<&HashMap<String, String>>, tags: &[String]) -> String {
-        if let Some(v) = meta
-            .and_then(|m| m.get(&self.meta_key))
-            .filter(|v| !v.is_empty())
-        {
-            return v.clone();
+    /// Built from a config's `version_meta_key` and `version_tag_pattern`.
+    pub fn new(meta_key: &str, tag_pattern: &str) -> Result<VersionRule, String> {
+        Ok(VersionRule {
+            meta_key: meta_key.to_string(),
+            tag_pattern: Regex::new(tag_pattern)
+                .map_err(|e| format!("source.version_tag_pattern: {e}"))?,
+        })
+    }
+
+    /// The meta value when set, else the first tag matching the pattern, else `unknown`.
+    pub fn pick(&self, meta_value: Option<&str>, tags: &[String]) -> String {
+        if let Some(v) = meta_value.filter(|v| !v.is_empty()) {
+            return v.to_string();
         }
         tags.iter()
-            .find(|t| self.tag_pattern.is_match(t))
+            .find(|t| self.is_version_tag(t))
             .cloned()
             .unwrap_or_else(|| "unknown".into())
+    }
+
+    pub fn is_version_tag(&self, tag: &str) -> bool {
+        self.tag_pattern.is_match(tag)
+    }
+
+    fn version(&self, meta: Option<&HashMap<String, String>>, tags: &[String]) -> String {
+        let value = meta.and_then(|m| m.get(&self.meta_key)).map(String::as_str);
+        self.pick(value, tags)
     }
 }
 
