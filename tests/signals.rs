@@ -15,6 +15,8 @@ struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Lines of `seen` a `wait_for` has already returned: each line matches once.
+    claimed: Vec<bool>,
 }
 
 impl Proc {
@@ -41,22 +43,37 @@ impl Proc {
             child,
             lines,
             seen: Vec::new(),
+            claimed: Vec::new(),
         }
     }
 
-    /// Waits for a JSON log line whose `message` is `msg`; returns it parsed.
+    /// Waits for a JSON log line whose `message` is `msg`; returns it parsed. Lines already read
+    /// but not yet returned count too: startup logs its first swap before "zerodown started".
     fn wait_for(&mut self, msg: &str) -> serde_json::Value {
         let end = std::time::Instant::now() + DEADLINE;
-        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let mut next = 0;
+        loop {
+            while next < self.seen.len() {
+                let i = next;
+                next += 1;
+                if self.claimed[i] {
+                    continue;
+                }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&self.seen[i]) {
+                    if v["message"] == msg {
+                        self.claimed[i] = true;
+                        return v;
+                    }
+                }
+            }
+            let Some(left) = end.checked_duration_since(std::time::Instant::now()) else {
+                break;
+            };
             let Ok(line) = self.lines.recv_timeout(left) else {
                 break;
             };
-            self.seen.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == msg {
-                    return v;
-                }
-            }
+            self.seen.push(line);
+            self.claimed.push(false);
         }
         panic!("no log line {msg:?}; saw:\n{}", self.seen.join("\n"));
     }
