@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Http2Config, LimitsConfig};
 use crate::proxy::headers::Peer;
 use crate::proxy::Proxy;
+use crate::server::strict::Strict;
 
 /// Client-side connection settings, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -217,6 +218,12 @@ impl Conn {
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
+        let io = Strict::new(
+            io,
+            self.settings.limits.max_header_bytes,
+            peer_addr,
+            &self.proxy.publisher.metrics,
+        );
         let conn = self.builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let age = tokio::time::sleep(self.settings.limits.max_connection_age);

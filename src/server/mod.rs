@@ -3,6 +3,7 @@
 //! this testable in-process.
 
 pub mod listener;
+pub mod strict;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
+    pub requests_refused: Family<L1, Counter>,
     pub connect_errors: Family<L1, Counter>,
     pub retries: Family<L1, Counter>,
     pub ejections: Family<L1, Counter>,
@@ -98,6 +99,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             connections_open: Gauge::default(),
             connections_refused: Counter::default(),
+            requests_refused: Family::default(),
             connect_errors: Family::default(),
             retries: Family::default(),
             ejections: Family::default(),
@@ -137,6 +139,11 @@ impl Metrics {
             "client_connections_refused",
             "Client connections closed at the connection limit",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "HTTP/1 requests refused with 400 for ambiguous framing (bare LF, CL with TE), by reason",
+            m.requests_refused.clone(),
         );
         r.register(
             "upstream_connect_errors",

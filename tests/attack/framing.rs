@@ -193,35 +193,63 @@ async fn response_to_client_has_one_framing_header() {
     assert_one_framing(&resp, b"echo\n", "client response");
 }
 
-/// Refusals the issue asks for that zerodown does not make yet: hyper parses these heads leniently
-/// before zerodown sees them (see each reason). Kept, with their assertions, so the gap stays visible.
-macro_rules! refused_400_not_yet {
-    ($($why:literal $name:ident: $bytes:expr;)*) => {$(
+/// Heads hyper would accept leniently; zerodown's strict framing check refuses them first.
+macro_rules! refused_400 {
+    ($($name:ident: $bytes:expr;)*) => {$(
         #[tokio::test]
-        #[ignore = $why]
         async fn $name() {
             refused(stringify!($name), $bytes, 400, true, Upstream::Nothing, |_| {}).await;
         }
     )*};
 }
 
-refused_400_not_yet! {
-    "not implemented: hyper applies RFC 9112 6.3 (chunked wins, Content-Length dropped before zerodown sees the head, connection closed after the answer); the upstream gets one chunked request"
+refused_400! {
     content_length_then_transfer_encoding_is_refused:
         b"POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    "not implemented: hyper applies RFC 9112 6.3 (chunked wins, Content-Length dropped before zerodown sees the head, connection closed after the answer); the upstream gets one chunked request"
     transfer_encoding_then_content_length_is_refused:
         b"POST / HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    "not implemented: hyper applies RFC 9112 6.3 (chunked wins, Content-Length dropped before zerodown sees the head, connection closed after the answer); the upstream gets one chunked request"
     cl_te_smuggling_attempt_is_refused:
         b"POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n";
-    "not implemented: httparse accepts bare LF (RFC 9112 2.2 allows it) and hyper has no strict mode; zerodown re-serialises heads with CRLF, so the upstream never sees it"
     bare_lf_line_endings_are_refused:
         b"GET / HTTP/1.1\nHost: example.test\n\n";
-    "not implemented: httparse accepts bare LF (RFC 9112 2.2 allows it) and hyper has no strict mode; zerodown re-serialises heads with CRLF, so the upstream never sees it"
     bare_lf_between_headers_is_refused:
         b"GET / HTTP/1.1\r\nHost: example.test\nX-A: 1\r\n\r\n";
-    "not implemented: httparse accepts bare LF (RFC 9112 2.2 allows it) and hyper has no strict mode; zerodown re-serialises heads with CRLF, so the upstream never sees it"
     bare_lf_after_request_line_is_refused:
         b"GET / HTTP/1.1\nHost: example.test\r\n\r\n";
+}
+
+/// Requests before a refused one are answered in order; then the 400, then the connection closes,
+/// and the upstream never sees the refused request or anything after it.
+#[tokio::test]
+async fn refused_head_after_a_pipelined_good_request() {
+    let up = Recorder::echo().await;
+    let d = proxy_to(&up, |_| {}).await;
+    let mut c = Client::connect(d.daemon.public_addr).await;
+    c.send(b"GET /a HTTP/1.1\r\nHost: example.test\r\n\r\nPOST /b HTTP/1.1\r\nHost: example.test\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let first = c.response().await.unwrap();
+    assert_eq!(first.status(), 200, "{}", first.head_text());
+    let second = c.response().await.unwrap();
+    assert_eq!(second.status(), 400, "{}", second.head_text());
+    assert!(c.closed().await, "connection left open after the 400");
+    barrier(d.daemon.public_addr).await;
+    let targets: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|m| m.target().to_string())
+        .collect();
+    assert_eq!(targets, ["/a"]);
+    let refused = d
+        .daemon
+        .proxy
+        .publisher
+        .metrics
+        .requests_refused
+        .get_or_create(&[(
+            "reason",
+            zerodown::telemetry::metrics::Lv::S("both Content-Length and Transfer-Encoding"),
+        )])
+        .get();
+    assert_eq!(refused, 1);
 }
