@@ -13,6 +13,8 @@ pub enum ProxyError {
     AllFailed { tried: String },
     #[error("upstream {upstream} did not answer within {after_ms} ms")]
     Timeout { upstream: String, after_ms: u128 },
+    #[error("upstream {upstream} sent a malformed body: {error}")]
+    BadUpstream { upstream: String, error: String },
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
     #[error("request body larger than the route allows")]
@@ -28,7 +30,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::EmptyPool { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::AllFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::AllFailed { .. } | ProxyError::BadUpstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -42,7 +46,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no route\n",
             ProxyError::EmptyPool { .. } => "no upstream instance available\n",
-            ProxyError::AllFailed { .. } => "bad gateway: upstream failed\n",
+            ProxyError::AllFailed { .. } | ProxyError::BadUpstream { .. } => {
+                "bad gateway: upstream failed\n"
+            }
             ProxyError::Timeout { .. } => "gateway timeout: upstream did not answer in time\n",
             ProxyError::BadRequest(_) => "bad request\n",
             ProxyError::PayloadTooLarge => "request body too large\n",
@@ -62,6 +68,13 @@ mod tests {
             (ProxyError::NoRoute, 404),
             (ProxyError::EmptyPool { pool: "active" }, 503),
             (ProxyError::AllFailed { tried: "a".into() }, 502),
+            (
+                ProxyError::BadUpstream {
+                    upstream: "a".into(),
+                    error: "e".into(),
+                },
+                502,
+            ),
             (
                 ProxyError::Timeout {
                     upstream: "a".into(),

@@ -90,6 +90,7 @@ pub struct LogSection {
 pub struct UpstreamSection {
     pub connect_timeout: Opt<String>,
     pub response_timeout: Opt<String>,
+    pub first_chunk_wait: Opt<String>,
     pub idle_timeout: Opt<String>,
     pub max_idle_per_instance: Opt<usize>,
     pub max_attempts: Opt<usize>,

@@ -83,6 +83,10 @@ pub struct UpstreamConfig {
     /// From the request sent to the response head received.
     #[serde(serialize_with = "ser_duration")]
     pub response_timeout: Duration,
+    /// How long a chunked answer's head is held for its first chunk, so a malformed first chunk
+    /// becomes a 502 instead of a truncated 200. A slower first chunk is streamed after the head.
+    #[serde(serialize_with = "ser_duration")]
+    pub first_chunk_wait: Duration,
     /// Idle pooled connections older than this are closed rather than reused.
     #[serde(serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
@@ -174,6 +178,7 @@ impl Default for Config {
             upstream: UpstreamConfig {
                 connect_timeout: Duration::from_secs(2),
                 response_timeout: Duration::from_secs(60),
+                first_chunk_wait: Duration::from_millis(20),
                 idle_timeout: Duration::from_secs(60),
                 max_idle_per_instance: 256,
                 max_attempts: 3,

@@ -210,6 +210,11 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
         u.response_timeout,
         |v| positive(&src, v, "upstream.response_timeout"),
     )?;
+    set(
+        &mut cfg.upstream.first_chunk_wait,
+        u.first_chunk_wait,
+        |v| dur(&src, v, "upstream.first_chunk_wait"),
+    )?;
     set(&mut cfg.upstream.idle_timeout, u.idle_timeout, |v| {
         positive(&src, v, "upstream.idle_timeout")
     })?;

@@ -114,6 +114,8 @@ impl ProxyBody {
 /// An upstream body in flight to a client.
 pub struct Streamed {
     pub body: Incoming,
+    /// A frame read ahead of the head (see `first_frame`), handed out first.
+    pub first: Option<Frame<Bytes>>,
     pub outcome: Outcome,
     /// The upstream body reported its end.
     pub done: bool,
@@ -133,7 +135,7 @@ impl Streamed {
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        self.outcome.completed = self.done || self.body.is_end_stream();
+        self.outcome.completed = self.done || (self.first.is_none() && self.body.is_end_stream());
         if self.outcome.completed {
             self.release();
         }
@@ -151,7 +153,10 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Upstream(s) => {
-                let polled = Pin::new(&mut s.body).poll_frame(cx);
+                let polled = match s.first.take() {
+                    Some(f) => Poll::Ready(Some(Ok(f))),
+                    None => Pin::new(&mut s.body).poll_frame(cx),
+                };
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
@@ -172,7 +177,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(d) => d.is_none(),
-            ProxyBody::Upstream(s) => s.body.is_end_stream(),
+            ProxyBody::Upstream(s) => s.first.is_none() && s.body.is_end_stream(),
         }
     }
 

@@ -6,13 +6,14 @@ pub mod headers;
 mod request_id;
 pub mod route;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Frame, Incoming};
 
 use crate::balance::{self, Tried};
 use crate::config::{Cidr, Config, Underscores};
@@ -31,6 +32,7 @@ pub struct Settings {
     pub health_path: Option<String>,
     pub limits: ConnLimits,
     pub response_timeout: Duration,
+    pub first_chunk_wait: Duration,
     pub max_attempts: usize,
     pub eject_after: u32,
     pub eject_for: Duration,
@@ -55,6 +57,7 @@ impl Settings {
                 max_response_head: c.limits.max_upstream_header_bytes,
             },
             response_timeout: c.upstream.response_timeout,
+            first_chunk_wait: c.upstream.first_chunk_wait,
             max_attempts: c.upstream.max_attempts,
             eject_after: c.upstream.eject_after,
             eject_for: c.upstream.eject_for,
@@ -126,6 +129,7 @@ impl Proxy {
                 outcome.upstream = Some(u.instance);
                 let streamed = body::Streamed {
                     body: u.body,
+                    first: u.first,
                     outcome,
                     done: false,
                     in_flight: u.in_flight,
@@ -313,12 +317,28 @@ impl Proxy {
                     })
                 }
                 Ok(Ok(resp)) => {
-                    up.health.record_success();
-                    let (mut rparts, rbody) = resp.into_parts();
+                    let (mut rparts, mut rbody) = resp.into_parts();
+                    let mut first = None;
                     // A chunked upstream answer's Content-Length is stale: hyper re-frames it.
                     if rparts.headers.contains_key(header::TRANSFER_ENCODING) {
                         rparts.headers.remove(header::CONTENT_LENGTH);
+                        match first_frame(&mut rbody, settings.first_chunk_wait).await {
+                            Ok(f) => first = f,
+                            Err(e) => {
+                                if up
+                                    .health
+                                    .record_failure(settings.eject_after, settings.eject_for)
+                                {
+                                    metrics.ejections.get_or_create(&pool_label).inc();
+                                }
+                                return Err(ProxyError::BadUpstream {
+                                    upstream: up.address.clone(),
+                                    error: e.to_string(),
+                                });
+                            }
+                        }
                     }
+                    up.health.record_success();
                     headers::strip_hop_by_hop(&mut rparts.headers);
                     rparts
                         .headers
@@ -326,6 +346,7 @@ impl Proxy {
                     return Ok(Upstreamed {
                         parts: rparts,
                         body: rbody,
+                        first,
                         instance: Arc::clone(&member.instance),
                         in_flight,
                         sender,
@@ -380,9 +401,27 @@ impl Proxy {
 struct Upstreamed {
     parts: http::response::Parts,
     body: Incoming,
+    /// The body's first frame, read before the head was relayed.
+    first: Option<Frame<Bytes>>,
     instance: Arc<crate::pool::Instance>,
     in_flight: crate::upstream::InFlight,
     sender: crate::upstream::Sender,
+}
+
+/// Waits up to `wait` for a chunked body's first frame: an upstream whose first chunk is
+/// malformed gets a 502 while no head has been relayed yet. Slower bodies stream as they come.
+async fn first_frame(
+    body: &mut Incoming,
+    wait: Duration,
+) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    let next = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+    match tokio::time::timeout(wait, next).await {
+        Ok(Some(frame)) => frame.map(Some),
+        Ok(None) | Err(_) => Ok(None),
+    }
 }
 
 /// The request's host: the target's authority (absolute form, HTTP/2), else its one valid `Host`
