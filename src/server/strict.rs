@@ -5,9 +5,10 @@
 //! LF line endings (RFC 9112 2.2 allows that). A proxy in front of other parsers must refuse both,
 //! since the next hop may read them differently (request smuggling). [`Strict`] wraps a client
 //! connection and follows the byte stream message by message (head, then a body framed by
-//! `Content-Length` or chunked coding) so it knows where every head starts. A head is held back
-//! from hyper until its last byte has been checked; a bad one is replaced by a byte hyper cannot
-//! parse, so hyper answers 400 and closes the connection after the responses already owed,
+//! `Content-Length` or chunked coding) so it knows where every head starts. Each head line is
+//! checked as its LF arrives, before hyper can read that LF, so hyper never holds a complete bad
+//! head: from the refused line on, the stream is replaced by a byte hyper cannot parse, so hyper
+//! answers 400 and closes the connection after the responses already owed,
 //! and the rest of the stream is never read. The upstream receives nothing of it.
 //!
 //! The body tracker is deliberately lenient: on anything it does not understand (a malformed chunk
@@ -97,20 +98,29 @@ enum State {
 }
 
 /// Follows one HTTP/1 request stream. Pure: fed slices, it reports where a refused head ends.
+/// Head lines are checked as they complete, mostly in place; only a line split across reads is
+/// copied.
 #[derive(Debug)]
 pub struct Framer {
     state: State,
-    head: Vec<u8>,
+    /// The start of a line that continues in the next read.
+    partial: Vec<u8>,
+    /// What the head read so far says.
+    head: HeadFacts,
     max_head: usize,
-    /// Stop after the current message (CONNECT or `Upgrade`).
-    off_after_body: bool,
 }
 
-/// What a complete head frames next.
-enum Body {
-    None,
-    Fixed(u64),
-    Chunked,
+/// The facts of the head being read that decide its framing.
+#[derive(Debug, Default)]
+struct HeadFacts {
+    bytes: usize,
+    request_line: bool,
+    http10: bool,
+    length: Option<u64>,
+    te: bool,
+    chunked_last: bool,
+    /// Stop after this message (CONNECT, `Upgrade`, the h2 preface).
+    off_after: bool,
 }
 
 impl Framer {
@@ -118,9 +128,9 @@ impl Framer {
     pub fn new(max_head: usize) -> Framer {
         Framer {
             state: State::Head,
-            head: Vec::new(),
+            partial: Vec::new(),
+            head: HeadFacts::default(),
             max_head,
-            off_after_body: false,
         }
     }
 
@@ -131,23 +141,33 @@ impl Framer {
             match self.state {
                 State::Off => return Feed::Pass,
                 State::Refused(why) => return Feed::Refuse { at: i, why },
-                State::Head => match data[i..].iter().position(|&b| b == b'\n') {
-                    None => {
-                        self.push_head(&data[i..]);
+                State::Head => {
+                    let Some(p) = memchr::memchr(b'\n', &data[i..]) else {
+                        self.partial.extend_from_slice(&data[i..]);
+                        self.grow_head(data.len() - i);
+                        return Feed::Pass;
+                    };
+                    let lf = i + p;
+                    self.grow_head(p + 1);
+                    if self.state != State::Head {
                         return Feed::Pass;
                     }
-                    Some(p) => {
-                        let end = i + p + 1;
-                        self.push_head(&data[i..end]);
-                        if self.state == State::Head && self.head_complete() {
-                            if let Err(why) = self.finish_head() {
-                                self.state = State::Refused(why);
-                                return Feed::Refuse { at: end - 1, why };
-                            }
-                        }
-                        i = end;
+                    let verdict = if self.partial.is_empty() {
+                        self.line(&data[i..lf])
+                    } else {
+                        let mut line = std::mem::take(&mut self.partial);
+                        line.extend_from_slice(&data[i..lf]);
+                        let v = self.line(&line);
+                        line.clear();
+                        self.partial = line;
+                        v
+                    };
+                    if let Err(why) = verdict {
+                        self.state = State::Refused(why);
+                        return Feed::Refuse { at: lf, why };
                     }
-                },
+                    i = lf + 1;
+                }
                 State::Fixed(n) => {
                     let take = n.min((data.len() - i) as u64);
                     i += take as usize;
@@ -174,57 +194,91 @@ impl Framer {
         Feed::Pass
     }
 
-    fn push_head(&mut self, bytes: &[u8]) {
-        self.head.extend_from_slice(bytes);
-        if self.head.len() > self.max_head {
+    fn grow_head(&mut self, n: usize) {
+        self.head.bytes += n;
+        if self.head.bytes > self.max_head {
             self.state = State::Off;
-            self.head = Vec::new();
+            self.partial = Vec::new();
         }
     }
 
-    /// The head ends with an empty line after the request line (leading empty lines are skipped,
-    /// as hyper does).
-    fn head_complete(&mut self) -> bool {
-        let h = &self.head;
-        let line_start = h[..h.len() - 1]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        let line = &h[line_start..h.len() - 1];
-        if line.is_empty() || line == b"\r" {
-            // Empty line: the end, unless nothing but empty lines came before.
-            return h[..line_start].iter().any(|&b| b != b'\r' && b != b'\n');
+    /// One head line, without its LF.
+    fn line(&mut self, line: &[u8]) -> Result<(), Refusal> {
+        let Some(line) = line.strip_suffix(b"\r") else {
+            return Err(Refusal::BareLf);
+        };
+        if line.is_empty() {
+            // Leading empty lines are skipped, as hyper does; after the request line, the end.
+            return if self.head.request_line {
+                self.finish_head()
+            } else {
+                Ok(())
+            };
         }
-        false
-    }
-
-    fn finish_head(&mut self) -> Result<(), Refusal> {
-        let head = std::mem::take(&mut self.head);
-        let result = check_head(&head);
-        self.head = head;
-        self.head.clear();
-        let (body, off) = result?;
-        self.off_after_body = off;
-        match body {
-            Body::None => self.end_message(),
-            Body::Fixed(0) => self.end_message(),
-            Body::Fixed(n) => self.state = State::Fixed(n),
-            Body::Chunked => {
-                self.state = State::Chunked(Chunk::Size {
-                    value: 0,
-                    digits: 0,
-                })
+        if !self.head.request_line {
+            self.head.request_line = true;
+            // The h2 prior-knowledge preface: hyper takes the connection as HTTP/2.
+            self.head.off_after = line == b"PRI * HTTP/2.0" || line.starts_with(b"CONNECT ");
+            self.head.http10 = line.ends_with(b"HTTP/1.0");
+            return Ok(());
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return Ok(()); // hyper refuses it
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                for part in value.split(|&b| b == b',') {
+                    let n = parse_length(part.trim_ascii()).ok_or(Refusal::BadLength)?;
+                    if self.head.length.is_some_and(|l| l != n) {
+                        return Err(Refusal::BadLength);
+                    }
+                    self.head.length = Some(n);
+                }
             }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.head.te = true;
+                if let Some(c) = value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .rfind(|c| !c.is_empty())
+                {
+                    self.head.chunked_last = c.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.head.off_after = true,
+            _ => {}
         }
         Ok(())
     }
 
+    fn finish_head(&mut self) -> Result<(), Refusal> {
+        let h = std::mem::take(&mut self.head);
+        self.head.off_after = h.off_after;
+        match (h.te, h.length) {
+            (true, Some(_)) => Err(Refusal::LengthAndChunked),
+            (true, None) if !h.chunked_last || h.http10 => Err(Refusal::BadTransferEncoding),
+            (true, None) => {
+                self.state = State::Chunked(Chunk::Size {
+                    value: 0,
+                    digits: 0,
+                });
+                Ok(())
+            }
+            (false, Some(n)) if n > 0 => {
+                self.state = State::Fixed(n);
+                Ok(())
+            }
+            (false, _) => {
+                self.end_message();
+                Ok(())
+            }
+        }
+    }
+
     fn end_message(&mut self) {
-        self.state = if self.off_after_body {
-            State::Off
-        } else {
-            State::Head
-        };
+        let off = std::mem::take(&mut self.head).off_after;
+        self.state = if off { State::Off } else { State::Head };
     }
 
     fn chunk_byte(&mut self, c: Chunk, b: u8) {
@@ -269,72 +323,6 @@ fn hex(b: u8) -> u8 {
         b'a'..=b'f' => b - b'a' + 10,
         _ => b - b'A' + 10,
     }
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
-/// Checks a complete head (request line, header lines, empty line). Returns how the body is
-/// framed and whether to stop following the stream after it.
-fn check_head(head: &[u8]) -> Result<(Body, bool), Refusal> {
-    if head
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
-    {
-        return Err(Refusal::BareLf);
-    }
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .skip_while(|l| l.is_empty());
-    let request_line = lines.next().unwrap_or_default();
-    if request_line == b"PRI * HTTP/2.0" {
-        // The h2 prior-knowledge preface: hyper takes the connection as HTTP/2.
-        return Ok((Body::None, true));
-    }
-    let http10 = request_line.ends_with(b"HTTP/1.0");
-    let mut off = request_line.starts_with(b"CONNECT ");
-    let mut length: Option<u64> = None;
-    let mut last_coding: Option<&[u8]> = None;
-    let mut te = false;
-    for line in lines.take_while(|l| !l.is_empty()) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue; // hyper refuses it
-        };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            for part in value.split(|&b| b == b',').map(trim) {
-                let n = parse_length(part).ok_or(Refusal::BadLength)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Refusal::BadLength);
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te = true;
-            if let Some(c) = value
-                .split(|&b| b == b',')
-                .map(trim)
-                .rfind(|c| !c.is_empty())
-            {
-                last_coding = Some(c);
-            }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            off = true;
-        }
-    }
-    let body = match (te, length) {
-        (true, Some(_)) => return Err(Refusal::LengthAndChunked),
-        (true, None) => match last_coding {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") && !http10 => Body::Chunked,
-            _ => return Err(Refusal::BadTransferEncoding),
-        },
-        (false, Some(n)) => Body::Fixed(n),
-        (false, None) => Body::None,
-    };
-    Ok((body, off))
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -469,10 +457,6 @@ mod tests {
         None
     }
 
-    fn at_end(stream: &[u8], why: Refusal) -> Option<(usize, Refusal)> {
-        Some((stream.len() - 1, why))
-    }
-
     #[test]
     fn good_streams_pass() {
         for s in [
@@ -497,34 +481,37 @@ mod tests {
         assert_eq!(run(&s[..]), None);
     }
 
+    /// Where the `n`th LF (from 1) of `stream` is.
+    fn lf(stream: &[u8], n: usize) -> usize {
+        stream
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(n - 1)
+            .unwrap()
+            .0
+    }
+
     #[test]
-    fn ambiguous_heads_are_refused_at_their_last_byte() {
-        let cases: [(&[u8], Refusal); 7] = [
-            (b"GET / HTTP/1.1\nHost: a\n\n", Refusal::BareLf),
-            (b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n", Refusal::BareLf),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Refusal::LengthAndChunked,
-            ),
-            (
-                b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 0\r\n\r\n",
-                Refusal::LengthAndChunked,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-                Refusal::BadLength,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-                Refusal::BadLength,
-            ),
-            (
-                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Refusal::BadTransferEncoding,
-            ),
+    fn ambiguous_heads_are_refused_on_the_line_that_shows_it() {
+        // (stream, reason, the LF by which the refusal is certain)
+        let cases: [(&[u8], Refusal, usize); 8] = [
+            (b"GET / HTTP/1.1\nHost: a\n\n", Refusal::BareLf, 1),
+            (b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n", Refusal::BareLf, 2),
+            (b"\nGET / HTTP/1.1\r\n\r\n", Refusal::BareLf, 1),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Refusal::LengthAndChunked, 4),
+            (b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 0\r\nX: y\r\n\r\n", Refusal::LengthAndChunked, 5),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", Refusal::BadLength, 3),
+            (b"POST / HTTP/1.1\r\nContent-Length: +5\r\nX: y\r\n\r\n", Refusal::BadLength, 2),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Refusal::BadTransferEncoding, 3),
         ];
-        for (s, why) in cases {
-            assert_eq!(run(s), at_end(s, why), "{:?}", String::from_utf8_lossy(s));
+        for (s, why, n) in cases {
+            assert_eq!(
+                run(s),
+                Some((lf(s, n), why)),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
     }
 
