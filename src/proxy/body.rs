@@ -63,18 +63,14 @@ impl Drop for Outcome {
         let m = &self.metrics;
         m.in_flight.dec();
         let elapsed = self.start.elapsed();
-        let version = self.upstream.clone().map_or(Lv::S(""), Lv::Version);
-        m.requests
-            .get_or_create(&[
-                ("route", self.route.clone()),
-                ("pool", Lv::S(self.pool)),
-                ("status_class", Lv::S(status_class(self.status.as_u16()))),
-                ("version", version),
-            ])
-            .inc();
-        m.request_duration
-            .get_or_create(&[("pool", Lv::S(self.pool))])
-            .observe(elapsed.as_secs_f64());
+        m.request_series.record(
+            m,
+            &self.route,
+            self.pool,
+            status_class(self.status.as_u16()),
+            self.upstream.as_ref(),
+            elapsed.as_secs_f64(),
+        );
         let Some(log) = &self.log else { return };
         let always = self.status.is_server_error() || !self.completed;
         if !always && log.sample < 1.0 && fastrand::f64() >= log.sample {
