@@ -6,7 +6,7 @@
 #   --rounds N          rounds; each round runs every target once, interleaved (A B C D A B C D ...) [3]
 #   --duration S        seconds per run [10]
 #   --connections LIST  client connections, comma-separated, e.g. 64 or 1,10,100,1000 [64]
-#   --targets LIST      any of zerodown,nginx,haproxy,direct,zerodown_swap [zerodown,nginx,haproxy,direct]
+#   --targets LIST      any of zerodown,nginx,haproxy,direct,zerodown_swap,zerodown_b [zerodown,nginx,haproxy,direct]
 #   --swap MS           add the target zerodown_swap: the same zerodown while its upstreams file is
 #                       rewritten every MS ms (versions v1 <-> v2 on the same addresses), with
 #                       source.poll_interval = MS/2; the swaps that really happened are counted from
@@ -20,6 +20,7 @@
 #   --proxy-cpus LIST   taskset CPU list for the proxies [0]
 #   --load-cpus LIST    taskset CPU list for the load generator and the upstreams [1]
 #   --wrk-threads N     wrk -t [1]
+#   --zerodown-b BIN    add the target zerodown_b: a second zerodown binary (an A/B build), same config
 #   --zerodown BIN      zerodown binary [$CARGO_TARGET_DIR or ./target, release/zerodown; built if missing]
 #   --out FILE          also copy the per-run TSV here
 #   --max-conns N       nginx worker_connections / 2 x HAProxy maxconn [2 x largest --connections + 1024]
@@ -51,7 +52,7 @@ ROOT=$(dirname "$HERE")
 CONF="$HERE/conf"
 
 ROUNDS=3 DURATION=10 CONNECTIONS=64 TARGETS="zerodown,nginx,haproxy,direct" SWAP_MS="" RATE=""
-UPSTREAMS=2 BACKEND=nginx THREADS=1 PROXY_CPUS=0 LOAD_CPUS=1 WRK_THREADS=1 ZD_BIN="" OUT=""
+UPSTREAMS=2 BACKEND=nginx THREADS=1 PROXY_CPUS=0 LOAD_CPUS=1 WRK_THREADS=1 ZD_BIN="" ZD_B_BIN="" OUT=""
 INSTALL=1 KEEP=0 WARMUP=2 MAX_CONNS="" IDLE_CONNS="" PROFILE="" SYSCALLS=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -68,6 +69,7 @@ while [ $# -gt 0 ]; do
     --load-cpus) LOAD_CPUS=$2; shift ;;
     --wrk-threads) WRK_THREADS=$2; shift ;;
     --zerodown) ZD_BIN=$2; shift ;;
+    --zerodown-b) ZD_B_BIN=$2; shift ;;
     --out) OUT=$2; shift ;;
     --max-conns) MAX_CONNS=$2; shift ;;
     --idle-conns) IDLE_CONNS=$2; shift ;;
@@ -82,13 +84,16 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+if [ -n "$ZD_B_BIN" ] && [[ ",$TARGETS," != *",zerodown_b,"* ]]; then
+    TARGETS="$TARGETS,zerodown_b"
+fi
 if [ -n "$SWAP_MS" ] && [[ ",$TARGETS," != *",zerodown_swap,"* ]]; then
     TARGETS="$TARGETS,zerodown_swap"
 fi
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 IFS=, read -r -a CONN_LIST <<<"$CONNECTIONS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in zerodown | nginx | haproxy | direct) ;; zerodown_swap) [ -n "$SWAP_MS" ] || SWAP_MS=10 ;;
+    case "$t" in zerodown | nginx | haproxy | direct) ;; zerodown_b) [ -x "$ZD_B_BIN" ] || { echo "load.sh: zerodown_b needs --zerodown-b BIN" >&2; exit 64; } ;; zerodown_swap) [ -n "$SWAP_MS" ] || SWAP_MS=10 ;;
     *) echo "load.sh: unknown target $t" >&2; exit 64 ;; esac
 done
 
@@ -188,7 +193,7 @@ PY
     done
 }
 
-UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 NP_PORT=18082 HA_PORT=18083
+UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 ZB_PORT=18084 ZB_ADMIN=18094 NP_PORT=18082 HA_PORT=18083
 UP_ADDRS=()
 for i in $(seq 0 $((UPSTREAMS - 1))); do UP_ADDRS+=("127.0.0.1:$((UP_BASE + i))"); done
 
@@ -238,6 +243,14 @@ if need_target zerodown || need_target zerodown_swap; then
     MASTER[zerodown]=$STARTED
     wait_ok "http://127.0.0.1:$ZD_PORT/hello"
 fi
+if need_target zerodown_b; then
+    mkdir -p "$RUN/b"
+    upstreams_file v1 >"$RUN/b/upstreams.toml"
+    render "$CONF/zerodown.toml" "$RUN/b/zerodown.toml" PORT=$ZB_PORT ADMIN=$ZB_ADMIN THREADS="$THREADS" POLL="$POLL"
+    start zerodown_b "$PROXY_CPUS" "$ZD_B_BIN" serve --config "$RUN/b/zerodown.toml" --threads "$THREADS"
+    MASTER[zerodown_b]=$STARTED
+    wait_ok "http://127.0.0.1:$ZB_PORT/hello"
+fi
 if need_target nginx; then
     servers=$(for a in "${UP_ADDRS[@]}"; do echo "        server $a max_fails=3 fail_timeout=10s;"; done)
     render "$CONF/nginx-proxy.conf" "$RUN/nginx-proxy.conf" RUN="$RUN" PORT=$NP_PORT WORKERS="$THREADS" NOFILE="$NOFILE" WCONN="$WCONN" SERVERS="$servers"
@@ -254,7 +267,7 @@ if need_target haproxy; then
 fi
 MASTER[direct]=${UP_PIDS[0]}
 MASTER[zerodown_swap]=${MASTER[zerodown]:-}
-PORT=([zerodown]=$ZD_PORT [zerodown_swap]=$ZD_PORT [nginx]=$NP_PORT [haproxy]=$HA_PORT [direct]=$UP_BASE)
+PORT=([zerodown]=$ZD_PORT [zerodown_b]=$ZB_PORT [zerodown_swap]=$ZD_PORT [nginx]=$NP_PORT [haproxy]=$HA_PORT [direct]=$UP_BASE)
 
 # cpu_pids T: the master and its children (all of them do the work or own it).
 cpu_pids() { local m=${MASTER[$1]}; echo "$m" $(children "$m"); }
