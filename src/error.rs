@@ -23,6 +23,8 @@ pub enum ProxyError {
     BodyTimeout,
     #[error("transfer coding {0:?} is not supported")]
     UnsupportedCoding(String),
+    #[error("CONNECT is not supported: zerodown is a reverse proxy, not a tunnel")]
+    Connect,
 }
 
 impl ProxyError {
@@ -38,6 +40,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => "request body too large\n",
             ProxyError::BodyTimeout => "request body timed out\n",
             ProxyError::UnsupportedCoding(_) => "transfer coding not implemented\n",
+            ProxyError::Connect => "method not allowed\n",
         }
     }
 }
@@ -86,6 +90,7 @@ mod tests {
             (ProxyError::PayloadTooLarge, 413),
             (ProxyError::BodyTimeout, 408),
             (ProxyError::UnsupportedCoding("gzip".into()), 501),
+            (ProxyError::Connect, 405),
         ];
         for (err, code) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");

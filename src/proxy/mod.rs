@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::{Bytes, Frame, Incoming};
 
@@ -173,6 +173,11 @@ impl Proxy {
         route_slot: &mut Lv,
     ) -> Result<Upstreamed, ProxyError> {
         let (mut parts, body) = req.into_parts();
+        // A tunnel would carry bytes past every check here, and hyper would hand the connection
+        // over after a 2xx: refused before anything else.
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::Connect);
+        }
         // Exactly one valid Host (or the authority of an absolute/h2 target), before any routing.
         let host = request_host(&parts)?;
         if !headers::underscores(&mut parts.headers, settings.underscores) {

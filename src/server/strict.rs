@@ -12,7 +12,7 @@
 //! and the rest of the stream is never read. The upstream receives nothing of it.
 //!
 //! The body tracker is deliberately lenient: on anything it does not understand (a malformed chunk
-//! line, an upgrade, the h2 preface) it stops checking and leaves the connection to hyper, whose
+//! line, the h2 preface) it stops checking and leaves the connection to hyper, whose
 //! own parser refuses malformed bodies.
 
 use std::io;
@@ -119,7 +119,8 @@ struct HeadFacts {
     length: Option<u64>,
     te: bool,
     chunked_last: bool,
-    /// Stop after this message (CONNECT, `Upgrade`, the h2 preface).
+    /// Stop after this message: the h2 preface. (zerodown refuses CONNECT and never answers an
+    /// `Upgrade` with 101, so hyper keeps reading HTTP/1 after those, and so does this.)
     off_after: bool,
 }
 
@@ -218,7 +219,7 @@ impl Framer {
         if !self.head.request_line {
             self.head.request_line = true;
             // The h2 prior-knowledge preface: hyper takes the connection as HTTP/2.
-            self.head.off_after = line == b"PRI * HTTP/2.0" || line.starts_with(b"CONNECT ");
+            self.head.off_after = line == b"PRI * HTTP/2.0";
             self.head.http10 = line.ends_with(b"HTTP/1.0");
             return Ok(());
         }
@@ -246,7 +247,6 @@ impl Framer {
                     self.head.chunked_last = c.eq_ignore_ascii_case(b"chunked");
                 }
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => self.head.off_after = true,
             _ => {}
         }
         Ok(())
@@ -526,18 +526,27 @@ mod tests {
 
     #[test]
     fn checking_stops_where_hyper_takes_over() {
-        // Upgrade, an over-long head and a malformed chunk line: later bytes are not judged.
+        // A malformed chunk line and an over-long head: later bytes are not judged.
         let after = b"GET / HTTP/1.1\nX: y\n\n";
-        for first in [
-            &b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        ] {
-            assert_eq!(run(&[first, &after[..]].concat()), None);
-        }
+        let first = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(run(&[&first[..], &after[..]].concat()), None);
         let mut f = Framer::new(16);
         assert_eq!(
             f.feed(b"GET / HTTP/1.1\r\nX-Long: aaaaaaaaaa\n\n"),
             Feed::Pass
         );
+    }
+
+    #[test]
+    fn upgrade_and_connect_do_not_switch_checking_off() {
+        // zerodown never tunnels, so hyper goes on parsing HTTP/1 after these; so must the check.
+        let bad = b"GET / HTTP/1.1\nX: y\n\n";
+        for first in [
+            &b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
+            b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+        ] {
+            let s = [first, &bad[..]].concat();
+            assert_eq!(run(&s), Some((first.len() + 14, Refusal::BareLf)));
+        }
     }
 }

@@ -253,3 +253,40 @@ async fn refused_head_after_a_pipelined_good_request() {
         .get();
     assert_eq!(refused, 1);
 }
+
+/// zerodown is no tunnel: CONNECT is refused before routing, and nothing reaches an upstream.
+#[tokio::test]
+async fn connect_is_refused_with_405() {
+    refused(
+        "CONNECT",
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+        405,
+        false,
+        Upstream::Nothing,
+        |_| {},
+    )
+    .await;
+}
+
+/// An `Upgrade` request does not switch the strict check off for the rest of the connection.
+#[tokio::test]
+async fn bare_lf_after_an_upgrade_request_is_still_refused() {
+    let up = Recorder::echo().await;
+    let d = proxy_to(&up, |_| {}).await;
+    let mut c = Client::connect(d.daemon.public_addr).await;
+    c.send(b"GET /ws HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /next HTTP/1.1\nHost: example.test\n\n")
+        .await
+        .unwrap();
+    let first = c.response().await.unwrap();
+    assert_eq!(first.status(), 200, "{}", first.head_text());
+    let second = c.response().await.unwrap();
+    assert_eq!(second.status(), 400, "{}", second.head_text());
+    assert!(c.closed().await, "connection left open after the 400");
+    barrier(d.daemon.public_addr).await;
+    let targets: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|m| m.target().to_string())
+        .collect();
+    assert_eq!(targets, ["/ws"]);
+}
