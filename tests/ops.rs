@@ -10,7 +10,9 @@ use common::load::{check_no_old_after_new, until_version, Load};
 use common::*;
 use tokio::time::Instant;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
-use zerodown::double::{reference_job, CheckStatus, ConsulDouble, NomadDouble, REFERENCE_SERVICE};
+use zerodown::double::{
+    reference_job, CheckStatus, ConsulDouble, NomadDouble, NomadFault, Times, REFERENCE_SERVICE,
+};
 use zerodown::ops::{self, Ctx, Targets};
 use zerodown::server::Daemon;
 
@@ -193,6 +195,31 @@ async fn unhealthy_standby_is_refused_and_nothing_changes() {
     let checks = ops::diagnose::run(&ctx).await;
     let health = checks.iter().find(|c| c.name == "health checks").unwrap();
     assert!(!health.ok && health.fix.is_some(), "{health:?}");
+}
+
+/// Nomad plans the swap as a destructive update of the group serving now (a hand edit of the job
+/// or a driver change would): the switch refuses before submitting, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destructive_plan_is_refused_and_nothing_changes() {
+    let f = nomad_fleet().await;
+    let ctx = f.ctx(Duration::from_secs(5));
+    let before = f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"].clone();
+    f.nomad
+        .inject("/", NomadFault::DestructivePlan("blue"), Times::Next(1));
+    let err = ops::switch::switch(&ctx, false, None).await.unwrap_err();
+    assert!(err.contains("blue") && err.contains("destructive"), "{err}");
+    assert_eq!(
+        f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"],
+        before,
+        "the job was changed"
+    );
+    let registers = f
+        .nomad
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == format!("/v1/job/{REFERENCE_SERVICE}"))
+        .count();
+    assert_eq!(registers, 0, "a job was submitted after a destructive plan");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,10 +153,15 @@ pub(crate) fn plan(ctx: &Ctx<'_>, path_id: &str) -> Result<Reply, ApiError> {
             .iter()
             .map(|(g, p)| (g.clone(), desired(&new, g, p, promoted(g))))
             .collect();
-        let tg: Map<String, Value> = updates
+        let mut tg: Map<String, Value> = updates
             .iter()
             .map(|(g, d)| (g.clone(), d.to_json()))
             .collect();
+        if let Some(Value::Object(g)) = ctx.destructive.and_then(|g| tg.get_mut(g)) {
+            let all: u64 = g.values().filter_map(Value::as_u64).sum();
+            g.values_mut().for_each(|v| *v = json!(0));
+            g.insert("DestructiveUpdate".into(), json!(all));
+        }
         let diff = if want_diff {
             job_diff(current, &new, &updates)
         } else {

@@ -14,6 +14,10 @@ pub enum NomadFault {
     /// the job (its `JobModifyIndex` and `ModifyIndex` move on, the spec is unchanged), so
     /// an `EnforceIndex` based on an earlier read conflicts.
     EnforceConflict,
+    /// Only plans match: the plan reports a destructive update of every allocation of this group,
+    /// as Nomad does when a change reaches a task's config (operators' hand edits, a driver
+    /// upgrade), whatever the submitted job says.
+    DestructivePlan(&'static str),
 }
 
 impl NomadFault {
@@ -31,13 +35,19 @@ pub(crate) struct Plan {
     pub status: Option<(u16, &'static str)>,
     pub delay: Option<Duration>,
     pub conflict: bool,
+    pub destructive: Option<&'static str>,
 }
 
 /// The plan for a request to `path`, consuming one use of each matching rule.
 /// `register`: the request is a job registration (the only target of conflicts).
 pub(crate) fn take(rules: &mut Rules, path: &str, register: bool) -> Plan {
     let mut plan = Plan::default();
-    let applies = |f: &NomadFault| register || *f != NomadFault::EnforceConflict;
+    let plan_request = path.ends_with("/plan");
+    let applies = |f: &NomadFault| match f {
+        NomadFault::EnforceConflict => register,
+        NomadFault::DestructivePlan(_) => plan_request,
+        _ => true,
+    };
     for fault in rules.consume(path, applies) {
         match fault {
             NomadFault::Status(code, text) => {
@@ -47,6 +57,9 @@ pub(crate) fn take(rules: &mut Rules, path: &str, register: bool) -> Plan {
                 plan.delay.get_or_insert(d);
             }
             NomadFault::EnforceConflict => plan.conflict = true,
+            NomadFault::DestructivePlan(g) => {
+                plan.destructive.get_or_insert(g);
+            }
         }
     }
     plan

@@ -105,6 +105,8 @@ pub(crate) struct Ctx<'a> {
     pub body: &'a Bytes,
     /// A forced `EnforceIndex` conflict is due on this request.
     pub conflict: bool,
+    /// A plan must report this group's allocations as destructively updated.
+    pub destructive: Option<&'static str>,
 }
 
 impl Ctx<'_> {
@@ -197,6 +199,7 @@ pub(crate) async fn handle(
         token: token.as_deref(),
         body: &body,
         conflict: plan.conflict,
+        destructive: plan.destructive,
     };
     let reply = route(&ctx, &parts.method, &path)
         .await
