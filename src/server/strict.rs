@@ -54,7 +54,7 @@ impl Refusal {
 pub enum Feed {
     /// Every byte may go to hyper.
     Pass,
-    /// Bytes from `at` on must not: the head ending at `at` is refused.
+    /// Bytes from `at` on must not: `at` is the LF of the head line that shows the head is bad.
     Refuse { at: usize, why: Refusal },
 }
 
@@ -97,7 +97,7 @@ enum State {
     Refused(Refusal),
 }
 
-/// Follows one HTTP/1 request stream. Pure: fed slices, it reports where a refused head ends.
+/// Follows one HTTP/1 request stream. Pure: fed slices, it reports where a head is refused.
 /// Head lines are checked as they complete, mostly in place; only a line split across reads is
 /// copied.
 #[derive(Debug)]
