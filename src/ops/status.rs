@@ -187,9 +187,16 @@ impl Paint {
     }
 }
 
-/// The human table.
+/// The human table, coloured on a terminal unless `NO_COLOR` is set (no-color.org).
 pub fn render(r: &Report) -> String {
-    let p = Paint(std::io::stdout().is_terminal());
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    render_with(r, colour)
+}
+
+/// The human table; `colour` adds ANSI colours: green for what is fine, red for what is not,
+/// yellow for a gate hold.
+pub fn render_with(r: &Report, colour: bool) -> String {
+    let p = Paint(colour);
     let mut out = String::new();
     let ok = |b: bool, s: &str| if b { p.c("32", s) } else { p.c("31", s) };
     match &r.proxy_error {
@@ -262,4 +269,81 @@ pub fn render(r: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(status: Option<u16>, error: Option<&str>) -> Probe {
+        Probe {
+            status,
+            body: "msg-v1 (version v1)".into(),
+            latency_ms: 1.5,
+            error: error.map(str::to_string),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            mode: "file",
+            proxy: serde_json::json!({"pools": {
+                "active": {"version": "v1", "instances": [{}], "hold": {"kind": "version", "serving": "v1"}},
+                "standby": {"version": "v2", "instances": [{}]},
+            }}),
+            proxy_error: None,
+            instances: vec![
+                Row {
+                    id: "a".into(),
+                    address: "127.0.0.1:1".into(),
+                    tags: vec!["active".into()],
+                    version: "v1".into(),
+                    health: "passing".into(),
+                    proxy_pool: Some("active".into()),
+                    probe: probe(Some(200), None),
+                },
+                Row {
+                    id: "b".into(),
+                    address: "127.0.0.1:2".into(),
+                    tags: vec!["standby".into()],
+                    version: "v2".into(),
+                    health: "critical".into(),
+                    proxy_pool: None,
+                    probe: probe(None, Some("connection refused")),
+                },
+            ],
+            hello: probe(Some(200), None),
+            standby: probe(Some(502), None),
+            disagreements: vec![
+                "active: the source tags active on v2 but the proxy serves v1".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn colour_marks_what_is_fine_and_what_is_not() {
+        let t = render_with(&report(), true);
+        for painted in [
+            "\x1b[32m200 1.5ms\x1b[0m",  // a's probe: fine
+            "\x1b[32mpassing\x1b[0m",    // a's health
+            "\x1b[31mdown\x1b[0m",       // b's probe
+            "\x1b[31mcritical\x1b[0m",   // b's health
+            "\x1b[31m502 1.5ms",         // /standby through the proxy
+            "\x1b[31;1mDISAGREE\x1b[0m", // the disagreement
+            "\x1b[33m  hold: version",   // the gate hold
+        ] {
+            assert!(t.contains(painted), "missing {painted:?} in:\n{t}");
+        }
+    }
+
+    #[test]
+    fn without_colour_the_table_has_no_escape_codes() {
+        let t = render_with(&report(), false);
+        assert!(!t.contains('\x1b'), "{t}");
+        assert!(
+            t.contains("DISAGREE active: the source tags active on v2"),
+            "{t}"
+        );
+        assert!(t.contains("down") && t.contains("critical"), "{t}");
+    }
 }
