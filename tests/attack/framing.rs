@@ -218,16 +218,13 @@ refused_400! {
         b"GET / HTTP/1.1\nHost: example.test\r\n\r\n";
 }
 
-/// Requests before a refused one are answered in order; then the 400, then the connection closes,
-/// and the upstream never sees the refused request or anything after it.
-#[tokio::test]
-async fn refused_head_after_a_pipelined_good_request() {
+/// Sends `bytes` (one good request, then a refused one) on one connection: the good request gets
+/// 200, then the 400 comes, then the connection closes, and the upstream sees only `first_target`.
+async fn good_then_refused(bytes: &[u8], first_target: &str) -> crate::common::TestDaemon {
     let up = Recorder::echo().await;
     let d = proxy_to(&up, |_| {}).await;
     let mut c = Client::connect(d.daemon.public_addr).await;
-    c.send(b"GET /a HTTP/1.1\r\nHost: example.test\r\n\r\nPOST /b HTTP/1.1\r\nHost: example.test\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n")
-        .await
-        .unwrap();
+    c.send(bytes).await.unwrap();
     let first = c.response().await.unwrap();
     assert_eq!(first.status(), 200, "{}", first.head_text());
     let second = c.response().await.unwrap();
@@ -239,7 +236,19 @@ async fn refused_head_after_a_pipelined_good_request() {
         .iter()
         .map(|m| m.target().to_string())
         .collect();
-    assert_eq!(targets, ["/a"]);
+    assert_eq!(targets, [first_target]);
+    d
+}
+
+/// Requests before a refused one are answered in order; then the 400, then the connection closes,
+/// and the upstream never sees the refused request or anything after it.
+#[tokio::test]
+async fn refused_head_after_a_pipelined_good_request() {
+    let d = good_then_refused(
+        b"GET /a HTTP/1.1\r\nHost: example.test\r\n\r\nPOST /b HTTP/1.1\r\nHost: example.test\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n",
+        "/a",
+    )
+    .await;
     let refused = d
         .daemon
         .proxy
@@ -271,22 +280,9 @@ async fn connect_is_refused_with_405() {
 /// An `Upgrade` request does not switch the strict check off for the rest of the connection.
 #[tokio::test]
 async fn bare_lf_after_an_upgrade_request_is_still_refused() {
-    let up = Recorder::echo().await;
-    let d = proxy_to(&up, |_| {}).await;
-    let mut c = Client::connect(d.daemon.public_addr).await;
-    c.send(b"GET /ws HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /next HTTP/1.1\nHost: example.test\n\n")
-        .await
-        .unwrap();
-    let first = c.response().await.unwrap();
-    assert_eq!(first.status(), 200, "{}", first.head_text());
-    let second = c.response().await.unwrap();
-    assert_eq!(second.status(), 400, "{}", second.head_text());
-    assert!(c.closed().await, "connection left open after the 400");
-    barrier(d.daemon.public_addr).await;
-    let targets: Vec<String> = up
-        .requests()
-        .iter()
-        .map(|m| m.target().to_string())
-        .collect();
-    assert_eq!(targets, ["/ws"]);
+    good_then_refused(
+        b"GET /ws HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /next HTTP/1.1\nHost: example.test\n\n",
+        "/ws",
+    )
+    .await;
 }
