@@ -247,6 +247,16 @@ impl Proxy {
         }
         let metrics = &self.publisher.metrics;
         let pool_label = [("pool", Lv::S(pool_name))];
+        // Counts a failure against an instance; true when it ejected the instance.
+        let record_failure = |up: &crate::upstream::Upstream| {
+            let ejected = up
+                .health
+                .record_failure(settings.eject_after, settings.eject_for);
+            if ejected {
+                metrics.ejections.get_or_create(&pool_label).inc();
+            }
+            ejected
+        };
         // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
         let template = if body.is_end_stream() && parts.method.is_idempotent() {
             Some(parts.clone())
@@ -286,11 +296,7 @@ impl Proxy {
                 Ok((sender, _reused)) => sender,
                 Err(e) => {
                     metrics.connect_errors.get_or_create(&pool_label).inc();
-                    if up
-                        .health
-                        .record_failure(settings.eject_after, settings.eject_for)
-                    {
-                        metrics.ejections.get_or_create(&pool_label).inc();
+                    if record_failure(up) {
                         tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive failures");
                     }
                     tracing::debug!(upstream = %up.address, error = %e, "connect failed, trying another instance");
@@ -330,12 +336,7 @@ impl Proxy {
                         match first_frame(&mut rbody, settings.first_chunk_wait).await {
                             Ok(f) => first = f,
                             Err(e) => {
-                                if up
-                                    .health
-                                    .record_failure(settings.eject_after, settings.eject_for)
-                                {
-                                    metrics.ejections.get_or_create(&pool_label).inc();
-                                }
+                                record_failure(up);
                                 return Err(ProxyError::BadUpstream {
                                     upstream: up.address.clone(),
                                     error: e.to_string(),
@@ -378,12 +379,7 @@ impl Proxy {
                         }
                         None => {}
                     }
-                    if up
-                        .health
-                        .record_failure(settings.eject_after, settings.eject_for)
-                    {
-                        metrics.ejections.get_or_create(&pool_label).inc();
-                    }
+                    record_failure(up);
                     failures.push(format!("{} ({error})", up.address));
                     if template.is_none() {
                         break;
