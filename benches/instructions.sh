@@ -13,6 +13,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 CONF="$HERE/conf"
+# shellcheck source=benches/lib.sh
+. "$HERE/lib.sh"
 TARGETS="zerodown,nginx,haproxy" N1=2000 N2=10000 CONNS=16 ZD_BIN="" OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,17 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { printf '[instructions.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-render() { # render TEMPLATE OUT KEY=VALUE...
-    python3 - "$@" <<'PY'
-import sys
-tpl, out, *kvs = sys.argv[1:]
-s = open(tpl).read()
-for kv in kvs:
-    k, v = kv.split("=", 1)
-    s = s.replace("@" + k + "@", v)
-open(out, "w").write(s)
-PY
-}
 wait_ok() { # wait_ok URL: up to 60 s (valgrind starts slowly)
     for _ in $(seq 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
     echo "instructions.sh: $1 never answered" >&2; exit 1

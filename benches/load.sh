@@ -50,6 +50,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 CONF="$HERE/conf"
+# shellcheck source=benches/lib.sh
+. "$HERE/lib.sh"
 
 ROUNDS=3 DURATION=10 CONNECTIONS=64 TARGETS="zerodown,nginx,haproxy,direct" SWAP_MS="" RATE=""
 UPSTREAMS=2 BACKEND=nginx THREADS=1 PROXY_CPUS=0 LOAD_CPUS=1 WRK_THREADS=1 ZD_BIN="" ZD_B_BIN="" OUT=""
@@ -177,20 +179,6 @@ wait_ok() {
     echo "load.sh: $1 did not answer 200 within 10 s; logs in $RUN" >&2
     KEEP=1
     exit 1
-}
-render() { # render TEMPLATE OUT KEY=VALUE...
-    local tpl=$1 out=$2; shift 2
-    cp "$tpl" "$out"
-    local kv k v
-    for kv in "$@"; do
-        k=${kv%%=*} v=${kv#*=}
-        python3 - "$out" "@$k@" "$v" <<'PY'
-import sys
-p, k, v = sys.argv[1:]
-s = open(p).read().replace(k, v)
-open(p, "w").write(s)
-PY
-    done
 }
 
 UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 ZB_PORT=18084 ZB_ADMIN=18094 NP_PORT=18082 HA_PORT=18083
