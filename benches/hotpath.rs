@@ -25,12 +25,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use http::header::{self, HeaderMap, HeaderValue};
 
-use zerodown::balance::{pick, Tried};
+use std::sync::Arc;
 use zerodown::config::default_routes;
-use zerodown::pool::{Candidates, Instance, Member, Pool, Publisher, SourceInfo};
-use zerodown::proxy::headers::{set_forwarded, strip_hop_by_hop, Peer};
-use zerodown::proxy::route::RouteTable;
-use zerodown::upstream::Upstream;
+use zerodown::core::balance::{pick, Tried};
+use zerodown::core::{Candidates, Endpoint, Instance, Member, Pool, Publisher, SourceInfo};
+use zerodown::http::proxy::headers::{set_forwarded, strip_hop_by_hop, Peer};
+use zerodown::http::proxy::route::RouteTable;
+use zerodown::telemetry::metrics::Metrics;
 
 const SIZES: [usize; 3] = [2, 100, 10_000];
 
@@ -59,7 +60,7 @@ fn pool_of(n: usize) -> Pool {
     let members = instances(n, "v1", "active")
         .into_iter()
         .map(|i| Member {
-            upstream: std::sync::Arc::new(Upstream::new(i.address.clone())),
+            endpoint: std::sync::Arc::new(Endpoint::new(i.address.clone())),
             instance: std::sync::Arc::new(i),
         })
         .collect();
@@ -192,7 +193,7 @@ fn headers_bench(c: &mut Criterion) {
 }
 
 fn snapshot_load(c: &mut Criterion) {
-    let p = Publisher::new(true);
+    let p = Publisher::new(true, Arc::new(Metrics::new()));
     p.offer(Candidates {
         active: instances(2, "v1", "active"),
         standby: instances(2, "v2", "standby"),
@@ -215,7 +216,7 @@ fn publish(c: &mut Criterion) {
             g.sample_size(10);
             g.measurement_time(Duration::from_secs(10));
         }
-        let p = Publisher::new(true);
+        let p = Publisher::new(true, Arc::new(Metrics::new()));
         let a = instances(n, "v1", "active");
         let mut b_set = a.clone();
         b_set[0].id.push_str("-b");
@@ -244,7 +245,7 @@ fn publish(c: &mut Criterion) {
         if n >= 10_000 {
             g.sample_size(10);
         }
-        let p = Publisher::new(true);
+        let p = Publisher::new(true, Arc::new(Metrics::new()));
         let a = instances(n, "v1", "active");
         let standby = instances(n.min(2), "v2", "standby");
         let cands = Candidates {
@@ -280,7 +281,7 @@ fn file_parse(c: &mut Criterion) {
         }
         g.bench_with_input(BenchmarkId::from_parameter(n), &text, |b, t| {
             b.iter(|| {
-                zerodown::discovery::file::parse(black_box(t), "bench")
+                zerodown::core::discovery::file::parse(black_box(t), "bench")
                     .unwrap()
                     .len()
             })

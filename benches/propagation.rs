@@ -13,9 +13,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
+use zerodown::daemon::Daemon;
 use zerodown::demo::{spawn_backend, Backend};
 use zerodown::double::{random_order, CheckStatus, ConsulDouble, ServiceSpec};
-use zerodown::server::Daemon;
 
 const SERVICE: &str = "hello-service";
 

@@ -1,35 +1,33 @@
 //! zerodown: a reverse proxy that switches a service between two versions with zero dropped requests.
 //!
 //! ```text
-//!  config ──► discovery (file | consul) ──candidates──► pool::publish (gates) ──ArcSwap──► proxy
+//!  config ──► core::discovery (file | consul) ──candidates──► core::publish (gates)
+//!                                                                  │ one ArcSwap<Snapshot>
+//!                                                                  ▼
+//!                                               http (listener → proxy → upstream)
 //! ```
 //!
+//! - [`core`]: the protocol-independent switching core: discovery sources, the version gates, the
+//!   one immutable snapshot and its publisher, endpoints (health, in-flight), balancing.
+//! - [`http`]: the HTTP front-end: listeners, strict framing, TLS, the request path, pooled
+//!   upstream connections.
+//! - [`daemon`]: the composition root: builds source, publisher, front-ends and admin from a
+//!   config, applies reloads, drains on shutdown.
 //! - [`config`]: the config file, validated into [`config::Config`].
-//! - [`discovery`]: upstream sources behind one trait; each reports the whole instance set.
-//! - [`pool`]: the immutable [`pool::Snapshot`] (active + standby pools), its gates (never empty,
-//!   one version at a time) and the single `ArcSwap` it is published through.
-//! - [`balance`]: round-robin pick and passive health (ejection) over a pool.
-//! - [`upstream`]: pooled HTTP/1.1 connections to instances.
-//! - [`proxy`]: the request path: route, pick, forward, retry on connect failure, error mapping.
-//! - [`server`]: listeners, connection handling, graceful drain.
-//! - [`admin`]: the admin listener (`/live`, `/ready`, `/status`).
-//! - [`telemetry`]: logging setup.
+//! - [`admin`]: the admin listener (`/live`, `/ready`, `/status`, `/metrics`).
+//! - [`telemetry`]: logging setup and Prometheus metrics.
+//! - [`ops`]: the operator commands (status, switch, deploy, rollback, diagnose).
 //! - [`cli`]: the `zerodown` command line.
 //! - [`demo`]: built-in demo instances.
-//! - [`double`]: a Consul HTTP API test double, for tests and benches.
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod core;
+pub mod daemon;
 pub mod demo;
-pub mod discovery;
 pub mod double;
-pub mod error;
+pub mod http;
 pub mod ops;
-pub mod pool;
-pub mod proxy;
-pub mod server;
 pub mod telemetry;
-pub mod upstream;

@@ -29,7 +29,7 @@ fn consul_example_parses_with_its_documented_values() {
 
 #[test]
 fn example_upstreams_file_parses() {
-    let v = zerodown::discovery::file::load(Path::new("config/upstreams.toml")).unwrap();
+    let v = zerodown::core::discovery::file::load(Path::new("config/upstreams.toml")).unwrap();
     assert_eq!(v.len(), 4);
 }
 

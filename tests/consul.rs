@@ -199,11 +199,11 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
         Fault::TruncatedJson,
         Fault::InvalidJson,
     ] {
-        let before = d.publisher.status.state().errors_total;
+        let before = d.status.state().errors_total;
         f.consul.inject_on("/v1/health/", fault, Times::Next(3));
         f.consul.spurious_wakeup();
         eventually("the fault reached the source", || async {
-            d.publisher.status.state().errors_total >= before + 3
+            d.status.state().errors_total >= before + 3
         })
         .await;
     }
@@ -213,8 +213,7 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     // A full outage: connections refused.
     f.consul.outage(true).await.unwrap();
     eventually("outage noticed", || async {
-        d.publisher
-            .status
+        d.status
             .state()
             .last_error
             .is_some_and(|e| e.contains("cannot connect"))
@@ -231,7 +230,7 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     until_version(addr, "/hello", "v2").await;
     let records = load.finish().await;
     assert!(records.len() > 100);
-    let st = d.publisher.status.state();
+    let st = d.status.state();
     assert!(
         st.consecutive_errors == 0 && st.stale_since_ms.is_none(),
         "{st:?}"
@@ -252,7 +251,7 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
     eventually("empty-pool hold published", || async {
         matches!(
             d.publisher.load_full().active.hold,
-            Some(zerodown::pool::Hold::Empty { .. })
+            Some(zerodown::core::Hold::Empty { .. })
         )
     })
     .await;

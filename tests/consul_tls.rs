@@ -10,8 +10,8 @@ use std::sync::Arc;
 use common::consul::*;
 use common::*;
 use zerodown::config::{Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
+use zerodown::daemon::Daemon;
 use zerodown::double::ConsulDouble;
-use zerodown::server::Daemon;
 
 /// Terminates TLS for `localhost` with a fresh self-signed certificate and relays to `backend`.
 /// Returns its address and the certificate's PEM (the CA a client must trust).
@@ -93,14 +93,13 @@ async fn untrusted_consul_certificate_is_an_error_naming_tls_and_nothing_is_serv
     // No CA file: the system roots, which do not hold the test's self-signed certificate.
     let d = start_unready(https_source(&consul, front)).await;
     eventually("a TLS error recorded", || async {
-        d.publisher
-            .status
+        d.status
             .state()
             .last_error
             .is_some_and(|e| e.contains("TLS handshake with Consul") && e.contains("CONSUL_CACERT"))
     })
     .await;
-    assert_eq!(d.publisher.status.state().last_index, None);
+    assert_eq!(d.status.state().last_index, None);
     assert_eq!(get(d.public_addr, "/hello").await.0, 503);
 }
 
@@ -112,16 +111,16 @@ async fn unresolvable_consul_name_is_an_error_that_says_so() {
     src.address = ConsulAddress::parse("http://consul.invalid:8500", false).unwrap();
     let d = start_unready(src).await;
     eventually("a connect error naming the host", || async {
-        d.publisher.status.state().last_error.is_some_and(|e| {
+        d.status.state().last_error.is_some_and(|e| {
             e.contains("cannot connect to Consul at http://consul.invalid:8500")
                 && e.contains("lookup")
         })
     })
     .await;
     // It keeps retrying with backoff rather than giving up.
-    let before = d.publisher.status.state().errors_total;
+    let before = d.status.state().errors_total;
     eventually("further attempts", || async {
-        d.publisher.status.state().errors_total > before
+        d.status.state().errors_total > before
     })
     .await;
     assert_eq!(get(d.public_addr, "/hello").await.0, 503);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::consul::{register, source, start, SERVICE};
 use common::*;
 use zerodown::config::ConsulAddress;
-use zerodown::discovery::consul::watch::Watch;
-use zerodown::discovery::consul::{ConsulClient, ConsulError};
+use zerodown::core::discovery::consul::watch::Watch;
+use zerodown::core::discovery::consul::{ConsulClient, ConsulError};
 use zerodown::double::{ConsulDouble, Fault, Times};
 
 fn client(consul: &ConsulDouble, token: Option<&str>) -> ConsulClient {

@@ -10,7 +10,7 @@ use common::consul::{register, start as start_consul};
 use common::*;
 use zerodown::double::ConsulDouble;
 
-async fn admin_get(d: &zerodown::server::Daemon, path: &str) -> (u16, String) {
+async fn admin_get(d: &zerodown::daemon::Daemon, path: &str) -> (u16, String) {
     get(d.admin_addr.unwrap(), path).await
 }
 
@@ -372,7 +372,7 @@ async fn status_shows_a_gate_hold_and_the_swap_that_ends_it() {
     );
 }
 
-async fn until_v2(d: &zerodown::server::Daemon) {
+async fn until_v2(d: &zerodown::daemon::Daemon) {
     common::load::until_version(d.public_addr, "/hello", "v2").await;
 }
 

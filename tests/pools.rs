@@ -12,6 +12,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use zerodown::http::upstream::ConnPool;
 
 #[tokio::test]
 async fn emptied_file_keeps_the_last_pool_and_status_says_so() {
@@ -25,7 +26,7 @@ async fn emptied_file_keeps_the_last_pool_and_status_says_so() {
         .unwrap();
     let snap = d.daemon.publisher.load_full();
     assert!(
-        matches!(snap.active.hold, Some(zerodown::pool::Hold::Empty { .. })),
+        matches!(snap.active.hold, Some(zerodown::core::Hold::Empty { .. })),
         "{:?}",
         snap.active.hold
     );
@@ -116,11 +117,11 @@ async fn removed_instance_finishes_in_flight_and_closes_idle_connections() {
     assert_eq!(get(addr, "/fast").await.0, 200);
     assert_eq!(old.open.load(Ordering::SeqCst), 2);
     let snap = d.daemon.publisher.load_full();
-    let upstream = snap.active.members[0].upstream.clone();
+    let upstream = snap.active.members[0].endpoint.clone();
     drop(snap);
     eventually("fast connection back in the idle pool", || {
         let up = upstream.clone();
-        async move { up.idle_connections() == 1 }
+        async move { ConnPool::of(&up).idle_connections() == 1 }
     })
     .await;
     drop(upstream);
@@ -180,7 +181,7 @@ async fn h2c_prior_knowledge_clients_are_served() {
 async fn a_file_that_vanishes_and_returns_unchanged_is_healthy_again() {
     let v1 = backend("v1").await;
     let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
-    let status = &d.daemon.publisher.status;
+    let status = &d.daemon.status;
     let aside = d.upstreams.with_extension("moved");
     std::fs::rename(&d.upstreams, &aside).unwrap();
     eventually("read error recorded", || async {

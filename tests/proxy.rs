@@ -106,7 +106,7 @@ async fn failing_instance_is_ejected_then_returns() {
         .find(|m| m.instance.id == "later")
         .unwrap();
     assert!(
-        later_member.upstream.health.is_ejected(),
+        later_member.endpoint.health.is_ejected(),
         "not ejected after repeated connect failures"
     );
     // The instance comes back; once the cooldown ends it serves again.
@@ -123,7 +123,7 @@ async fn failing_instance_is_ejected_then_returns() {
         async move { get(addr, "/hello").await.1.starts_with("back") }
     })
     .await;
-    assert!(!later_member.upstream.health.is_ejected());
+    assert!(!later_member.endpoint.health.is_ejected());
 }
 
 /// An upstream that accepts and reads but never answers.

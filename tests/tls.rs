@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use zerodown::config::{Config, TlsConfig};
-use zerodown::server::Daemon;
+use zerodown::daemon::Daemon;
 
 struct Pem {
     cert: String,
@@ -194,16 +194,25 @@ fn bad_files_are_named() {
     let mut tls = write_pem(dir.path(), &a);
     std::fs::write(dir.path().join("other-key.pem"), &b.key).unwrap();
     tls.key = dir.path().join("other-key.pem");
-    let err = zerodown::server::tls::acceptor(&tls).err().unwrap();
+    let err = zerodown::http::tls::acceptor(&tls)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("cannot be used together"), "{err}");
     tls.key = dir.path().join("missing.pem");
-    let err = zerodown::server::tls::acceptor(&tls).err().unwrap();
+    let err = zerodown::http::tls::acceptor(&tls)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.starts_with("tls.key: cannot read") && err.contains("missing.pem"),
         "{err}"
     );
     std::fs::write(dir.path().join("empty.pem"), "").unwrap();
     tls.cert = dir.path().join("empty.pem");
-    let err = zerodown::server::tls::acceptor(&tls).err().unwrap();
+    let err = zerodown::http::tls::acceptor(&tls)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("holds no PEM certificate"), "{err}");
 }

@@ -1,13 +1,13 @@
 //! The Consul health-answer parser: any bytes give instances or an error, never a panic; every
 //! instance it returns has an id, a version, and an address ending in a non-zero `:port`.
 //!
-//! Needs `zerodown::discovery::consul::{health_entries, VersionRule}` to be public
+//! Needs `zerodown::core::discovery::consul::{health_entries, VersionRule}` to be public
 //! (`pub use parse::{health_entries, Parsed, VersionRule};` in src/discovery/consul/mod.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use regex_lite::Regex;
-use zerodown::discovery::consul::{health_entries, VersionRule};
+use zerodown::core::discovery::consul::{health_entries, VersionRule};
 
 fuzz_target!(|data: &[u8]| {
     let rule = VersionRule {

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
-use zerodown::proxy::headers::{set_forwarded, strip_hop_by_hop, Peer};
+use zerodown::http::proxy::headers::{set_forwarded, strip_hop_by_hop, Peer};
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zerodown::server::strict::{Feed, Framer};
+use zerodown::http::strict::{Feed, Framer};
 
 fn verdict(stream: &[u8], cut: usize) -> Option<usize> {
     let mut f = Framer::new(64 * 1024);

@@ -9,7 +9,7 @@ use super::{ServeArgs, EXIT_USAGE};
 use crate::config::{
     process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
-use crate::server::Daemon;
+use crate::daemon::Daemon;
 use crate::telemetry;
 
 /// The config file (or the embedded defaults) with the command-line flags applied on top.
@@ -163,9 +163,10 @@ pub fn run_with(
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    let applied = reload_config()
-                        .map_err(|e| e.to_string())
-                        .and_then(|new| daemon.reload(new));
+                    let applied = match reload_config() {
+                        Ok(new) => daemon.reload(new).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
                     if let Err(e) = applied {
                         tracing::error!(target: "zerodown::server", error = %e, "config reload rejected: the running config keeps serving");
                     }

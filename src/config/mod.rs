@@ -7,6 +7,7 @@ mod consul;
 pub mod duration;
 mod error;
 mod limits;
+mod setup;
 pub(crate) use error::Source as TextSource;
 mod file;
 mod validate;
@@ -22,6 +23,7 @@ pub use consul::{
 };
 pub use error::ConfigError;
 pub use limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
+pub use setup::SetupError;
 
 /// Everything the daemon needs, checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]

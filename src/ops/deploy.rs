@@ -116,7 +116,7 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
 /// Waits for the deployment of `job_version` to end; a failure reports Nomad's reason and revert.
 async fn follow_deployment(
     ctx: &Ctx,
-    n: &crate::discovery::consul::ConsulClient,
+    n: &crate::core::discovery::consul::ConsulClient,
     job_id: &str,
     job_version: u64,
 ) -> Result<(), String> {

@@ -36,7 +36,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
     )];
     let mut entries: Vec<Entry> = Vec::new();
     match &ctx.mode {
-        Mode::File(path) => match crate::discovery::file::load(path) {
+        Mode::File(path) => match crate::core::discovery::file::load(path) {
             Ok(list) => {
                 out.push(check(
                     "upstreams file",
@@ -76,13 +76,13 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
                 Ok(r) if r.status == 403 => out.push(check(
                     "consul",
                     false,
-                    crate::discovery::consul::ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
+                    crate::core::discovery::consul::ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
                     Some("export CONSUL_HTTP_TOKEN=<a token with service:read> (or CONSUL_HTTP_TOKEN_FILE)".into()),
                 )),
                 Ok(r) if r.status != 200 => out.push(check(
                     "consul",
                     false,
-                    crate::discovery::consul::ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
+                    crate::core::discovery::consul::ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
                     Some("consul operator raft list-peers (is there a leader?); consul monitor".into()),
                 )),
                 Ok(r) => {

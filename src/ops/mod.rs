@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::config::{
     process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
-use crate::discovery::consul::{self, ConsulClient, VersionRule};
+use crate::core::discovery::consul::{self, ConsulClient, VersionRule};
 
 /// How a switch is made, from the source the proxy runs.
 pub enum Mode {
@@ -97,7 +97,8 @@ pub fn nomad_client(flag: Option<&str>) -> Result<Option<ConsulClient>, String> 
     cfg.tls.client_cert = process_env("NOMAD_CLIENT_CERT").map(Into::into);
     cfg.tls.client_key = process_env("NOMAD_CLIENT_KEY").map(Into::into);
     cfg.tls.server_name = process_env("NOMAD_TLS_SERVER_NAME");
-    let client = consul::client_with_token(&cfg, process_env("NOMAD_TOKEN"))?;
+    let client =
+        consul::client_with_token(&cfg, process_env("NOMAD_TOKEN")).map_err(|e| e.to_string())?;
     Ok(Some(client.nomad()))
 }
 
@@ -111,17 +112,7 @@ impl Ctx {
             .proxy
             .clone()
             .unwrap_or_else(|| loopback_for(cfg.server.listen));
-        let admin_token = match &cfg.server.admin_token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| {
-                        format!("server.admin_token_file: cannot read {}: {e}", p.display())
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let admin_token = cfg.server.admin_token().map_err(|e| e.to_string())?;
         let versions = match &cfg.source {
             SourceConfig::Consul(c) => {
                 VersionRule::new(&c.version_meta_key, &c.version_tag_pattern)?
@@ -134,7 +125,7 @@ impl Ctx {
         let (mode, service) = match &cfg.source {
             SourceConfig::File(f) => (Mode::File(f.path.clone()), None),
             SourceConfig::Consul(c) => {
-                let client = consul::client(c)?;
+                let client = consul::client(c).map_err(|e| e.to_string())?;
                 let mode = match c.active_selector {
                     ActiveSelector::Kv => Mode::Kv {
                         consul: client,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::discovery::consul::{ConsulClient, VersionRule};
+use crate::core::discovery::consul::{ConsulClient, VersionRule};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 

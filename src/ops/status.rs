@@ -72,7 +72,7 @@ pub async fn report(ctx: &Ctx) -> Report {
     };
     let mut disagreements = Vec::new();
     let mut entries = match &ctx.mode {
-        Mode::File(path) => match crate::discovery::file::load(path) {
+        Mode::File(path) => match crate::core::discovery::file::load(path) {
             Ok(list) => list
                 .into_iter()
                 .map(|i| super::Entry {

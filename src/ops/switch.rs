@@ -148,7 +148,8 @@ pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<S
 fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    crate::discovery::file::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    crate::core::discovery::file::parse(&text, &path.display().to_string())
+        .map_err(|e| e.to_string())?;
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let (a, s) = (ctx.active_tag(), ctx.standby_tag());
@@ -233,7 +234,7 @@ fn standby_group(ctx: &Ctx, status: &Value) -> Option<String> {
 
 async fn switch_kv(
     ctx: &Ctx,
-    consul: &crate::discovery::consul::ConsulClient,
+    consul: &crate::core::discovery::consul::ConsulClient,
     key: &str,
     status: &Value,
 ) -> Result<String, String> {
@@ -252,7 +253,7 @@ async fn switch_kv(
         }
         404 => 0,
         _ => {
-            return Err(crate::discovery::consul::ConsulError::from_status(
+            return Err(crate::core::discovery::consul::ConsulError::from_status(
                 r.status,
                 &r.body,
                 &format!("key {key}"),
@@ -270,7 +271,7 @@ async fn switch_kv(
         .await
         .map_err(|e| e.to_string())?;
     if w.status != 200 {
-        return Err(crate::discovery::consul::ConsulError::from_status(
+        return Err(crate::core::discovery::consul::ConsulError::from_status(
             w.status,
             &w.body,
             &format!("key {key}"),
@@ -287,7 +288,7 @@ async fn switch_kv(
 
 async fn switch_nomad(
     ctx: &Ctx,
-    nomad_client: &crate::discovery::consul::ConsulClient,
+    nomad_client: &crate::core::discovery::consul::ConsulClient,
     job_id: &str,
 ) -> Result<String, String> {
     let service = ctx.service.clone().unwrap_or_default();

@@ -13,14 +13,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::pool::Instance;
+/// Something that carries a version label without copying it (the core's instances).
+pub trait VersionLabel: Send + Sync + std::fmt::Debug {
+    fn version_label(&self) -> &str;
+}
 
 /// A label value: static, shared text, or an instance's version (no copy of the string).
 #[derive(Debug, Clone)]
 pub enum Lv {
     S(&'static str),
     A(Arc<str>),
-    Version(Arc<Instance>),
+    Version(Arc<dyn VersionLabel>),
 }
 
 impl Lv {
@@ -28,7 +31,7 @@ impl Lv {
         match self {
             Lv::S(s) => s,
             Lv::A(s) => s,
-            Lv::Version(i) => &i.version,
+            Lv::Version(i) => i.version_label(),
         }
     }
 }
@@ -277,7 +280,7 @@ struct Series {
     duration: Histogram,
     /// Keep the keyed pointers alive.
     _route: Lv,
-    _instance: Option<Arc<Instance>>,
+    _instance: Option<Arc<dyn VersionLabel>>,
 }
 
 /// Entries kept before the cache starts over (instances come and go with swaps).
@@ -290,13 +293,13 @@ fn lv_key(l: &Lv) -> (usize, usize) {
 
 impl RequestSeries {
     /// Counts one request and its duration.
-    pub fn record(
+    pub fn record<V: VersionLabel + 'static>(
         &self,
         m: &Metrics,
         route: &Lv,
         pool: &'static str,
         class: &'static str,
-        instance: Option<&Arc<Instance>>,
+        instance: Option<&Arc<V>>,
         seconds: f64,
     ) {
         let key = SeriesKey {
@@ -310,7 +313,8 @@ impl RequestSeries {
             map.clear();
         }
         let series = map.entry(key).or_insert_with(|| {
-            let version = instance.cloned().map_or(Lv::S(""), Lv::Version);
+            let shared = instance.map(|i| Arc::clone(i) as Arc<dyn VersionLabel>);
+            let version = shared.clone().map_or(Lv::S(""), Lv::Version);
             Series {
                 requests: m
                     .requests
@@ -326,7 +330,7 @@ impl RequestSeries {
                     .get_or_create(&[("pool", Lv::S(pool))])
                     .clone(),
                 _route: route.clone(),
-                _instance: instance.cloned(),
+                _instance: shared,
             }
         });
         series.requests.inc();
@@ -363,12 +367,20 @@ impl Hasher for PtrHasher {
 mod tests {
     use super::*;
 
-    fn instance(id: &str, version: &str) -> Arc<Instance> {
+    #[derive(Debug)]
+    struct Instance {
+        version: String,
+    }
+
+    impl VersionLabel for Instance {
+        fn version_label(&self) -> &str {
+            &self.version
+        }
+    }
+
+    fn instance(_id: &str, version: &str) -> Arc<Instance> {
         Arc::new(Instance {
-            id: id.into(),
-            address: format!("{id}:80"),
             version: version.into(),
-            tags: vec![],
         })
     }
 

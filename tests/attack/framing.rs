@@ -251,8 +251,6 @@ async fn refused_head_after_a_pipelined_good_request() {
     .await;
     let refused = d
         .daemon
-        .proxy
-        .publisher
         .metrics
         .requests_refused
         .get_or_create(&[(

@@ -16,8 +16,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use zerodown::config::{Config, FileSourceConfig, SourceConfig};
+use zerodown::daemon::Daemon;
 use zerodown::demo::{spawn_backend, Backend};
-use zerodown::server::Daemon;
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 

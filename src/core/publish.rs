@@ -9,11 +9,10 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::endpoint::Endpoint;
 use super::gate::{decide, unix_ms, Current, Hold, Verdict};
 use super::snapshot::{Instance, Member, Pool, Snapshot, SourceInfo};
-use crate::discovery::status::SourceStatus;
 use crate::telemetry::metrics::{Lv, Metrics};
-use crate::upstream::Upstream;
 
 /// A source's whole view, split into pools (a reset, never a diff).
 #[derive(Debug, Clone)]
@@ -54,10 +53,8 @@ const HOLD_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Owns the one `ArcSwap` the request path reads.
 pub struct Publisher {
     cell: ArcSwap<Snapshot>,
-    /// What the running source last did; shown by `/status`.
-    pub status: SourceStatus,
-    /// This daemon's metrics; every component reaches them through the publisher.
-    pub metrics: Arc<Metrics>,
+    /// Pool gauges and swap counters are set here, once per swap.
+    metrics: Arc<Metrics>,
     writer: Mutex<Writer>,
     generation: watch::Sender<u64>,
 }
@@ -69,11 +66,10 @@ struct Writer {
 }
 
 impl Publisher {
-    pub fn new(single_version: bool) -> Publisher {
+    pub fn new(single_version: bool, metrics: Arc<Metrics>) -> Publisher {
         Publisher {
             cell: ArcSwap::from_pointee(Snapshot::empty()),
-            status: SourceStatus::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             writer: Mutex::new(Writer {
                 single_version,
                 history: VecDeque::new(),
@@ -159,25 +155,25 @@ impl Publisher {
             return false;
         }
 
-        // Upstreams by address, built only if a new instance needs one: an address keeps its
+        // Endpoints by address, built only if a new instance needs one: an address keeps its
         // connection pool and health across pools and swaps.
-        let mut by_address: Option<HashMap<&str, &Arc<Upstream>>> = None;
-        let mut upstream_for = |address: &str| -> Arc<Upstream> {
+        let mut by_address: Option<HashMap<&str, &Arc<Endpoint>>> = None;
+        let mut endpoint_for = |address: &str| -> Arc<Endpoint> {
             let map = by_address.get_or_insert_with(|| {
                 current
                     .active
                     .members
                     .iter()
                     .chain(&current.standby.members)
-                    .map(|m| (m.instance.address.as_str(), &m.upstream))
+                    .map(|m| (m.instance.address.as_str(), &m.endpoint))
                     .collect()
             });
             map.get(address)
                 .map(|u| Arc::clone(u))
-                .unwrap_or_else(|| Arc::new(Upstream::new(address.to_string())))
+                .unwrap_or_else(|| Arc::new(Endpoint::new(address.to_string())))
         };
-        let mut a_built = rebuild(&current.active, a_new, &mut upstream_for);
-        let mut s_built = rebuild(&current.standby, s_new, &mut upstream_for);
+        let mut a_built = rebuild(&current.active, a_new, &mut endpoint_for);
+        let mut s_built = rebuild(&current.standby, s_new, &mut endpoint_for);
         let active = Pool::new(std::mem::take(&mut a_built.members), a_hold);
         let standby = Pool::new(std::mem::take(&mut s_built.members), s_hold);
         a_built.diff.new_version = active.version.clone();
@@ -217,7 +213,7 @@ impl Publisher {
         };
         let generation = next.generation;
         // Addresses that left every pool: their idle connections close now.
-        let mut gone: Vec<Arc<Upstream>> = Vec::new();
+        let mut gone: Vec<Arc<Endpoint>> = Vec::new();
         let removed: Vec<&Member> = a_built
             .removed
             .iter()
@@ -234,7 +230,7 @@ impl Publisher {
                 .collect();
             for m in removed {
                 if !kept.contains(m.instance.address.as_str()) {
-                    gone.push(Arc::clone(&m.upstream));
+                    gone.push(Arc::clone(&m.endpoint));
                 }
             }
         }
@@ -380,7 +376,7 @@ struct Rebuilt<'a> {
 fn rebuild<'a>(
     old: &'a Pool,
     new: Option<Vec<Instance>>,
-    upstream_for: &mut impl FnMut(&str) -> Arc<Upstream>,
+    endpoint_for: &mut impl FnMut(&str) -> Arc<Endpoint>,
 ) -> Rebuilt<'a> {
     let key = |i: &Instance| format!("{}@{}", i.id, i.address);
     let mut diff = PoolDiff {
@@ -412,10 +408,10 @@ fn rebuild<'a>(
                 if diff.added.len() < DIFF_LIST_MAX {
                     diff.added.push(key(&inst));
                 }
-                let upstream = upstream_for(&inst.address);
+                let endpoint = endpoint_for(&inst.address);
                 members.push(Member {
                     instance: Arc::new(inst),
-                    upstream,
+                    endpoint,
                 });
             }
         }

@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Http2Config, LimitsConfig};
-use crate::proxy::headers::Peer;
-use crate::proxy::Proxy;
-use crate::server::strict::Strict;
+use crate::http::proxy::headers::Peer;
+use crate::http::proxy::Proxy;
+use crate::http::strict::Strict;
 
 /// Client-side connection settings, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ pub async fn serve(
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut backoff = Duration::from_millis(5);
     let mut last_refusal_log: Option<Instant> = None;
-    let metrics = Arc::clone(&shared.proxy.publisher.metrics);
+    let metrics = Arc::clone(&shared.proxy.metrics);
     let mut shutdown = shared.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -222,7 +222,7 @@ impl Conn {
             io,
             self.settings.limits.max_header_bytes,
             peer_addr,
-            &self.proxy.publisher.metrics,
+            &self.proxy.metrics,
         );
         let conn = self.builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);

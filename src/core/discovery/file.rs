@@ -5,14 +5,13 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{split_by_tags, UpstreamSource};
+use super::{split_by_tags, Reports, UpstreamSource};
 use crate::config::{ConfigError, FileSourceConfig, PoolsConfig, TextSource};
-use crate::pool::{Candidates, Instance, Publisher, SourceInfo};
+use crate::core::{Candidates, Instance, SourceInfo};
 use crate::telemetry::metrics::Lv;
 
 /// The upstreams file, as written.
@@ -99,11 +98,11 @@ impl FileSource {
 }
 
 impl UpstreamSource for FileSource {
-    fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn run(self: Box<Self>, out: Reports) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let path: PathBuf = self.cfg.path.clone();
-            publisher.status.reset("file", path.display().to_string());
-            let _ = publisher
+            out.status.reset("file", path.display().to_string());
+            let _ = out
                 .metrics
                 .watch_errors
                 .get_or_create(&[("watch", Lv::S("file"))]);
@@ -113,21 +112,20 @@ impl UpstreamSource for FileSource {
             loop {
                 tick.tick().await;
                 let label = [("watch", Lv::S("file"))];
-                publisher.metrics.watch_requests.get_or_create(&label).inc();
+                out.metrics.watch_requests.get_or_create(&label).inc();
                 let started = std::time::Instant::now();
                 let read = tokio::fs::read_to_string(&path).await;
-                publisher
-                    .metrics
+                out.metrics
                     .watch_duration
                     .get_or_create(&label)
                     .observe(started.elapsed().as_secs_f64());
                 let text = match read {
                     Ok(t) => t,
                     Err(e) => {
-                        publisher.metrics.watch_errors.get_or_create(&label).inc();
+                        out.metrics.watch_errors.get_or_create(&label).inc();
                         let msg =
                             format!("{}: cannot read the upstreams file: {e}", path.display());
-                        if publisher.status.error(&msg) {
+                        if out.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file unreadable: the current pools keep serving");
                         }
                         continue;
@@ -137,7 +135,7 @@ impl UpstreamSource for FileSource {
                 // (e.g. after the file was briefly missing).
                 if let Some((seen, valid)) = &last_text {
                     if *seen == text {
-                        if *valid && publisher.status.ok(None) > 0 {
+                        if *valid && out.status.ok(None) > 0 {
                             tracing::info!(target: "zerodown::source", source = "file", "upstreams file readable again");
                         }
                         continue;
@@ -145,11 +143,11 @@ impl UpstreamSource for FileSource {
                 }
                 let valid = match parse(&text, &path.display().to_string()) {
                     Ok(instances) => {
-                        if publisher.status.ok(None) > 0 {
+                        if out.status.ok(None) > 0 {
                             tracing::info!(target: "zerodown::source", source = "file", "upstreams file valid again");
                         }
                         let (active, standby) = split_by_tags(instances, &self.pools);
-                        publisher.offer(Candidates {
+                        out.publisher.offer(Candidates {
                             active,
                             standby,
                             source: self.info(),
@@ -157,9 +155,9 @@ impl UpstreamSource for FileSource {
                         true
                     }
                     Err(e) => {
-                        publisher.metrics.watch_errors.get_or_create(&label).inc();
+                        out.metrics.watch_errors.get_or_create(&label).inc();
                         let msg = e.to_string();
-                        if publisher.status.error(&msg) {
+                        if out.status.error(&msg) {
                             tracing::error!(target: "zerodown::source", source = "file", error = %msg, "upstreams file rejected: the current pools keep serving");
                         }
                         false

@@ -15,12 +15,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Vers
 use http_body::Body as _;
 use hyper::body::{Bytes, Frame, Incoming};
 
-use crate::balance::{self, Tried};
 use crate::config::{Cidr, Config, Underscores};
-use crate::error::ProxyError;
-use crate::pool::Publisher;
-use crate::telemetry::metrics::Lv;
-use crate::upstream::{BodyVerdict, ConnLimits, Cutoff, Guarded, UpstreamBody};
+use crate::core::balance::{self, Tried};
+use crate::core::Publisher;
+use crate::http::error::ProxyError;
+use crate::http::upstream::{BodyVerdict, ConnLimits, ConnPool, Cutoff, Guarded, UpstreamBody};
+use crate::telemetry::metrics::{Lv, Metrics};
 pub use body::{LogFields, Outcome, ProxyBody};
 use headers::{Peer, X_REQUEST_ID};
 use route::RouteTable;
@@ -75,6 +75,7 @@ impl Settings {
 /// Shared by every connection.
 pub struct Proxy {
     pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
     settings: ArcSwap<Settings>,
     ids: request_id::Generator,
 }
@@ -83,9 +84,10 @@ pub struct Proxy {
 const MAX_STALE_RETRIES: usize = 4;
 
 impl Proxy {
-    pub fn new(publisher: Arc<Publisher>, settings: Settings) -> Proxy {
+    pub fn new(publisher: Arc<Publisher>, metrics: Arc<Metrics>, settings: Settings) -> Proxy {
         Proxy {
             publisher,
+            metrics,
             settings: ArcSwap::from_pointee(settings),
             ids: request_id::Generator::new(),
         }
@@ -112,8 +114,7 @@ impl Proxy {
             peer: peer.addr.ip(),
             sample: settings.access_sample,
         });
-        let mut outcome =
-            Outcome::new(Arc::clone(&self.publisher.metrics), request_id.clone(), log);
+        let mut outcome = Outcome::new(Arc::clone(&self.metrics), request_id.clone(), log);
         if settings.health_path.as_deref() == Some(req.uri().path()) {
             outcome.route = Lv::S("health");
             return text(StatusCode::OK, "healthy\n");
@@ -140,7 +141,7 @@ impl Proxy {
             }
             Err(err) => {
                 let status = err.status();
-                let metrics = &self.publisher.metrics;
+                let metrics = &self.metrics;
                 let pool = [("pool", Lv::S(outcome.pool))];
                 if let ProxyError::Timeout { .. } = &err {
                     metrics.timeouts.get_or_create(&pool).inc();
@@ -245,10 +246,10 @@ impl Proxy {
         if pool.is_empty() {
             return Err(ProxyError::EmptyPool { pool: pool_name });
         }
-        let metrics = &self.publisher.metrics;
+        let metrics = &self.metrics;
         let pool_label = [("pool", Lv::S(pool_name))];
         // Counts a failure against an instance; true when it ejected the instance.
-        let record_failure = |up: &crate::upstream::Upstream| {
+        let record_failure = |up: &crate::core::Endpoint| {
             let ejected = up
                 .health
                 .record_failure(settings.eject_after, settings.eject_for);
@@ -286,13 +287,16 @@ impl Proxy {
                 break;
             };
             let member = &pool.members[i];
-            let up = &member.upstream;
+            let up = &member.endpoint;
             if !failures.is_empty() {
                 metrics.retries.get_or_create(&pool_label).inc();
             }
             attempts += 1;
             tried.insert(i);
-            let mut sender = match up.checkout(settings.limits).await {
+            let mut sender = match ConnPool::of(up)
+                .checkout(&up.address, settings.limits)
+                .await
+            {
                 Ok((sender, _reused)) => sender,
                 Err(e) => {
                     metrics.connect_errors.get_or_create(&pool_label).inc();
@@ -404,9 +408,9 @@ struct Upstreamed {
     body: Incoming,
     /// The body's first frame, read before the head was relayed.
     first: Option<Frame<Bytes>>,
-    instance: Arc<crate::pool::Instance>,
-    in_flight: crate::upstream::InFlight,
-    sender: crate::upstream::Sender,
+    instance: Arc<crate::core::Instance>,
+    in_flight: crate::core::InFlight,
+    sender: crate::http::upstream::Sender,
 }
 
 /// Waits up to `wait` for a chunked body's first frame: an upstream whose first chunk is

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use regex_lite::Regex;
 use serde::Deserialize;
 
-use crate::pool::Instance;
+use crate::core::Instance;
 
 #[derive(Debug, Deserialize)]
 struct Entry {

@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::endpoint::Endpoint;
 use super::gate::Hold;
 use crate::config::PoolName;
-use crate::upstream::Upstream;
+use crate::telemetry::metrics::VersionLabel;
 
 /// One instance as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -20,12 +21,18 @@ pub struct Instance {
     pub tags: Vec<String>,
 }
 
-/// An instance in a pool, with the connection pool and health of its address (shared across
+impl VersionLabel for Instance {
+    fn version_label(&self) -> &str {
+        &self.version
+    }
+}
+
+/// An instance in a pool, with the endpoint of its address (health, front-end state; shared across
 /// snapshots so a tag flip keeps warm connections).
 #[derive(Debug, Clone)]
 pub struct Member {
     pub instance: Arc<Instance>,
-    pub upstream: Arc<Upstream>,
+    pub endpoint: Arc<Endpoint>,
 }
 
 /// Where a snapshot's data came from.

@@ -15,21 +15,33 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::pool::{Pool, Publisher, Snapshot};
+use crate::core::discovery::status::SourceStatus;
+use crate::core::{Pool, Publisher, Snapshot};
+use crate::http::upstream::ConnPool;
+use crate::telemetry::metrics::Metrics;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub struct AdminState {
     pub publisher: Arc<Publisher>,
+    pub source_status: Arc<SourceStatus>,
+    pub metrics: Arc<Metrics>,
     started: Instant,
     /// Bearer token `/status`, `/consul-status` and `/metrics` require, when set.
     token: Option<Arc<str>>,
 }
 
 impl AdminState {
-    pub fn new(publisher: Arc<Publisher>, token: Option<String>) -> AdminState {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        source_status: Arc<SourceStatus>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+    ) -> AdminState {
         AdminState {
             publisher,
+            source_status,
+            metrics,
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
         }
@@ -116,7 +128,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.publisher.metrics.render().into_bytes(),
+            state.metrics.render().into_bytes(),
         ),
         "/consul-status" => {
             let body = serde_json::to_vec_pretty(&consul_status(state)).unwrap_or_default();
@@ -157,7 +169,7 @@ pub fn status(state: &AdminState) -> Value {
             "standby": pool_json(&snap.standby, health),
         },
         "source": snap.source,
-        "source_status": state.publisher.status.state(),
+        "source_status": state.source_status.state(),
         "swaps": state.publisher.history(),
     })
 }
@@ -173,7 +185,7 @@ pub fn consul_status(state: &AdminState) -> Value {
             .collect()
     };
     json!({
-        "source": state.publisher.status.state(),
+        "source": state.source_status.state(),
         "upstreams": {
             "active": servers(&snap.active),
             "standby": servers(&snap.standby),
@@ -196,9 +208,9 @@ fn pool_json(p: &Pool, health: Option<&str>) -> Value {
                 "version": m.instance.version,
                 "tags": m.instance.tags,
                 "consul_health": health,
-                "in_flight": m.upstream.in_flight(),
-                "idle_connections": m.upstream.idle_connections(),
-                "ejected_for_ms": m.upstream.health.ejected_for().map(|d| d.as_millis() as u64),
+                "in_flight": m.endpoint.in_flight(),
+                "idle_connections": ConnPool::of(&m.endpoint).idle_connections(),
+                "ejected_for_ms": m.endpoint.health.ejected_for().map(|d| d.as_millis() as u64),
             })
         })
         .collect();

@@ -13,9 +13,10 @@ use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::pool::Instance;
+use crate::core::InFlight;
+use crate::core::Instance;
+use crate::http::upstream::{ConnPool, Sender};
 use crate::telemetry::metrics::{status_class, Lv, Metrics};
-use crate::upstream::{InFlight, Sender};
 
 /// Fields only the access log needs; absent when it is off.
 #[derive(Debug)]
@@ -124,7 +125,8 @@ pub struct Streamed {
 impl Streamed {
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.in_flight.upstream().put_idle(sender, self.max_idle);
+            let endpoint = self.in_flight.endpoint();
+            ConnPool::of(endpoint).put_idle(endpoint, sender, self.max_idle);
         }
     }
 }

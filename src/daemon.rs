@@ -1,10 +1,6 @@
-//! The running daemon: wires config, source, publisher, proxy and listeners together, applies
-//! reloads, and drains on shutdown. Signals are translated into calls here by the CLI, which keeps
+//! The daemon's composition root: wires config, source, publisher, the HTTP front-end and the
+//! admin API together, applies reloads, and drains on shutdown. Signals are translated into calls here by the CLI, which keeps
 //! this testable in-process.
-
-pub mod listener;
-pub mod strict;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,16 +13,29 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
-use crate::config::Config;
-use crate::discovery;
-use crate::pool::Publisher;
-use crate::proxy::{Proxy, Settings};
-pub use listener::ListenerSettings;
+use crate::config::{Config, SetupError};
+use crate::core::discovery::{self, status::SourceStatus, Reports};
+use crate::core::Publisher;
+pub use crate::http::listener::ListenerSettings;
+use crate::http::proxy::{Proxy, Settings};
+use crate::http::{listener, tls};
+use crate::telemetry::metrics::Metrics;
+
+/// The sockets a daemon serves, bound by the caller (on `127.0.0.1:0` in tests).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+    /// Required when the config has a `[tls]` section.
+    pub tls: Option<TcpListener>,
+}
 
 /// A started daemon.
 pub struct Daemon {
     pub proxy: Arc<Proxy>,
     pub publisher: Arc<Publisher>,
+    /// What the running source last did (`/status`'s `source_status`).
+    pub status: Arc<SourceStatus>,
+    pub metrics: Arc<Metrics>,
     pub public_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
@@ -42,51 +51,65 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts serving on already-bound listeners (bind `127.0.0.1:0` in tests). Fails when the
-    /// source cannot be built (e.g. an unreadable CA or token file), naming it.
+    /// Starts serving on already-bound listeners. Fails, naming the setting, when something the
+    /// config points at cannot be used (an unreadable CA, token or certificate file).
     pub fn start(
         cfg: Config,
         public: TcpListener,
         admin: Option<TcpListener>,
-    ) -> Result<Daemon, String> {
-        Daemon::start_with_tls(cfg, public, admin, None)
+    ) -> Result<Daemon, SetupError> {
+        Daemon::run(
+            cfg,
+            Listeners {
+                public,
+                admin,
+                tls: None,
+            },
+        )
     }
 
-    /// As [`Daemon::start`], plus the HTTPS listener `cfg.tls` asks for (bound by the caller).
+    /// As [`Daemon::start`], plus the HTTPS listener `cfg.tls` asks for.
     pub fn start_with_tls(
         cfg: Config,
         public: TcpListener,
         admin: Option<TcpListener>,
-        tls_listener: Option<TcpListener>,
-    ) -> Result<Daemon, String> {
-        let public_addr = public.local_addr().map_err(|e| e.to_string())?;
-        let tls_addr = tls_listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let tls = match (&cfg.tls, &tls_listener) {
+        tls: Option<TcpListener>,
+    ) -> Result<Daemon, SetupError> {
+        Daemon::run(cfg, Listeners { public, admin, tls })
+    }
+
+    /// Builds everything that can fail first, then spawns the source, the listeners and the
+    /// admin API, so a failed start leaves no task behind.
+    pub fn run(cfg: Config, l: Listeners) -> Result<Daemon, SetupError> {
+        let addr = |l: &TcpListener| l.local_addr().map_err(SetupError::Listener);
+        let public_addr = addr(&l.public)?;
+        let tls_addr = l.tls.as_ref().map(addr).transpose()?;
+        let admin_addr = l.admin.as_ref().map(addr).transpose()?;
+        let tls = match (&cfg.tls, &l.tls) {
             (Some(t), Some(_)) => Some(Arc::new(ArcSwap::from_pointee(tls::acceptor(t)?))),
-            (Some(t), None) => {
-                return Err(format!(
-                    "tls is configured but nothing listens on {}",
-                    t.listen
-                ))
-            }
+            (Some(t), None) => return Err(SetupError::TlsNotListening(t.listen.to_string())),
             (None, _) => None,
         };
-        let admin_addr = admin
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()
-            .map_err(|e| e.to_string())?;
         let source = discovery::from_config(&cfg.source, &cfg.pools)?;
-        let publisher = Arc::new(Publisher::new(cfg.pools.single_version));
+        let admin_token = cfg.server.admin_token()?;
+
+        let metrics = Arc::new(Metrics::new());
+        let status = Arc::new(SourceStatus::default());
+        let publisher = Arc::new(Publisher::new(
+            cfg.pools.single_version,
+            Arc::clone(&metrics),
+        ));
+        let reports = Reports {
+            publisher: Arc::clone(&publisher),
+            status: Arc::clone(&status),
+            metrics: Arc::clone(&metrics),
+        };
+        let source = tokio::spawn(source.run(reports));
         let proxy = Arc::new(Proxy::new(
             Arc::clone(&publisher),
+            Arc::clone(&metrics),
             Settings::from_config(&cfg),
         ));
-        let source = tokio::spawn(source.run(Arc::clone(&publisher)));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (settings, settings_rx) = watch::channel(Arc::new(ListenerSettings::from_config(&cfg)));
         let (drain, drain_rx) = watch::channel(cfg.server.drain_timeout);
@@ -98,31 +121,26 @@ impl Daemon {
             shutdown: shutdown_rx.clone(),
             drain: drain_rx,
         };
-        let mut listeners = vec![tokio::spawn(listener::serve(public, None, shared.clone()))];
-        if let (Some(l), Some(t)) = (tls_listener, &tls) {
+        let mut listeners = vec![tokio::spawn(listener::serve(
+            l.public,
+            None,
+            shared.clone(),
+        ))];
+        if let (Some(sock), Some(t)) = (l.tls, &tls) {
             listeners.push(tokio::spawn(listener::serve(
-                l,
+                sock,
                 Some(Arc::clone(t)),
                 shared,
             )));
         }
-        let admin_token = match &cfg.server.admin_token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| {
-                        format!("server.admin_token_file: cannot read {}: {e}", p.display())
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let admin = admin.map(|l| {
-            tokio::spawn(admin::serve(
-                l,
-                admin::AdminState::new(Arc::clone(&publisher), admin_token),
-                shutdown_rx,
-            ))
+        let admin = l.admin.map(|sock| {
+            let state = admin::AdminState::new(
+                Arc::clone(&publisher),
+                Arc::clone(&status),
+                Arc::clone(&metrics),
+                admin_token,
+            );
+            tokio::spawn(admin::serve(sock, state, shutdown_rx))
         });
         tracing::info!(
             target: "zerodown::server",
@@ -136,6 +154,8 @@ impl Daemon {
         Ok(Daemon {
             proxy,
             publisher,
+            status,
+            metrics,
             public_addr,
             admin_addr,
             tls_addr,
@@ -154,7 +174,7 @@ impl Daemon {
     /// Applies a new, already validated config without dropping a connection. Listener addresses
     /// cannot change in place; a change is logged and needs a restart. A source that cannot be
     /// built rejects the whole reload, so nothing changes.
-    pub fn reload(&self, new: Config) -> Result<(), String> {
+    pub fn reload(&self, new: Config) -> Result<(), SetupError> {
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
         let source = if new.source != cur.source || new.pools != cur.pools {
             Some(discovery::from_config(&new.source, &new.pools)?)
@@ -164,12 +184,7 @@ impl Daemon {
         // Certificates are re-read on every reload (renewals keep the same paths).
         let acceptor = match (&new.tls, &self.tls) {
             (Some(t), Some(_)) => Some(tls::acceptor(t)?),
-            (Some(_), None) => {
-                return Err(
-                    "tls was added to the config: restart zerodown to open the HTTPS listener"
-                        .into(),
-                )
-            }
+            (Some(_), None) => return Err(SetupError::TlsAdded),
             (None, _) => None,
         };
         if let (Some(a), Some(slot)) = (acceptor, &self.tls) {
@@ -198,7 +213,11 @@ impl Daemon {
         if let Some(source) = source {
             let mut task = self.source.lock().unwrap_or_else(|p| p.into_inner());
             task.abort();
-            *task = tokio::spawn(source.run(Arc::clone(&self.publisher)));
+            *task = tokio::spawn(source.run(Reports {
+                publisher: Arc::clone(&self.publisher),
+                status: Arc::clone(&self.status),
+                metrics: Arc::clone(&self.metrics),
+            }));
             tracing::info!(target: "zerodown::server", source = %source_name(&new), "upstream source restarted");
         }
         *cur = new;

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::tls::Tls;
-use crate::config::ConsulAddress;
+use crate::config::{ConsulAddress, SetupError};
 
 /// Answers larger than this are refused rather than buffered.
 const MAX_BODY: usize = 64 << 20;
@@ -81,11 +81,14 @@ impl ConsulClient {
         addr: ConsulAddress,
         token: Option<String>,
         tls: Option<Tls>,
-    ) -> Result<ConsulClient, String> {
+    ) -> Result<ConsulClient, SetupError> {
         let token = match token {
             Some(t) => {
                 let mut v = HeaderValue::from_str(t.trim()).map_err(|_| {
-                    "the Consul ACL token holds characters a header cannot carry".to_string()
+                    SetupError::setting(
+                        "source.token_file",
+                        "the Consul ACL token holds characters a header cannot carry",
+                    )
                 })?;
                 v.set_sensitive(true);
                 Some(v)

@@ -2,7 +2,7 @@
 //! and ejected ones. If every untried member is ejected, they are tried anyway: a possibly-recovered
 //! instance beats a certain 502 (Envoy's "panic mode"), and it never falls back to the other pool.
 
-use crate::pool::Pool;
+use crate::core::Pool;
 
 /// Members tried for one request, as a small bit set (pools above 64 members fall back to a list).
 #[derive(Debug, Default)]
@@ -49,7 +49,7 @@ pub fn pick(pool: &Pool, start: usize, tried: &Tried) -> Option<usize> {
         if tried.contains(i) {
             continue;
         }
-        if !pool.members[i].upstream.health.is_ejected() {
+        if !pool.members[i].endpoint.health.is_ejected() {
             return Some(i);
         }
         fallback.get_or_insert(i);
@@ -60,8 +60,8 @@ pub fn pick(pool: &Pool, start: usize, tried: &Tried) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{Instance, Member};
-    use crate::upstream::Upstream;
+    use crate::core::Endpoint;
+    use crate::core::{Instance, Member};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -74,7 +74,7 @@ mod tests {
                     version: "v1".into(),
                     tags: vec![],
                 }),
-                upstream: Arc::new(Upstream::new(format!("127.0.0.1:{}", 1000 + i))),
+                endpoint: Arc::new(Endpoint::new(format!("127.0.0.1:{}", 1000 + i))),
             })
             .collect();
         Pool::new(members, None)
@@ -88,7 +88,7 @@ mod tests {
         tried.insert(1);
         assert_eq!(pick(&p, 4, &tried), Some(2));
         p.members[2]
-            .upstream
+            .endpoint
             .health
             .record_failure(1, Duration::from_secs(60));
         assert_eq!(pick(&p, 4, &tried), Some(0));

@@ -21,14 +21,16 @@ pub use client::{ConsulClient, ConsulError, Reply};
 pub use parse::{health_entries, Parsed, VersionRule};
 use watch::{IndexEvent, Watch};
 
-use super::{split_by_tags, UpstreamSource};
-use crate::config::{process_env, ActiveSelector, Consistency, ConsulSourceConfig, PoolsConfig};
-use crate::pool::{Candidates, Instance, Publisher, SourceInfo};
+use super::{split_by_tags, Reports, UpstreamSource};
+use crate::config::{
+    process_env, ActiveSelector, Consistency, ConsulSourceConfig, PoolsConfig, SetupError,
+};
+use crate::core::{Candidates, Instance, SourceInfo};
 use crate::telemetry::metrics::Lv;
 
 /// Builds the client the source and the operator commands use: TLS and the ACL token resolved from
 /// the config and the standard variables. Errors name the setting to fix.
-pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, String> {
+pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, SetupError> {
     client_with_token(cfg, resolve_token(cfg)?)
 }
 
@@ -36,7 +38,7 @@ pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, String> {
 pub fn client_with_token(
     cfg: &ConsulSourceConfig,
     token: Option<String>,
-) -> Result<ConsulClient, String> {
+) -> Result<ConsulClient, SetupError> {
     let tls = if cfg.address.https {
         Some(tls::build(&cfg.address, &cfg.tls)?)
     } else {
@@ -45,7 +47,7 @@ pub fn client_with_token(
     ConsulClient::new(cfg.address.clone(), token, tls)
 }
 
-fn resolve_token(cfg: &ConsulSourceConfig) -> Result<Option<String>, String> {
+fn resolve_token(cfg: &ConsulSourceConfig) -> Result<Option<String>, SetupError> {
     Ok(match cfg
         .token_file
         .clone()
@@ -53,7 +55,10 @@ fn resolve_token(cfg: &ConsulSourceConfig) -> Result<Option<String>, String> {
     {
         Some(path) => Some(
             std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read the Consul token file {}: {e} (source.token_file / CONSUL_HTTP_TOKEN_FILE)", path.display()))?
+                .map_err(|e| {
+                    let message = format!("cannot read the Consul token file {}: {e} (source.token_file / CONSUL_HTTP_TOKEN_FILE)", path.display());
+                    SetupError::file("source.token_file", &path, message)
+                })?
                 .trim()
                 .to_string(),
         ),
@@ -69,10 +74,11 @@ pub struct ConsulSource {
 }
 
 impl ConsulSource {
-    pub fn new(cfg: ConsulSourceConfig, pools: PoolsConfig) -> Result<ConsulSource, String> {
+    pub fn new(cfg: ConsulSourceConfig, pools: PoolsConfig) -> Result<ConsulSource, SetupError> {
         Ok(ConsulSource {
             client: Arc::new(client(&cfg)?),
-            versions: VersionRule::new(&cfg.version_meta_key, &cfg.version_tag_pattern)?,
+            versions: VersionRule::new(&cfg.version_meta_key, &cfg.version_tag_pattern)
+                .map_err(|e| SetupError::setting("source.version_tag_pattern", e))?,
             cfg,
             pools,
         })
@@ -192,21 +198,21 @@ impl Progress {
 }
 
 impl UpstreamSource for ConsulSource {
-    fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn run(self: Box<Self>, out: Reports) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let me = Arc::new(*self);
-            publisher.status.reset("consul", me.info(None).origin);
+            out.status.reset("consul", me.info(None).origin);
             let (tx, mut rx) = mpsc::channel::<Update>(16);
             let _service = AbortOnDrop(tokio::spawn(supervise(
                 Arc::clone(&me),
-                Arc::clone(&publisher),
+                out.clone(),
                 tx.clone(),
                 false,
             )));
             let _key = (me.cfg.active_selector == ActiveSelector::Kv).then(|| {
                 AbortOnDrop(tokio::spawn(supervise(
                     Arc::clone(&me),
-                    Arc::clone(&publisher),
+                    out.clone(),
                     tx.clone(),
                     true,
                 )))
@@ -240,7 +246,7 @@ impl UpstreamSource for ConsulSource {
                         }
                     },
                 };
-                publisher.offer(Candidates {
+                out.publisher.offer(Candidates {
                     active,
                     standby,
                     source: me.info(Some(*index)),
@@ -260,26 +266,13 @@ fn split_by_group(instances: &[Instance], group: &str) -> (Vec<Instance>, Vec<In
 }
 
 /// Runs one watch under the [`watchdog`], with a limit longer than any call plus backoff can take.
-async fn supervise(
-    me: Arc<ConsulSource>,
-    publisher: Arc<Publisher>,
-    tx: mpsc::Sender<Update>,
-    key: bool,
-) {
+async fn supervise(me: Arc<ConsulSource>, out: Reports, tx: mpsc::Sender<Update>, key: bool) {
     let limit = me.cfg.request_timeout() + me.cfg.retry_max + Duration::from_secs(30);
-    let status = Arc::clone(&publisher);
+    let status = Arc::clone(&out.status);
     watchdog(
         limit,
-        move || status.status.restarted(),
-        |progress| {
-            run_watch(
-                Arc::clone(&me),
-                Arc::clone(&publisher),
-                tx.clone(),
-                key,
-                progress,
-            )
-        },
+        move || status.restarted(),
+        |progress| run_watch(Arc::clone(&me), out.clone(), tx.clone(), key, progress),
     )
     .await;
 }
@@ -320,7 +313,7 @@ where
 
 async fn run_watch(
     me: Arc<ConsulSource>,
-    publisher: Arc<Publisher>,
+    out: Reports,
     tx: mpsc::Sender<Update>,
     key: bool,
     progress: Arc<Progress>,
@@ -330,7 +323,7 @@ async fn run_watch(
     } else {
         me.service_watch()
     };
-    let metrics = Arc::clone(&publisher.metrics);
+    let metrics = Arc::clone(&out.metrics);
     let label = [("watch", Lv::S(if key { "kv" } else { "service" }))];
     let _ = metrics.watch_errors.get_or_create(&label);
     loop {
@@ -371,7 +364,7 @@ async fn run_watch(
                 if !key {
                     metrics.watch_last_index.set(w.index as i64);
                 }
-                let errors = publisher.status.ok((!key).then_some(w.index));
+                let errors = out.status.ok((!key).then_some(w.index));
                 if errors > 0 {
                     tracing::info!(target: "zerodown::source", watch = %w.what, after_errors = errors, "consul watch recovered");
                 }
@@ -385,7 +378,7 @@ async fn run_watch(
                 metrics.watch_errors.get_or_create(&label).inc();
                 let delay = w.failed();
                 let msg = format!("{}: {e}", w.what);
-                if publisher.status.error(&msg) {
+                if out.status.error(&msg) {
                     tracing::error!(target: "zerodown::source", watch = %w.what, error = %e, retry_in_ms = delay.as_millis() as u64, "consul watch failed: the last good pools keep serving");
                 }
                 tokio::time::sleep(delay).await;

@@ -10,14 +10,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::{PoolsConfig, SourceConfig};
-use crate::pool::{Instance, Publisher};
+use crate::config::{PoolsConfig, SetupError, SourceConfig};
+use crate::core::{Instance, Publisher};
+use crate::telemetry::metrics::Metrics;
+use status::SourceStatus;
+
+/// Where a running source reports: every new view to the publisher, its health to the status
+/// `/status` shows, its calls to the metrics.
+#[derive(Clone)]
+pub struct Reports {
+    pub publisher: Arc<Publisher>,
+    pub status: Arc<SourceStatus>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// A source of upstream instances, run as one task until aborted.
 pub trait UpstreamSource: Send + 'static {
-    /// Watches the source forever, offering every new view to `publisher`. Errors are logged and
-    /// retried inside; returning would leave the pools frozen, so implementations never return.
-    fn run(self: Box<Self>, publisher: Arc<Publisher>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Watches the source forever, offering every new view to `out.publisher`. Errors are logged
+    /// and retried inside; returning would leave the pools frozen, so implementations never return.
+    fn run(self: Box<Self>, out: Reports) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// Builds the source a config names; fails (naming the setting) when e.g. a TLS or token file
@@ -25,7 +36,7 @@ pub trait UpstreamSource: Send + 'static {
 pub fn from_config(
     source: &SourceConfig,
     pools: &PoolsConfig,
-) -> Result<Box<dyn UpstreamSource>, String> {
+) -> Result<Box<dyn UpstreamSource>, SetupError> {
     Ok(match source {
         SourceConfig::File(f) => Box::new(file::FileSource::new(f.clone(), pools.clone())),
         SourceConfig::Consul(c) => Box::new(consul::ConsulSource::new(c.clone(), pools.clone())?),
