@@ -7,11 +7,15 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::Source;
-use super::file::{FileConfig, RouteSection, SourceSection};
+use super::file::{
+    FileConfig, Http2Section, LimitsSection, LogSection, PoolsSection, RouteSection, ServerSection,
+    SourceSection, UpstreamSection,
+};
 use super::{
     duration, process_env, ActiveSelector, Cidr, Config, ConfigError, Consistency, ConsulAddress,
-    ConsulSourceConfig, Env, FileSourceConfig, LogFormat, PoolName, Route, SourceConfig, TlsConfig,
-    Underscores,
+    ConsulSourceConfig, Env, FileSourceConfig, Http2Config, LimitsConfig, LogConfig, LogFormat,
+    PoolName, PoolsConfig, Route, ServerConfig, SourceConfig, TlsConfig, Underscores,
+    UpstreamConfig,
 };
 
 type Opt<T> = Option<Spanned<T>>;
@@ -20,45 +24,72 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     let src = Source { origin, text };
     let raw: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     let mut cfg = Config::default();
+    server(&src, raw.server, base, &mut cfg.server)?;
+    limits(&src, raw.limits, &mut cfg.limits)?;
+    http2(&src, raw.http2, &mut cfg.http2)?;
+    if let Some(t) = raw.tls {
+        let t = t.into_inner();
+        cfg.tls = Some(TlsConfig {
+            listen: addr(&src, &t.listen, "tls.listen")?,
+            cert: base.join(t.cert.get_ref()),
+            key: base.join(t.key.get_ref()),
+        });
+    }
 
-    let s = raw.server;
-    set(&mut cfg.server.listen, s.listen, |v| {
-        addr(&src, v, "server.listen")
-    })?;
-    set(&mut cfg.server.admin_listen, s.admin_listen, |v| {
-        addr(&src, v, "server.admin_listen")
+    log(&src, raw.log, &mut cfg.log)?;
+    upstream(&src, raw.upstream, &mut cfg.upstream)?;
+    pools(&src, raw.pools, &mut cfg.pools)?;
+    if let Some(source) = raw.source {
+        cfg.source = source_config(&src, source, base)?;
+    }
+    if let Some(routes) = raw.routes {
+        cfg.routes = route_table(&src, routes)?;
+    }
+    Ok(cfg)
+}
+
+/// `[server]`.
+fn server(
+    src: &Source,
+    s: ServerSection,
+    base: &Path,
+    cfg: &mut ServerConfig,
+) -> Result<(), ConfigError> {
+    set(&mut cfg.listen, s.listen, |v| addr(src, v, "server.listen"))?;
+    set(&mut cfg.admin_listen, s.admin_listen, |v| {
+        addr(src, v, "server.admin_listen")
     })?;
     if let Some(v) = s.health_path {
-        cfg.server.health_path = if v.get_ref().is_empty() {
+        cfg.health_path = if v.get_ref().is_empty() {
             None
         } else {
-            Some(path_prefix(&src, &v, "server.health_path")?)
+            Some(path_prefix(src, &v, "server.health_path")?)
         };
     }
-    set(&mut cfg.server.threads, s.threads, |v| Ok(*v.get_ref()))?;
-    set(&mut cfg.server.drain_timeout, s.drain_timeout, |v| {
-        dur(&src, v, "server.drain_timeout")
+    set(&mut cfg.threads, s.threads, |v| Ok(*v.get_ref()))?;
+    set(&mut cfg.drain_timeout, s.drain_timeout, |v| {
+        dur(src, v, "server.drain_timeout")
     })?;
-    set(&mut cfg.server.header_timeout, s.header_timeout, |v| {
-        positive(&src, v, "server.header_timeout")
+    set(&mut cfg.header_timeout, s.header_timeout, |v| {
+        positive(src, v, "server.header_timeout")
     })?;
-    set(
-        &mut cfg.server.keepalive_timeout,
-        s.keepalive_timeout,
-        |v| positive(&src, v, "server.keepalive_timeout"),
-    )?;
+    set(&mut cfg.keepalive_timeout, s.keepalive_timeout, |v| {
+        positive(src, v, "server.keepalive_timeout")
+    })?;
 
-    set(&mut cfg.server.admin_token_file, s.admin_token_file, |v| {
+    set(&mut cfg.admin_token_file, s.admin_token_file, |v| {
         Ok(Some(base.join(v.get_ref())))
     })?;
+    Ok(())
+}
 
-    let lim = raw.limits;
-    let c = &mut cfg.limits;
+/// `[limits]`.
+fn limits(src: &Source, lim: LimitsSection, c: &mut LimitsConfig) -> Result<(), ConfigError> {
     set(&mut c.max_header_bytes, lim.max_header_bytes, |v| {
-        between(&src, v, "limits.max_header_bytes", 8192, 1 << 24)
+        between(src, v, "limits.max_header_bytes", 8192, 1 << 24)
     })?;
     set(&mut c.max_headers, lim.max_headers, |v| {
-        between(&src, v, "limits.max_headers", 1, 10_000)
+        between(src, v, "limits.max_headers", 1, 10_000)
     })?;
     set(&mut c.max_body_bytes, lim.max_body_bytes, |v| {
         Ok(*v.get_ref())
@@ -66,27 +97,27 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     set(
         &mut c.max_upstream_header_bytes,
         lim.max_upstream_header_bytes,
-        |v| between(&src, v, "limits.max_upstream_header_bytes", 8192, 1 << 24),
+        |v| between(src, v, "limits.max_upstream_header_bytes", 8192, 1 << 24),
     )?;
     set(&mut c.max_connections, lim.max_connections, |v| {
-        between(&src, v, "limits.max_connections", 1, 10_000_000)
+        between(src, v, "limits.max_connections", 1, 10_000_000)
     })?;
     set(&mut c.connection_wait, lim.connection_wait, |v| {
-        dur(&src, v, "limits.connection_wait")
+        dur(src, v, "limits.connection_wait")
     })?;
     set(&mut c.body_idle_timeout, lim.body_idle_timeout, |v| {
-        positive(&src, v, "limits.body_idle_timeout")
+        positive(src, v, "limits.body_idle_timeout")
     })?;
     set(&mut c.body_timeout, lim.body_timeout, |v| {
-        positive(&src, v, "limits.body_timeout")
+        positive(src, v, "limits.body_timeout")
     })?;
     set(
         &mut c.max_requests_per_connection,
         lim.max_requests_per_connection,
-        |v| at_least_one(&src, v, "limits.max_requests_per_connection"),
+        |v| at_least_one(src, v, "limits.max_requests_per_connection"),
     )?;
     set(&mut c.max_connection_age, lim.max_connection_age, |v| {
-        positive(&src, v, "limits.max_connection_age")
+        positive(src, v, "limits.max_connection_age")
     })?;
     set(&mut c.underscore_headers, lim.underscore_headers, |v| {
         match v.get_ref().as_str() {
@@ -108,33 +139,35 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
             })
             .collect::<Result<_, _>>()?;
     }
+    Ok(())
+}
 
-    let h = raw.http2;
-    let c = &mut cfg.http2;
+/// `[http2]`.
+fn http2(src: &Source, h: Http2Section, c: &mut Http2Config) -> Result<(), ConfigError> {
     set(
         &mut c.max_concurrent_streams,
         h.max_concurrent_streams,
-        |v| between(&src, v, "http2.max_concurrent_streams", 1, 10_000),
+        |v| between(src, v, "http2.max_concurrent_streams", 1, 10_000),
     )?;
     set(
         &mut c.max_pending_accept_reset_streams,
         h.max_pending_accept_reset_streams,
-        |v| between(&src, v, "http2.max_pending_accept_reset_streams", 1, 10_000),
+        |v| between(src, v, "http2.max_pending_accept_reset_streams", 1, 10_000),
     )?;
     set(
         &mut c.max_local_error_reset_streams,
         h.max_local_error_reset_streams,
-        |v| between(&src, v, "http2.max_local_error_reset_streams", 1, 100_000),
+        |v| between(src, v, "http2.max_local_error_reset_streams", 1, 100_000),
     )?;
     set(&mut c.max_header_list_size, h.max_header_list_size, |v| {
-        between(&src, v, "http2.max_header_list_size", 16 * 1024, 1 << 20)
+        between(src, v, "http2.max_header_list_size", 16 * 1024, 1 << 20)
     })?;
     set(
         &mut c.initial_stream_window_size,
         h.initial_stream_window_size,
         |v| {
             between(
-                &src,
+                src,
                 v,
                 "http2.initial_stream_window_size",
                 65_535,
@@ -147,7 +180,7 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
         h.initial_connection_window_size,
         |v| {
             between(
-                &src,
+                src,
                 v,
                 "http2.initial_connection_window_size",
                 65_535,
@@ -155,28 +188,20 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
             )
         },
     )?;
+    Ok(())
+}
 
-    if let Some(t) = raw.tls {
-        let t = t.into_inner();
-        cfg.tls = Some(TlsConfig {
-            listen: addr(&src, &t.listen, "tls.listen")?,
-            cert: base.join(t.cert.get_ref()),
-            key: base.join(t.key.get_ref()),
-        });
-    }
-
-    let l = raw.log;
-    set(&mut cfg.log.format, l.format, |v| {
-        match v.get_ref().as_str() {
-            "json" => Ok(LogFormat::Json),
-            "text" => Ok(LogFormat::Text),
-            other => Err(src.at(
-                Some(v.span()),
-                format!("log.format: unknown format {other:?} (use \"json\" or \"text\")"),
-            )),
-        }
+/// `[log]`.
+fn log(src: &Source, l: LogSection, cfg: &mut LogConfig) -> Result<(), ConfigError> {
+    set(&mut cfg.format, l.format, |v| match v.get_ref().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        other => Err(src.at(
+            Some(v.span()),
+            format!("log.format: unknown format {other:?} (use \"json\" or \"text\")"),
+        )),
     })?;
-    set(&mut cfg.log.level, l.level, |v| {
+    set(&mut cfg.level, l.level, |v| {
         tracing_subscriber::EnvFilter::try_new(v.get_ref())
             .map(|_| v.get_ref().clone())
             .map_err(|e| {
@@ -186,8 +211,8 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
                 )
             })
     })?;
-    set(&mut cfg.log.access_log, l.access_log, |v| Ok(*v.get_ref()))?;
-    set(&mut cfg.log.access_sample, l.access_sample, |v| {
+    set(&mut cfg.access_log, l.access_log, |v| Ok(*v.get_ref()))?;
+    set(&mut cfg.access_sample, l.access_sample, |v| {
         let f = *v.get_ref();
         if (0.0..=1.0).contains(&f) {
             Ok(f)
@@ -200,70 +225,61 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
             ))
         }
     })?;
+    Ok(())
+}
 
-    let u = raw.upstream;
-    set(&mut cfg.upstream.connect_timeout, u.connect_timeout, |v| {
-        positive(&src, v, "upstream.connect_timeout")
+/// `[upstream]`.
+fn upstream(src: &Source, u: UpstreamSection, cfg: &mut UpstreamConfig) -> Result<(), ConfigError> {
+    set(&mut cfg.connect_timeout, u.connect_timeout, |v| {
+        positive(src, v, "upstream.connect_timeout")
+    })?;
+    set(&mut cfg.response_timeout, u.response_timeout, |v| {
+        positive(src, v, "upstream.response_timeout")
+    })?;
+    set(&mut cfg.first_chunk_wait, u.first_chunk_wait, |v| {
+        dur(src, v, "upstream.first_chunk_wait")
+    })?;
+    set(&mut cfg.idle_timeout, u.idle_timeout, |v| {
+        positive(src, v, "upstream.idle_timeout")
     })?;
     set(
-        &mut cfg.upstream.response_timeout,
-        u.response_timeout,
-        |v| positive(&src, v, "upstream.response_timeout"),
-    )?;
-    set(
-        &mut cfg.upstream.first_chunk_wait,
-        u.first_chunk_wait,
-        |v| dur(&src, v, "upstream.first_chunk_wait"),
-    )?;
-    set(&mut cfg.upstream.idle_timeout, u.idle_timeout, |v| {
-        positive(&src, v, "upstream.idle_timeout")
-    })?;
-    set(
-        &mut cfg.upstream.max_idle_per_instance,
+        &mut cfg.max_idle_per_instance,
         u.max_idle_per_instance,
         |v| Ok(*v.get_ref()),
     )?;
-    set(&mut cfg.upstream.max_attempts, u.max_attempts, |v| {
-        at_least_one(&src, v, "upstream.max_attempts").map(|n| n as usize)
+    set(&mut cfg.max_attempts, u.max_attempts, |v| {
+        at_least_one(src, v, "upstream.max_attempts").map(|n| n as usize)
     })?;
-    set(&mut cfg.upstream.eject_after, u.eject_after, |v| {
-        at_least_one(&src, v, "upstream.eject_after").map(|n| n as u32)
+    set(&mut cfg.eject_after, u.eject_after, |v| {
+        at_least_one(src, v, "upstream.eject_after").map(|n| n as u32)
     })?;
-    set(&mut cfg.upstream.eject_for, u.eject_for, |v| {
-        dur(&src, v, "upstream.eject_for")
+    set(&mut cfg.eject_for, u.eject_for, |v| {
+        dur(src, v, "upstream.eject_for")
     })?;
+    Ok(())
+}
 
-    let p = raw.pools;
-    set(&mut cfg.pools.active_tag, p.active_tag, |v| {
-        tag(&src, v, "pools.active_tag")
+/// `[pools]`; the two tags must differ.
+fn pools(src: &Source, p: PoolsSection, cfg: &mut PoolsConfig) -> Result<(), ConfigError> {
+    set(&mut cfg.active_tag, p.active_tag, |v| {
+        tag(src, v, "pools.active_tag")
     })?;
-    set(&mut cfg.pools.standby_tag, p.standby_tag, |v| {
-        tag(&src, v, "pools.standby_tag")
+    set(&mut cfg.standby_tag, p.standby_tag, |v| {
+        tag(src, v, "pools.standby_tag")
     })?;
-    set(&mut cfg.pools.single_version, p.single_version, |v| {
+    set(&mut cfg.single_version, p.single_version, |v| {
         Ok(*v.get_ref())
     })?;
-    if cfg
-        .pools
-        .active_tag
-        .eq_ignore_ascii_case(&cfg.pools.standby_tag)
-    {
+    if cfg.active_tag.eq_ignore_ascii_case(&cfg.standby_tag) {
         return Err(src.at(
             None,
             format!(
                 "pools.active_tag and pools.standby_tag are both {:?}: give the two pools different tags",
-                cfg.pools.active_tag
+                cfg.active_tag
             ),
         ));
     }
-
-    if let Some(source) = raw.source {
-        cfg.source = source_config(&src, source, base)?;
-    }
-    if let Some(routes) = raw.routes {
-        cfg.routes = route_table(&src, routes)?;
-    }
-    Ok(cfg)
+    Ok(())
 }
 
 /// Applies an optional file value over a default.

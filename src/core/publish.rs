@@ -114,82 +114,38 @@ impl Publisher {
         let current = self.cell.load_full();
         let now = SystemTime::now();
         let mut reasons = Vec::new();
-        let single = w.single_version;
-        let plans = [
-            (&current.active, c.active, "active", 0usize),
-            (&current.standby, c.standby, "standby", 1usize),
-        ]
-        .map(|(pool, candidates, name, slot)| {
-            let now_serving = Current {
-                empty: pool.is_empty(),
-                version: pool.version.as_deref(),
-            };
-            let verdict = decide(candidates, now_serving, pool.hold.as_ref(), single, now);
-            let (instances, hold) = match verdict {
-                Verdict::Serve {
-                    instances,
-                    hold,
-                    reason,
-                } => {
-                    if let Some(r) = reason {
-                        tracing::error!(target: "zerodown::gate", pool = name, reason = %r, "version decision");
-                        reasons.push(format!("{name}: {r}"));
-                    }
-                    (Some(instances), hold)
-                }
-                // Keep the current members as they are.
-                Verdict::KeepCurrent { hold } => (None, Some(hold)),
-            };
-            log_hold(&mut w.last_hold_log[slot], name, pool.hold.as_ref(), hold.as_ref());
-            let same = instances
-                .as_ref()
-                .is_none_or(|new| pool.members.iter().map(|m| &*m.instance).eq(new.iter()));
-            (instances, hold, same)
-        });
-        let [(a_new, a_hold, a_same), (s_new, s_hold, s_same)] = plans;
-        let unchanged = a_same
-            && s_same
-            && same_hold(current.active.hold.as_ref(), a_hold.as_ref())
-            && same_hold(current.standby.hold.as_ref(), s_hold.as_ref());
+        let active = w.plan(
+            &current.active,
+            c.active,
+            PoolSide::ACTIVE,
+            now,
+            &mut reasons,
+        );
+        let standby = w.plan(
+            &current.standby,
+            c.standby,
+            PoolSide::STANDBY,
+            now,
+            &mut reasons,
+        );
+        let unchanged = active.same
+            && standby.same
+            && same_hold(current.active.hold.as_ref(), active.hold.as_ref())
+            && same_hold(current.standby.hold.as_ref(), standby.hold.as_ref());
         if unchanged {
             return false;
         }
-
-        // Endpoints by address, built only if a new instance needs one: an address keeps its
-        // connection pool and health across pools and swaps.
-        let mut by_address: Option<HashMap<&str, &Arc<Endpoint>>> = None;
-        let mut endpoint_for = |address: &str| -> Arc<Endpoint> {
-            let map = by_address.get_or_insert_with(|| {
-                current
-                    .active
-                    .members
-                    .iter()
-                    .chain(&current.standby.members)
-                    .map(|m| (m.instance.address.as_str(), &m.endpoint))
-                    .collect()
-            });
-            map.get(address)
-                .map(|u| Arc::clone(u))
-                .unwrap_or_else(|| Arc::new(Endpoint::new(address.to_string())))
-        };
-        let mut a_built = rebuild(&current.active, a_new, &mut endpoint_for);
-        let mut s_built = rebuild(&current.standby, s_new, &mut endpoint_for);
-        let active = Pool::new(std::mem::take(&mut a_built.members), a_hold);
-        let standby = Pool::new(std::mem::take(&mut s_built.members), s_hold);
-        a_built.diff.new_version = active.version.clone();
-        s_built.diff.new_version = standby.version.clone();
-        let next = Snapshot {
-            generation: current.generation + 1,
-            active,
-            standby,
-            source: Some(c.source.clone()),
-            created: now,
-        };
+        let kind_hold = active.same && standby.same;
+        let Built {
+            next,
+            diffs: [a_diff, s_diff],
+            gone,
+        } = build(&current, active, standby, &c.source, now);
         let kind = if current.active.version != next.active.version
             || current.standby.version != next.standby.version
         {
             "version_change"
-        } else if a_same && s_same {
+        } else if kind_hold {
             "hold"
         } else {
             "membership"
@@ -208,56 +164,16 @@ impl Publisher {
             } else {
                 reasons.join("; ")
             },
-            active: a_built.diff,
-            standby: s_built.diff,
+            active: a_diff,
+            standby: s_diff,
         };
         let generation = next.generation;
-        // Addresses that left every pool: their idle connections close now.
-        let mut gone: Vec<Arc<Endpoint>> = Vec::new();
-        let removed: Vec<&Member> = a_built
-            .removed
-            .iter()
-            .chain(&s_built.removed)
-            .copied()
-            .collect();
-        if !removed.is_empty() {
-            let kept: HashSet<&str> = next
-                .active
-                .members
-                .iter()
-                .chain(&next.standby.members)
-                .map(|m| m.instance.address.as_str())
-                .collect();
-            for m in removed {
-                if !kept.contains(m.instance.address.as_str()) {
-                    gone.push(Arc::clone(&m.endpoint));
-                }
-            }
-        }
         self.cell.store(Arc::new(next));
-        for u in gone {
-            u.retire();
+        for e in gone {
+            e.retire();
         }
         // Logged once the swap is visible, so a reader of the log can rely on it.
-        tracing::info!(
-            target: "zerodown::swap",
-            generation = record.generation,
-            kind = record.kind,
-            reason = %record.reason,
-            active_old = ?record.active.old_version,
-            active_new = ?record.active.new_version,
-            active_added = record.active.added_count,
-            active_removed = record.active.removed_count,
-            active_changes = ?(&record.active.added, &record.active.removed),
-            standby_old = ?record.standby.old_version,
-            standby_new = ?record.standby.new_version,
-            standby_added = record.standby.added_count,
-            standby_removed = record.standby.removed_count,
-            standby_changes = ?(&record.standby.added, &record.standby.removed),
-            source = c.source.kind,
-            index = ?c.source.index,
-            "pool swap"
-        );
+        log_swap(&record, &c.source);
         if w.history.len() == HISTORY {
             w.history.pop_front();
         }
@@ -266,6 +182,178 @@ impl Publisher {
         self.generation.send_replace(generation);
         true
     }
+}
+
+/// Which pool a plan is for: its name and its slot in per-pool bookkeeping.
+#[derive(Clone, Copy)]
+struct PoolSide {
+    name: &'static str,
+    slot: usize,
+}
+
+impl PoolSide {
+    const ACTIVE: PoolSide = PoolSide {
+        name: "active",
+        slot: 0,
+    };
+    const STANDBY: PoolSide = PoolSide {
+        name: "standby",
+        slot: 1,
+    };
+}
+
+/// What the gates decided for one pool.
+struct Plan {
+    /// The new sorted instances; `None` keeps the current members.
+    instances: Option<Vec<Instance>>,
+    hold: Option<Hold>,
+    /// The members would stay exactly as they are.
+    same: bool,
+}
+
+impl Writer {
+    /// Runs the gates for one pool; a version decision is logged and added to `reasons`.
+    fn plan(
+        &mut self,
+        pool: &Pool,
+        candidates: Vec<Instance>,
+        side: PoolSide,
+        now: SystemTime,
+        reasons: &mut Vec<String>,
+    ) -> Plan {
+        let now_serving = Current {
+            empty: pool.is_empty(),
+            version: pool.version.as_deref(),
+        };
+        let verdict = decide(
+            candidates,
+            now_serving,
+            pool.hold.as_ref(),
+            self.single_version,
+            now,
+        );
+        let name = side.name;
+        let (instances, hold) = match verdict {
+            Verdict::Serve {
+                instances,
+                hold,
+                reason,
+            } => {
+                if let Some(r) = reason {
+                    tracing::error!(target: "zerodown::gate", pool = name, reason = %r, "version decision");
+                    reasons.push(format!("{name}: {r}"));
+                }
+                (Some(instances), hold)
+            }
+            // Keep the current members as they are.
+            Verdict::KeepCurrent { hold } => (None, Some(hold)),
+        };
+        let last = &mut self.last_hold_log[side.slot];
+        log_hold(last, name, pool.hold.as_ref(), hold.as_ref());
+        let same = instances
+            .as_ref()
+            .is_none_or(|new| pool.members.iter().map(|m| &*m.instance).eq(new.iter()));
+        Plan {
+            instances,
+            hold,
+            same,
+        }
+    }
+}
+
+/// The next snapshot, what changed in each pool, and the endpoints that left every pool.
+struct Built {
+    next: Snapshot,
+    diffs: [PoolDiff; 2],
+    gone: Vec<Arc<Endpoint>>,
+}
+
+fn build(
+    current: &Snapshot,
+    active: Plan,
+    standby: Plan,
+    source: &SourceInfo,
+    now: SystemTime,
+) -> Built {
+    // Endpoints by address, built only if a new instance needs one: an address keeps its
+    // connection pool and health across pools and swaps.
+    let mut by_address: Option<HashMap<&str, &Arc<Endpoint>>> = None;
+    let mut endpoint_for = |address: &str| -> Arc<Endpoint> {
+        let map = by_address.get_or_insert_with(|| {
+            current
+                .active
+                .members
+                .iter()
+                .chain(&current.standby.members)
+                .map(|m| (m.instance.address.as_str(), &m.endpoint))
+                .collect()
+        });
+        map.get(address)
+            .map(|e| Arc::clone(e))
+            .unwrap_or_else(|| Arc::new(Endpoint::new(address.to_string())))
+    };
+    let mut a_built = rebuild(&current.active, active.instances, &mut endpoint_for);
+    let mut s_built = rebuild(&current.standby, standby.instances, &mut endpoint_for);
+    let next_active = Pool::new(std::mem::take(&mut a_built.members), active.hold);
+    let next_standby = Pool::new(std::mem::take(&mut s_built.members), standby.hold);
+    a_built.diff.new_version = next_active.version.clone();
+    s_built.diff.new_version = next_standby.version.clone();
+    let next = Snapshot {
+        generation: current.generation + 1,
+        active: next_active,
+        standby: next_standby,
+        source: Some(source.clone()),
+        created: now,
+    };
+    // Addresses that left every pool: their idle connections close once the swap is visible.
+    let mut gone: Vec<Arc<Endpoint>> = Vec::new();
+    let removed: Vec<&Member> = a_built
+        .removed
+        .iter()
+        .chain(&s_built.removed)
+        .copied()
+        .collect();
+    if !removed.is_empty() {
+        let kept: HashSet<&str> = next
+            .active
+            .members
+            .iter()
+            .chain(&next.standby.members)
+            .map(|m| m.instance.address.as_str())
+            .collect();
+        for m in removed {
+            if !kept.contains(m.instance.address.as_str()) {
+                gone.push(Arc::clone(&m.endpoint));
+            }
+        }
+    }
+    Built {
+        next,
+        diffs: [a_built.diff, s_built.diff],
+        gone,
+    }
+}
+
+fn log_swap(record: &SwapRecord, source: &SourceInfo) {
+    tracing::info!(
+        target: "zerodown::swap",
+        generation = record.generation,
+        kind = record.kind,
+        reason = %record.reason,
+        active_old = ?record.active.old_version,
+        active_new = ?record.active.new_version,
+        active_added = record.active.added_count,
+        active_removed = record.active.removed_count,
+        active_changes = ?(&record.active.added, &record.active.removed),
+        standby_old = ?record.standby.old_version,
+        standby_new = ?record.standby.new_version,
+        standby_added = record.standby.added_count,
+        standby_removed = record.standby.removed_count,
+        standby_changes = ?(&record.standby.added, &record.standby.removed),
+        source = source.kind,
+        index = ?source.index,
+        "pool swap"
+    );
 }
 
 impl Publisher {

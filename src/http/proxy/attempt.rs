@@ -1,0 +1,247 @@
+//! The attempt loop: one snapshot load, pick a member, check out a connection, send; retry on
+//! another member when that is safe (connect failures, a connection that died before the request
+//! was written, bodiless idempotent requests). Never falls back to the other pool.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request};
+use http_body::Body as _;
+use hyper::body::{Bytes, Frame, Incoming};
+
+use super::headers::{self, X_REQUEST_ID};
+use super::{Proxy, Settings, MAX_STALE_RETRIES};
+use crate::config::PoolName;
+use crate::core::balance::{self, Tried};
+use crate::core::{Endpoint, InFlight, Member};
+use crate::http::error::ProxyError;
+use crate::http::upstream::{BodyVerdict, ConnPool, Cutoff, Guarded, Sender, UpstreamBody};
+use crate::telemetry::metrics::Lv;
+
+impl Proxy {
+    /// Sends an admitted request to a member of `pool`, retrying on another when safe.
+    pub(super) async fn attempt(
+        &self,
+        req: Request<Incoming>,
+        pool_id: PoolName,
+        max_body: u64,
+        settings: &Settings,
+        request_id: &HeaderValue,
+    ) -> Result<Upstreamed, ProxyError> {
+        let pool_name = pool_id.as_str();
+        // Owned, not a guard: it is held across awaits until the response head arrives.
+        let snapshot = self.publisher.load_full();
+        let pool = snapshot.pool(pool_id);
+        if pool.is_empty() {
+            return Err(ProxyError::EmptyPool { pool: pool_name });
+        }
+        let metrics = &self.metrics;
+        let pool_label = [("pool", Lv::S(pool_name))];
+        // Counts a failure against an instance; true when it ejected the instance.
+        let record_failure = |up: &Endpoint| {
+            let ejected = up
+                .health
+                .record_failure(settings.eject_after, settings.eject_for);
+            if ejected {
+                metrics.ejections.get_or_create(&pool_label).inc();
+            }
+            ejected
+        };
+        let (parts, body) = req.into_parts();
+        // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
+        let template = if body.is_end_stream() && parts.method.is_idempotent() {
+            Some(parts.clone())
+        } else {
+            None
+        };
+        let verdict = Arc::new(BodyVerdict::default());
+        let upstream_body = if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Stream(Box::new(Guarded::new(
+                body,
+                max_body,
+                settings.body_idle_timeout,
+                settings.body_timeout,
+                Arc::clone(&verdict),
+            )))
+        };
+        let mut pending = Some(Request::from_parts(parts, upstream_body));
+        let start = pool.next_start();
+        let mut tried = Tried::default();
+        let mut attempts = 0;
+        let mut stale = 0;
+        let mut failures: Vec<String> = Vec::new();
+        while attempts < settings.max_attempts {
+            let Some(i) = balance::pick(pool, start, &tried) else {
+                break;
+            };
+            let member = &pool.members[i];
+            let up = &member.endpoint;
+            if !failures.is_empty() {
+                metrics.retries.get_or_create(&pool_label).inc();
+            }
+            attempts += 1;
+            tried.insert(i);
+            let mut sender = match ConnPool::of(up)
+                .checkout(&up.address, settings.limits)
+                .await
+            {
+                Ok((sender, _reused)) => sender,
+                Err(e) => {
+                    metrics.connect_errors.get_or_create(&pool_label).inc();
+                    if record_failure(up) {
+                        tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive failures");
+                    }
+                    tracing::debug!(upstream = %up.address, error = %e, "connect failed, trying another instance");
+                    failures.push(format!("{} ({e})", up.address));
+                    continue;
+                }
+            };
+            let Some(mut req) = pending.take().or_else(|| {
+                template
+                    .clone()
+                    .map(|p| Request::from_parts(p, UpstreamBody::Empty))
+            }) else {
+                break;
+            };
+            if !req.headers().contains_key(header::HOST) {
+                if let Ok(h) = HeaderValue::from_str(&up.address) {
+                    req.headers_mut().insert(header::HOST, h);
+                }
+            }
+            let in_flight = up.begin();
+            match tokio::time::timeout(settings.response_timeout, sender.try_send_request(req))
+                .await
+            {
+                Err(_) => {
+                    return Err(ProxyError::Timeout {
+                        upstream: up.address.clone(),
+                        after_ms: settings.response_timeout.as_millis(),
+                    })
+                }
+                Ok(Ok(resp)) => {
+                    let answer = Answer {
+                        resp,
+                        member,
+                        in_flight,
+                        sender,
+                    };
+                    return accept(answer, settings, request_id).await.inspect_err(|_| {
+                        record_failure(up);
+                    });
+                }
+                Ok(Err(mut e)) => {
+                    if let Some(req) = e.take_message() {
+                        // The connection died before the request was written: not the instance's fault.
+                        pending = Some(req);
+                        if stale < MAX_STALE_RETRIES {
+                            stale += 1;
+                            attempts -= 1;
+                            tried.remove(i);
+                        }
+                        continue;
+                    }
+                    let error = e.into_error();
+                    // The client's body broke a limit: its fault, not the instance's.
+                    if let Some(cut) = verdict.get() {
+                        return Err(client_fault(cut));
+                    }
+                    record_failure(up);
+                    failures.push(format!("{} ({error})", up.address));
+                    if template.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(ProxyError::AllFailed {
+            tried: if failures.is_empty() {
+                "none".into()
+            } else {
+                failures.join(", ")
+            },
+        })
+    }
+}
+
+/// The error for a request whose own body broke a limit.
+fn client_fault(cut: Cutoff) -> ProxyError {
+    match cut {
+        Cutoff::TooLarge => ProxyError::PayloadTooLarge,
+        Cutoff::TimedOut => ProxyError::BodyTimeout,
+        Cutoff::Malformed => ProxyError::BadRequest("invalid chunked body"),
+    }
+}
+
+/// A response head from one member, before it is relayed.
+struct Answer<'a> {
+    resp: http::Response<Incoming>,
+    member: &'a Member,
+    in_flight: InFlight,
+    sender: Sender,
+}
+
+/// Checks and rewrites a response head for the client; a malformed first chunk is a 502 (the
+/// caller counts it against the instance).
+async fn accept(
+    a: Answer<'_>,
+    settings: &Settings,
+    request_id: &HeaderValue,
+) -> Result<Upstreamed, ProxyError> {
+    let up = &a.member.endpoint;
+    let (mut rparts, mut rbody) = a.resp.into_parts();
+    let mut first = None;
+    // A chunked upstream answer's Content-Length is stale: hyper re-frames it.
+    if rparts.headers.contains_key(header::TRANSFER_ENCODING) {
+        rparts.headers.remove(header::CONTENT_LENGTH);
+        first = first_frame(&mut rbody, settings.first_chunk_wait)
+            .await
+            .map_err(|e| ProxyError::BadUpstream {
+                upstream: up.address.clone(),
+                error: e.to_string(),
+            })?;
+    }
+    up.health.record_success();
+    headers::strip_hop_by_hop(&mut rparts.headers);
+    rparts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    Ok(Upstreamed {
+        parts: rparts,
+        body: rbody,
+        first,
+        instance: Arc::clone(&a.member.instance),
+        in_flight: a.in_flight,
+        sender: a.sender,
+    })
+}
+
+/// An upstream's answer: head, body, the instance that answered, its in-flight mark, and the
+/// connection (pooled again when the body ends).
+pub struct Upstreamed {
+    pub parts: http::response::Parts,
+    pub body: Incoming,
+    /// The body's first frame, read before the head was relayed.
+    pub first: Option<Frame<Bytes>>,
+    pub instance: Arc<crate::core::Instance>,
+    pub in_flight: InFlight,
+    pub sender: Sender,
+}
+
+/// Waits up to `wait` for a chunked body's first frame: an upstream whose first chunk is
+/// malformed gets a 502 while no head has been relayed yet. Slower bodies stream as they come.
+async fn first_frame(
+    body: &mut Incoming,
+    wait: Duration,
+) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    let next = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+    match tokio::time::timeout(wait, next).await {
+        Ok(Some(frame)) => frame.map(Some),
+        Ok(None) | Err(_) => Ok(None),
+    }
+}
