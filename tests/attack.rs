@@ -1,4 +1,4 @@
-//! Issue 7's attack suite. Every case goes through the proxy as raw bytes to a recording upstream
+//! The attack suite (request smuggling, limits, slow clients, HTTP/2 abuse). Every case goes through the proxy as raw bytes to a recording upstream
 //! (`common/raw.rs`); each test asserts what the upstream received — or that it received nothing —
 //! and what the client got back, including whether its connection was closed.
 //!

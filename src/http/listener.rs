@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use crate::config::{Config, Http2Config, LimitsConfig};
 use crate::http::proxy::headers::Peer;
@@ -168,7 +169,8 @@ pub async fn serve(
                 }
             }
             open.dec();
-        });
+        }
+        .instrument(tracing::debug_span!("conn", peer = %peer)));
     }
     drop(listener);
     drop(alive);

@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use serde::Deserialize;
 use toml::Spanned;
+use tracing::Instrument;
 
 use super::{split_by_tags, Reports, UpstreamSource};
 use crate::config::{ConfigError, FileSourceConfig, PoolsConfig, TextSource};
@@ -99,6 +100,7 @@ impl FileSource {
 
 impl UpstreamSource for FileSource {
     fn run(self: Box<Self>, out: Reports) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let span = tracing::info_span!("watch", file = %self.cfg.path.display());
         Box::pin(async move {
             let path: PathBuf = self.cfg.path.clone();
             out.status.reset("file", path.display().to_string());
@@ -165,7 +167,8 @@ impl UpstreamSource for FileSource {
                 };
                 last_text = Some((text, valid));
             }
-        })
+        }
+        .instrument(span))
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{header, HeaderValue, Request};
 use http_body::Body as _;
 use hyper::body::{Bytes, Frame, Incoming};
+use tracing::Instrument;
 
 use super::headers::{self, X_REQUEST_ID};
 use super::{Proxy, Settings, MAX_STALE_RETRIES};
@@ -84,8 +85,10 @@ impl Proxy {
             }
             attempts += 1;
             tried.insert(i);
+            let span = tracing::debug_span!("upstream", addr = %up.address);
             let mut sender = match ConnPool::of(up)
                 .checkout(&up.address, settings.limits)
+                .instrument(span.clone())
                 .await
             {
                 Ok((sender, _reused)) => sender,
@@ -112,9 +115,9 @@ impl Proxy {
                 }
             }
             let in_flight = up.begin();
-            match tokio::time::timeout(settings.response_timeout, sender.try_send_request(req))
-                .await
-            {
+            let sent =
+                tokio::time::timeout(settings.response_timeout, sender.try_send_request(req));
+            match sent.instrument(span).await {
                 Err(_) => {
                     return Err(ProxyError::Timeout {
                         upstream: up.address.clone(),

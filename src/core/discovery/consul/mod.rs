@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use client::{ConsulClient, ConsulError, Reply};
 pub use parse::{health_entries, Parsed, VersionRule};
@@ -272,7 +273,14 @@ async fn supervise(me: Arc<ConsulSource>, out: Reports, tx: mpsc::Sender<Update>
     watchdog(
         limit,
         move || status.restarted(),
-        |progress| run_watch(Arc::clone(&me), out.clone(), tx.clone(), key, progress),
+        |progress| {
+            let span = if key {
+                tracing::info_span!("watch", key = %me.cfg.kv_key)
+            } else {
+                tracing::info_span!("watch", service = %me.cfg.service)
+            };
+            run_watch(Arc::clone(&me), out.clone(), tx.clone(), key, progress).instrument(span)
+        },
     )
     .await;
 }

@@ -1,7 +1,7 @@
-//! One blocking query, repeated forever by the rules of `consul-api.md` §A: echo the index, reset
-//! it when it goes backwards, never send below 1 after the first answer, rate-limit with a token
-//! bucket (burst 2), back off with jitter after errors, and bound every call by
-//! `wait + wait/16 + 10s`.
+//! One blocking query, repeated forever by Consul's blocking-query rules (`docs/consul.md`): echo
+//! the index, reset it when it goes backwards, never send below 1 after the first answer,
+//! rate-limit with a token bucket (burst 2), back off with jitter after errors, and bound every
+//! call by `wait + wait/16 + 10s`.
 
 use std::time::Duration;
 
