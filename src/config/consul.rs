@@ -127,7 +127,7 @@ pub struct ConsulSourceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datacenter: Option<String>,
     pub consistency: Consistency,
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub wait: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
@@ -137,10 +137,10 @@ pub struct ConsulSourceConfig {
     pub active_selector: ActiveSelector,
     pub kv_key: String,
     /// Upper bound of the error backoff (full jitter, doubling from 250 ms).
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub retry_max: Duration,
     /// Token-bucket refill interval (burst 2): the fastest the watch loop polls under churn.
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub min_interval: Duration,
 }
 

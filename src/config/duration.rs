@@ -62,6 +62,11 @@ pub fn render(d: Duration) -> String {
     }
 }
 
+/// Serializes a duration as the text [`parse`] reads back.
+pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&render(*d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

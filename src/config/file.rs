@@ -1,5 +1,5 @@
 //! The config file's format, exactly as written by operators. Every key is optional (defaults live in
-//! [`super::Config::default`]); unknown keys are refused so a typo cannot silently keep a default.
+//! `Config::default`); unknown keys are refused so a typo cannot silently keep a default.
 //! Values that need checking are `Spanned` so the error can name their line.
 
 use serde::Deserialize;

@@ -28,18 +28,18 @@ pub struct LimitsConfig {
     pub max_upstream_header_bytes: usize,
     pub max_connections: usize,
     /// Beyond `max_connections`, a new connection waits this long for a slot, then is closed.
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub connection_wait: Duration,
     /// Longest pause between two chunks of a request body (408 / connection closed beyond).
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub body_idle_timeout: Duration,
     /// Longest time to receive a whole request body.
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub body_timeout: Duration,
     /// After this many requests an HTTP/1 connection is closed gracefully (`Connection: close`).
     pub max_requests_per_connection: u64,
     /// A connection older than this is closed gracefully after its current request.
-    #[serde(serialize_with = "super::ser_duration")]
+    #[serde(serialize_with = "super::duration::serialize")]
     pub max_connection_age: Duration,
     pub underscore_headers: Underscores,
     /// Peers whose `X-Forwarded-For` / `Forwarded` are appended to; from anyone else they are replaced.

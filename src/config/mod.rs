@@ -7,217 +7,24 @@ mod consul;
 pub mod duration;
 mod error;
 mod limits;
+mod model;
 mod setup;
 pub(crate) use error::Source as TextSource;
 mod file;
 mod validate;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use serde::Serialize;
+use std::path::Path;
 
 pub use consul::{
     process_env, ActiveSelector, Consistency, ConsulAddress, ConsulSourceConfig, ConsulTls, Env,
 };
 pub use error::ConfigError;
 pub use limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
+pub use model::{
+    default_routes, Config, FileSourceConfig, LogConfig, LogFormat, PoolName, PoolsConfig, Route,
+    ServerConfig, SourceConfig, UpstreamConfig,
+};
 pub use setup::SetupError;
-
-/// Everything the daemon needs, checked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub limits: LimitsConfig,
-    pub http2: Http2Config,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-    pub log: LogConfig,
-    pub upstream: UpstreamConfig,
-    pub pools: PoolsConfig,
-    pub source: SourceConfig,
-    pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    /// Answered locally with 200 `healthy`; `None` (an empty string in the file) turns it off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub health_path: Option<String>,
-    /// Runtime worker threads; 0 means one per core.
-    pub threads: usize,
-    #[serde(serialize_with = "ser_duration")]
-    pub drain_timeout: Duration,
-    /// Also bounds an idle HTTP/1 keep-alive connection: hyper starts this timer when it waits for a head.
-    #[serde(serialize_with = "ser_duration")]
-    pub header_timeout: Duration,
-    #[serde(serialize_with = "ser_duration")]
-    pub keepalive_timeout: Duration,
-    /// File holding a bearer token required by `/status`, `/consul-status` and `/metrics`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_token_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `zerodown=debug`; `RUST_LOG` wins when set.
-    pub level: String,
-    pub access_log: bool,
-    /// Fraction of successful requests written to the access log; 5xx and aborted ones always are.
-    pub access_sample: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UpstreamConfig {
-    #[serde(serialize_with = "ser_duration")]
-    pub connect_timeout: Duration,
-    /// From the request sent to the response head received.
-    #[serde(serialize_with = "ser_duration")]
-    pub response_timeout: Duration,
-    /// How long a chunked answer's head is held for its first chunk, so a malformed first chunk
-    /// becomes a 502 instead of a truncated 200. A slower first chunk is streamed after the head.
-    #[serde(serialize_with = "ser_duration")]
-    pub first_chunk_wait: Duration,
-    /// Idle pooled connections older than this are closed rather than reused.
-    #[serde(serialize_with = "ser_duration")]
-    pub idle_timeout: Duration,
-    pub max_idle_per_instance: usize,
-    /// Instances tried for one request when connecting fails (the request was never sent).
-    pub max_attempts: usize,
-    /// Consecutive connect failures that eject an instance.
-    pub eject_after: u32,
-    #[serde(serialize_with = "ser_duration")]
-    pub eject_for: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PoolsConfig {
-    pub active_tag: String,
-    pub standby_tag: String,
-    /// Route each pool to one version at a time while its candidates hold several.
-    pub single_version: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-// Built once per (re)load, never on the request path: the size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum SourceConfig {
-    File(FileSourceConfig),
-    Consul(ConsulSourceConfig),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FileSourceConfig {
-    pub path: PathBuf,
-    #[serde(serialize_with = "ser_duration")]
-    pub poll_interval: Duration,
-}
-
-/// Which pool a route sends to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolName {
-    Active,
-    Standby,
-}
-
-impl PoolName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PoolName::Active => "active",
-            PoolName::Standby => "standby",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Route {
-    /// Matched on whole path segments: `/standby` matches `/standby` and `/standby/x`, not `/standbyx`.
-    pub prefix: String,
-    pub pool: PoolName,
-    /// Replaces the matched prefix before the request goes upstream.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<String>,
-    /// Raises (or lowers) `limits.max_body_bytes` for this route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig {
-                listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-                admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-                health_path: Some("/health".into()),
-                threads: 0,
-                drain_timeout: Duration::from_secs(30),
-                header_timeout: Duration::from_secs(10),
-                keepalive_timeout: Duration::from_secs(75),
-                admin_token_file: None,
-            },
-            limits: LimitsConfig::default(),
-            http2: Http2Config::default(),
-            tls: None,
-            log: LogConfig {
-                format: LogFormat::Json,
-                level: "info".into(),
-                access_log: true,
-                access_sample: 1.0,
-            },
-            upstream: UpstreamConfig {
-                connect_timeout: Duration::from_secs(2),
-                response_timeout: Duration::from_secs(60),
-                first_chunk_wait: Duration::from_millis(20),
-                idle_timeout: Duration::from_secs(60),
-                max_idle_per_instance: 256,
-                max_attempts: 3,
-                eject_after: 3,
-                eject_for: Duration::from_secs(10),
-            },
-            pools: PoolsConfig {
-                active_tag: "active".into(),
-                standby_tag: "standby".into(),
-                single_version: true,
-            },
-            source: SourceConfig::File(FileSourceConfig {
-                path: PathBuf::from("config/upstreams.toml"),
-                poll_interval: Duration::from_secs(1),
-            }),
-            routes: default_routes(),
-        }
-    }
-}
-
-/// The routes of the nginx config zerodown replaces.
-pub fn default_routes() -> Vec<Route> {
-    vec![
-        Route {
-            prefix: "/standby".into(),
-            pool: PoolName::Standby,
-            rewrite: Some("/hello".into()),
-            max_body_bytes: None,
-        },
-        Route {
-            prefix: "/".into(),
-            pool: PoolName::Active,
-            rewrite: None,
-            max_body_bytes: None,
-        },
-    ]
-}
 
 impl Config {
     /// Reads and validates a config file. Relative paths inside it resolve against its directory.
@@ -240,8 +47,4 @@ impl Config {
     pub fn render(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
-}
-
-pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&duration::render(*d))
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::ServerConfig;
+use super::model::ServerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

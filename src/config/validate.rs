@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::consul::{
+    process_env, ActiveSelector, Consistency, ConsulAddress, ConsulSourceConfig, Env,
+};
+use super::duration;
+use super::error::ConfigError;
 use super::error::Source;
 use super::file::{
     FileConfig, Http2Section, LimitsSection, LogSection, PoolsSection, RouteSection, ServerSection,
     SourceSection, UpstreamSection,
 };
-use super::{
-    duration, process_env, ActiveSelector, Cidr, Config, ConfigError, Consistency, ConsulAddress,
-    ConsulSourceConfig, Env, FileSourceConfig, Http2Config, LimitsConfig, LogConfig, LogFormat,
-    PoolName, PoolsConfig, Route, ServerConfig, SourceConfig, TlsConfig, Underscores,
-    UpstreamConfig,
+use super::limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
+use super::model::{
+    Config, FileSourceConfig, LogConfig, LogFormat, PoolName, PoolsConfig, Route, ServerConfig,
+    SourceConfig, UpstreamConfig,
 };
 
 type Opt<T> = Option<Spanned<T>>;

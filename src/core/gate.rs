@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::snapshot::Instance;
+use super::instance::Instance;
 
 /// A gate decision in effect on a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

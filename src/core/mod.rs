@@ -9,11 +9,13 @@ pub mod discovery;
 mod endpoint;
 mod gate;
 pub mod health;
+mod instance;
 mod publish;
 mod snapshot;
 
 pub use endpoint::{Endpoint, EndpointState, InFlight};
 pub use gate::{version_order, Hold};
 pub use health::Health;
+pub use instance::{Instance, SourceInfo};
 pub use publish::{Candidates, Publisher, SwapRecord};
-pub use snapshot::{Instance, Member, Pool, Snapshot, SourceInfo};
+pub use snapshot::{Member, Pool, Snapshot};

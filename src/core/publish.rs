@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use super::endpoint::Endpoint;
 use super::gate::{decide, unix_ms, Current, Hold, Verdict};
-use super::snapshot::{Instance, Member, Pool, Snapshot, SourceInfo};
+use super::instance::{Instance, SourceInfo};
+use super::snapshot::{Member, Pool, Snapshot};
 use crate::telemetry::metrics::{Lv, Metrics};
 
 /// A source's whole view, split into pools (a reset, never a diff).

@@ -4,28 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use super::endpoint::Endpoint;
 use super::gate::Hold;
+use super::instance::{Instance, SourceInfo};
 use crate::config::PoolName;
-use crate::telemetry::metrics::VersionLabel;
-
-/// One instance as a source reports it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Instance {
-    pub id: String,
-    /// `host:port` to dial.
-    pub address: String,
-    pub version: String,
-    pub tags: Vec<String>,
-}
-
-impl VersionLabel for Instance {
-    fn version_label(&self) -> &str {
-        &self.version
-    }
-}
 
 /// An instance in a pool, with the endpoint of its address (health, front-end state; shared across
 /// snapshots so a tag flip keeps warm connections).
@@ -33,16 +15,6 @@ impl VersionLabel for Instance {
 pub struct Member {
     pub instance: Arc<Instance>,
     pub endpoint: Arc<Endpoint>,
-}
-
-/// Where a snapshot's data came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourceInfo {
-    pub kind: &'static str,
-    /// File path or Consul URL.
-    pub origin: String,
-    /// The Consul index of the answer, when there is one.
-    pub index: Option<u64>,
 }
 
 /// One pool: the members it routes to, the version they run and any gate holding it.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use tracing::Instrument;
 
-use super::{split_by_tags, Reports, UpstreamSource};
+use super::source::{split_by_tags, Reports, UpstreamSource};
 use crate::config::{ConfigError, FileSourceConfig, PoolsConfig, TextSource};
 use crate::core::{Candidates, Instance, SourceInfo};
 use crate::telemetry::metrics::Lv;

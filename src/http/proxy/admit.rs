@@ -10,7 +10,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::headers::{self, Peer, X_REQUEST_ID};
-use super::Settings;
+use super::settings::Settings;
 use crate::config::PoolName;
 use crate::http::error::ProxyError;
 use crate::telemetry::metrics::Lv;

@@ -12,161 +12,167 @@ use hyper::body::{Bytes, Frame, Incoming};
 use tracing::Instrument;
 
 use super::headers::{self, X_REQUEST_ID};
-use super::{Proxy, Settings, MAX_STALE_RETRIES};
+use super::settings::Settings;
 use crate::config::PoolName;
 use crate::core::balance::{self, Tried};
-use crate::core::{Endpoint, InFlight, Member};
+use crate::core::{Endpoint, InFlight, Member, Publisher};
 use crate::http::error::ProxyError;
 use crate::http::upstream::{BodyVerdict, ConnPool, Cutoff, Guarded, Sender, UpstreamBody};
-use crate::telemetry::metrics::Lv;
+use crate::telemetry::metrics::{Lv, Metrics};
 
-impl Proxy {
-    /// Sends an admitted request to a member of `pool`, retrying on another when safe.
-    pub(super) async fn attempt(
-        &self,
-        req: Request<Incoming>,
-        pool_id: PoolName,
-        max_body: u64,
-        settings: &Settings,
-        request_id: &HeaderValue,
-    ) -> Result<Upstreamed, ProxyError> {
-        let pool_name = pool_id.as_str();
-        // Owned, not a guard: it is held across awaits until the response head arrives.
-        let snapshot = self.publisher.load_full();
-        let pool = snapshot.pool(pool_id);
-        if pool.is_empty() {
-            return Err(ProxyError::EmptyPool { pool: pool_name });
+/// A request whose connection died before it was written is retried at most this often.
+const MAX_STALE_RETRIES: usize = 4;
+
+/// Where an admitted request goes and how large its body may be.
+pub struct Target {
+    pub pool: PoolName,
+    pub max_body: u64,
+}
+
+/// Sends an admitted request to a member of the target pool, retrying on another when safe.
+pub async fn send(
+    publisher: &Publisher,
+    metrics: &Metrics,
+    req: Request<Incoming>,
+    to: Target,
+    settings: &Settings,
+    request_id: &HeaderValue,
+) -> Result<Upstreamed, ProxyError> {
+    let pool_name = to.pool.as_str();
+    let max_body = to.max_body;
+    // Owned, not a guard: it is held across awaits until the response head arrives.
+    let snapshot = publisher.load_full();
+    let pool = snapshot.pool(to.pool);
+    if pool.is_empty() {
+        return Err(ProxyError::EmptyPool { pool: pool_name });
+    }
+    let pool_label = [("pool", Lv::S(pool_name))];
+    // Counts a failure against an instance; true when it ejected the instance.
+    let record_failure = |up: &Endpoint| {
+        let ejected = up
+            .health
+            .record_failure(settings.eject_after, settings.eject_for);
+        if ejected {
+            metrics.ejections.get_or_create(&pool_label).inc();
         }
-        let metrics = &self.metrics;
-        let pool_label = [("pool", Lv::S(pool_name))];
-        // Counts a failure against an instance; true when it ejected the instance.
-        let record_failure = |up: &Endpoint| {
-            let ejected = up
-                .health
-                .record_failure(settings.eject_after, settings.eject_for);
-            if ejected {
-                metrics.ejections.get_or_create(&pool_label).inc();
+        ejected
+    };
+    let (parts, body) = req.into_parts();
+    // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
+    let template = if body.is_end_stream() && parts.method.is_idempotent() {
+        Some(parts.clone())
+    } else {
+        None
+    };
+    let verdict = Arc::new(BodyVerdict::default());
+    let upstream_body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Stream(Box::new(Guarded::new(
+            body,
+            max_body,
+            settings.body_idle_timeout,
+            settings.body_timeout,
+            Arc::clone(&verdict),
+        )))
+    };
+    let mut pending = Some(Request::from_parts(parts, upstream_body));
+    let start = pool.next_start();
+    let mut tried = Tried::default();
+    let mut attempts = 0;
+    let mut stale = 0;
+    let mut failures: Vec<String> = Vec::new();
+    while attempts < settings.max_attempts {
+        let Some(i) = balance::pick(pool, start, &tried) else {
+            break;
+        };
+        let member = &pool.members[i];
+        let up = &member.endpoint;
+        if !failures.is_empty() {
+            metrics.retries.get_or_create(&pool_label).inc();
+        }
+        attempts += 1;
+        tried.insert(i);
+        let span = tracing::debug_span!("upstream", addr = %up.address);
+        let mut sender = match ConnPool::of(up)
+            .checkout(&up.address, settings.limits)
+            .instrument(span.clone())
+            .await
+        {
+            Ok((sender, _reused)) => sender,
+            Err(e) => {
+                metrics.connect_errors.get_or_create(&pool_label).inc();
+                if record_failure(up) {
+                    tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive failures");
+                }
+                tracing::debug!(upstream = %up.address, error = %e, "connect failed, trying another instance");
+                failures.push(format!("{} ({e})", up.address));
+                continue;
             }
-            ejected
         };
-        let (parts, body) = req.into_parts();
-        // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
-        let template = if body.is_end_stream() && parts.method.is_idempotent() {
-            Some(parts.clone())
-        } else {
-            None
+        let Some(mut req) = pending.take().or_else(|| {
+            template
+                .clone()
+                .map(|p| Request::from_parts(p, UpstreamBody::Empty))
+        }) else {
+            break;
         };
-        let verdict = Arc::new(BodyVerdict::default());
-        let upstream_body = if body.is_end_stream() {
-            UpstreamBody::Empty
-        } else {
-            UpstreamBody::Stream(Box::new(Guarded::new(
-                body,
-                max_body,
-                settings.body_idle_timeout,
-                settings.body_timeout,
-                Arc::clone(&verdict),
-            )))
-        };
-        let mut pending = Some(Request::from_parts(parts, upstream_body));
-        let start = pool.next_start();
-        let mut tried = Tried::default();
-        let mut attempts = 0;
-        let mut stale = 0;
-        let mut failures: Vec<String> = Vec::new();
-        while attempts < settings.max_attempts {
-            let Some(i) = balance::pick(pool, start, &tried) else {
-                break;
-            };
-            let member = &pool.members[i];
-            let up = &member.endpoint;
-            if !failures.is_empty() {
-                metrics.retries.get_or_create(&pool_label).inc();
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(&up.address) {
+                req.headers_mut().insert(header::HOST, h);
             }
-            attempts += 1;
-            tried.insert(i);
-            let span = tracing::debug_span!("upstream", addr = %up.address);
-            let mut sender = match ConnPool::of(up)
-                .checkout(&up.address, settings.limits)
-                .instrument(span.clone())
-                .await
-            {
-                Ok((sender, _reused)) => sender,
-                Err(e) => {
-                    metrics.connect_errors.get_or_create(&pool_label).inc();
-                    if record_failure(up) {
-                        tracing::warn!(target: "zerodown::health", upstream = %up.address, cooldown_ms = settings.eject_for.as_millis() as u64, "instance ejected after consecutive failures");
+        }
+        let in_flight = up.begin();
+        let sent = tokio::time::timeout(settings.response_timeout, sender.try_send_request(req));
+        match sent.instrument(span).await {
+            Err(_) => {
+                return Err(ProxyError::Timeout {
+                    upstream: up.address.clone(),
+                    after_ms: settings.response_timeout.as_millis(),
+                })
+            }
+            Ok(Ok(resp)) => {
+                let answer = Answer {
+                    resp,
+                    member,
+                    in_flight,
+                    sender,
+                };
+                return accept(answer, settings, request_id).await.inspect_err(|_| {
+                    record_failure(up);
+                });
+            }
+            Ok(Err(mut e)) => {
+                if let Some(req) = e.take_message() {
+                    // The connection died before the request was written: not the instance's fault.
+                    pending = Some(req);
+                    if stale < MAX_STALE_RETRIES {
+                        stale += 1;
+                        attempts -= 1;
+                        tried.remove(i);
                     }
-                    tracing::debug!(upstream = %up.address, error = %e, "connect failed, trying another instance");
-                    failures.push(format!("{} ({e})", up.address));
                     continue;
                 }
-            };
-            let Some(mut req) = pending.take().or_else(|| {
-                template
-                    .clone()
-                    .map(|p| Request::from_parts(p, UpstreamBody::Empty))
-            }) else {
-                break;
-            };
-            if !req.headers().contains_key(header::HOST) {
-                if let Ok(h) = HeaderValue::from_str(&up.address) {
-                    req.headers_mut().insert(header::HOST, h);
+                let error = e.into_error();
+                // The client's body broke a limit: its fault, not the instance's.
+                if let Some(cut) = verdict.get() {
+                    return Err(client_fault(cut));
                 }
-            }
-            let in_flight = up.begin();
-            let sent =
-                tokio::time::timeout(settings.response_timeout, sender.try_send_request(req));
-            match sent.instrument(span).await {
-                Err(_) => {
-                    return Err(ProxyError::Timeout {
-                        upstream: up.address.clone(),
-                        after_ms: settings.response_timeout.as_millis(),
-                    })
-                }
-                Ok(Ok(resp)) => {
-                    let answer = Answer {
-                        resp,
-                        member,
-                        in_flight,
-                        sender,
-                    };
-                    return accept(answer, settings, request_id).await.inspect_err(|_| {
-                        record_failure(up);
-                    });
-                }
-                Ok(Err(mut e)) => {
-                    if let Some(req) = e.take_message() {
-                        // The connection died before the request was written: not the instance's fault.
-                        pending = Some(req);
-                        if stale < MAX_STALE_RETRIES {
-                            stale += 1;
-                            attempts -= 1;
-                            tried.remove(i);
-                        }
-                        continue;
-                    }
-                    let error = e.into_error();
-                    // The client's body broke a limit: its fault, not the instance's.
-                    if let Some(cut) = verdict.get() {
-                        return Err(client_fault(cut));
-                    }
-                    record_failure(up);
-                    failures.push(format!("{} ({error})", up.address));
-                    if template.is_none() {
-                        break;
-                    }
+                record_failure(up);
+                failures.push(format!("{} ({error})", up.address));
+                if template.is_none() {
+                    break;
                 }
             }
         }
-        Err(ProxyError::AllFailed {
-            tried: if failures.is_empty() {
-                "none".into()
-            } else {
-                failures.join(", ")
-            },
-        })
     }
+    Err(ProxyError::AllFailed {
+        tried: if failures.is_empty() {
+            "none".into()
+        } else {
+            failures.join(", ")
+        },
+    })
 }
 
 /// The error for a request whose own body broke a limit.

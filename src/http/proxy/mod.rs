@@ -7,69 +7,20 @@ mod body;
 pub mod headers;
 mod request_id;
 pub mod route;
+mod settings;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::{Cidr, Config, Underscores};
 use crate::core::Publisher;
 use crate::http::error::ProxyError;
-use crate::http::upstream::ConnLimits;
 use crate::telemetry::metrics::{Lv, Metrics};
 pub use body::{LogFields, Outcome, ProxyBody};
 use headers::{Peer, X_REQUEST_ID};
-use route::RouteTable;
-
-/// The parts of the config the request path reads, swapped whole on reload.
-#[derive(Debug)]
-pub struct Settings {
-    pub routes: RouteTable,
-    pub health_path: Option<String>,
-    pub limits: ConnLimits,
-    pub response_timeout: Duration,
-    pub first_chunk_wait: Duration,
-    pub max_attempts: usize,
-    pub eject_after: u32,
-    pub eject_for: Duration,
-    pub access_log: bool,
-    pub access_sample: f64,
-    pub max_body_bytes: u64,
-    pub body_idle_timeout: Duration,
-    pub body_timeout: Duration,
-    pub underscores: Underscores,
-    pub trusted_proxies: Vec<Cidr>,
-}
-
-impl Settings {
-    pub fn from_config(c: &Config) -> Settings {
-        Settings {
-            routes: RouteTable::new(c.routes.clone()),
-            health_path: c.server.health_path.clone(),
-            limits: ConnLimits {
-                connect_timeout: c.upstream.connect_timeout,
-                idle_timeout: c.upstream.idle_timeout,
-                max_idle: c.upstream.max_idle_per_instance,
-                max_response_head: c.limits.max_upstream_header_bytes,
-            },
-            response_timeout: c.upstream.response_timeout,
-            first_chunk_wait: c.upstream.first_chunk_wait,
-            max_attempts: c.upstream.max_attempts,
-            eject_after: c.upstream.eject_after,
-            eject_for: c.upstream.eject_for,
-            access_log: c.log.access_log,
-            access_sample: c.log.access_sample,
-            max_body_bytes: c.limits.max_body_bytes,
-            body_idle_timeout: c.limits.body_idle_timeout,
-            body_timeout: c.limits.body_timeout,
-            underscores: c.limits.underscore_headers,
-            trusted_proxies: c.limits.trusted_proxies.clone(),
-        }
-    }
-}
+pub use settings::Settings;
 
 /// Shared by every connection.
 pub struct Proxy {
@@ -78,9 +29,6 @@ pub struct Proxy {
     settings: ArcSwap<Settings>,
     ids: request_id::Generator,
 }
-
-/// A request whose connection died before it was written is retried at most this often.
-const MAX_STALE_RETRIES: usize = 4;
 
 impl Proxy {
     pub fn new(publisher: Arc<Publisher>, metrics: Arc<Metrics>, settings: Settings) -> Proxy {
@@ -126,8 +74,19 @@ impl Proxy {
                 outcome.route = routed.route.clone();
                 admit::rewrite(&mut parts, host, routed.uri, &settings, peer, &request_id);
                 let req = Request::from_parts(parts, body);
-                self.attempt(req, routed.pool, routed.max_body, &settings, &request_id)
-                    .await
+                let to = attempt::Target {
+                    pool: routed.pool,
+                    max_body: routed.max_body,
+                };
+                attempt::send(
+                    &self.publisher,
+                    &self.metrics,
+                    req,
+                    to,
+                    &settings,
+                    &request_id,
+                )
+                .await
             }
         };
         match result {

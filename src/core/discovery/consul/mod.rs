@@ -22,7 +22,7 @@ pub use client::{ConsulClient, ConsulError, Reply};
 pub use parse::{health_entries, Parsed, VersionRule};
 use watch::{IndexEvent, Watch};
 
-use super::{split_by_tags, Reports, UpstreamSource};
+use super::source::{split_by_tags, Reports, UpstreamSource};
 use crate::config::{
     process_env, ActiveSelector, Consistency, ConsulSourceConfig, PoolsConfig, SetupError,
 };

@@ -1,0 +1,54 @@
+//! The parts of the config the request path reads.
+
+use std::time::Duration;
+
+use super::route::RouteTable;
+use crate::config::{Cidr, Config, Underscores};
+use crate::http::upstream::ConnLimits;
+
+/// The parts of the config the request path reads, swapped whole on reload.
+#[derive(Debug)]
+pub struct Settings {
+    pub routes: RouteTable,
+    pub health_path: Option<String>,
+    pub limits: ConnLimits,
+    pub response_timeout: Duration,
+    pub first_chunk_wait: Duration,
+    pub max_attempts: usize,
+    pub eject_after: u32,
+    pub eject_for: Duration,
+    pub access_log: bool,
+    pub access_sample: f64,
+    pub max_body_bytes: u64,
+    pub body_idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub underscores: Underscores,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            routes: RouteTable::new(c.routes.clone()),
+            health_path: c.server.health_path.clone(),
+            limits: ConnLimits {
+                connect_timeout: c.upstream.connect_timeout,
+                idle_timeout: c.upstream.idle_timeout,
+                max_idle: c.upstream.max_idle_per_instance,
+                max_response_head: c.limits.max_upstream_header_bytes,
+            },
+            response_timeout: c.upstream.response_timeout,
+            first_chunk_wait: c.upstream.first_chunk_wait,
+            max_attempts: c.upstream.max_attempts,
+            eject_after: c.upstream.eject_after,
+            eject_for: c.upstream.eject_for,
+            access_log: c.log.access_log,
+            access_sample: c.log.access_sample,
+            max_body_bytes: c.limits.max_body_bytes,
+            body_idle_timeout: c.limits.body_idle_timeout,
+            body_timeout: c.limits.body_timeout,
+            underscores: c.limits.underscore_headers,
+            trusted_proxies: c.limits.trusted_proxies.clone(),
+        }
+    }
+}
