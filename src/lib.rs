@@ -28,6 +28,7 @@ pub mod core;
 pub mod daemon;
 pub mod demo;
 pub mod double;
+pub mod hsms;
 pub mod http;
 pub mod ops;
 pub mod telemetry;
