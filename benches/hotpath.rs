@@ -41,6 +41,7 @@ fn instance(i: usize, version: &str, tag: &str) -> Instance {
         address: format!("10.{}.{}.{}:8080", (i >> 16) & 255, (i >> 8) & 255, i & 255),
         version: version.to_string(),
         tags: vec![tag.to_string()],
+        hsms: None,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::admin;
 use crate::config::{Config, SetupError};
 use crate::core::discovery::{self, status::SourceStatus, Reports};
 use crate::core::Publisher;
+use crate::hsms::Hsms;
 pub use crate::http::listener::ListenerSettings;
 use crate::http::proxy::{Proxy, Settings};
 use crate::http::{listener, tls};
@@ -27,6 +28,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// Required when the config has a `[tls]` section.
     pub tls: Option<TcpListener>,
+    /// Required when the config has an `[hsms]` section.
+    pub hsms: Option<TcpListener>,
 }
 
 /// A started daemon.
@@ -39,6 +42,9 @@ pub struct Daemon {
     pub public_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
+    pub hsms_addr: Option<SocketAddr>,
+    /// The HSMS front-end, when the config has one.
+    pub hsms: Option<Arc<Hsms>>,
     config: Mutex<Config>,
     source: Mutex<JoinHandle<()>>,
     settings: watch::Sender<Arc<ListenerSettings>>,
@@ -64,6 +70,7 @@ impl Daemon {
                 public,
                 admin,
                 tls: None,
+                hsms: None,
             },
         )
     }
@@ -75,7 +82,15 @@ impl Daemon {
         admin: Option<TcpListener>,
         tls: Option<TcpListener>,
     ) -> Result<Daemon, SetupError> {
-        Daemon::run(cfg, Listeners { public, admin, tls })
+        Daemon::run(
+            cfg,
+            Listeners {
+                public,
+                admin,
+                tls,
+                hsms: None,
+            },
+        )
     }
 
     /// Builds everything that can fail first, then spawns the source, the listeners and the
@@ -85,6 +100,10 @@ impl Daemon {
         let public_addr = addr(&l.public)?;
         let tls_addr = l.tls.as_ref().map(addr).transpose()?;
         let admin_addr = l.admin.as_ref().map(addr).transpose()?;
+        let hsms_addr = l.hsms.as_ref().map(addr).transpose()?;
+        if let (Some(h), None) = (&cfg.hsms, &l.hsms) {
+            return Err(SetupError::HsmsNotListening(h.listen.to_string()));
+        }
         let tls = match (&cfg.tls, &l.tls) {
             (Some(t), Some(_)) => Some(Arc::new(ArcSwap::from_pointee(tls::acceptor(t)?))),
             (Some(t), None) => return Err(SetupError::TlsNotListening(t.listen.to_string())),
@@ -133,6 +152,23 @@ impl Daemon {
                 shared,
             )));
         }
+        let hsms = match (&cfg.hsms, l.hsms) {
+            (Some(h), Some(sock)) => {
+                let front = Arc::new(Hsms::new(
+                    h.clone(),
+                    Arc::clone(&publisher),
+                    Arc::clone(&metrics),
+                ));
+                listeners.push(tokio::spawn(crate::hsms::serve(
+                    Arc::clone(&front),
+                    sock,
+                    shutdown_rx.clone(),
+                    cfg.server.drain_timeout,
+                )));
+                Some(front)
+            }
+            _ => None,
+        };
         let admin = l.admin.map(|sock| {
             let state = admin::AdminState::new(
                 Arc::clone(&publisher),
@@ -147,6 +183,7 @@ impl Daemon {
             listen = %public_addr,
             admin = ?admin_addr,
             tls = ?tls_addr,
+            hsms = ?hsms_addr,
             source = %source_name(&cfg),
             version = env!("CARGO_PKG_VERSION"),
             "zerodown started"
@@ -159,6 +196,8 @@ impl Daemon {
             public_addr,
             admin_addr,
             tls_addr,
+            hsms_addr,
+            hsms,
             config: Mutex::new(cfg),
             source: Mutex::new(source),
             settings,
@@ -204,6 +243,9 @@ impl Daemon {
             || new.server.admin_listen != cur.server.admin_listen
         {
             tracing::warn!(target: "zerodown::server", "listen addresses changed in the config: restart zerodown to apply them");
+        }
+        if new.hsms != cur.hsms {
+            tracing::warn!(target: "zerodown::server", "the [hsms] section changed: restart (or upgrade) zerodown to apply it");
         }
         self.proxy.reload(Settings::from_config(&new));
         self.publisher.set_single_version(new.pools.single_version);

@@ -1,5 +1,6 @@
 //! `zerodown serve`: load config, bind, run the daemon, and turn signals into reloads and drains.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use tokio::net::TcpListener;
@@ -9,7 +10,7 @@ use super::{ServeArgs, EXIT_USAGE};
 use crate::config::{
     process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Listeners};
 use crate::telemetry;
 
 /// The config file (or the embedded defaults) with the command-line flags applied on top.
@@ -111,40 +112,14 @@ pub fn run_with(
         }
     };
     rt.block_on(async move {
-        let public = match TcpListener::bind(cfg.server.listen).await {
+        let listeners = match bind(&cfg).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!(
-                    "zerodown: cannot listen on {}: {e} (choose another address with --listen or server.listen)",
-                    cfg.server.listen
-                );
+                eprintln!("zerodown: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let admin = match TcpListener::bind(cfg.server.admin_listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "zerodown: cannot listen on {} for the admin API: {e} (choose another address with --admin-listen or server.admin_listen)",
-                    cfg.server.admin_listen
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        let tls = match &cfg.tls {
-            None => None,
-            Some(t) => match TcpListener::bind(t.listen).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!(
-                        "zerodown: cannot listen on {} for HTTPS: {e} (choose another address with tls.listen)",
-                        t.listen
-                    );
-                    return ExitCode::FAILURE;
-                }
-            },
-        };
-        let daemon = match Daemon::start_with_tls(cfg, public, Some(admin), tls) {
+        let daemon = match Daemon::run(cfg, listeners) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("zerodown: cannot start: {e}");
@@ -178,5 +153,35 @@ pub fn run_with(
         tracing::info!(target: "zerodown::server", "shutdown signal received");
         daemon.shutdown().await;
         ExitCode::SUCCESS
+    })
+}
+
+/// Binds every listener the config names; the error names the address and the setting to change.
+async fn bind(cfg: &Config) -> Result<Listeners, String> {
+    async fn one(addr: SocketAddr, what: &str, fix: &str) -> Result<TcpListener, String> {
+        TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot listen on {addr}{what}: {e} (choose another address with {fix})")
+        })
+    }
+    let public = one(cfg.server.listen, "", "--listen or server.listen").await?;
+    let admin = one(
+        cfg.server.admin_listen,
+        " for the admin API",
+        "--admin-listen or server.admin_listen",
+    )
+    .await?;
+    let tls = match &cfg.tls {
+        Some(t) => Some(one(t.listen, " for HTTPS", "tls.listen").await?),
+        None => None,
+    };
+    let hsms = match &cfg.hsms {
+        Some(h) => Some(one(h.listen, " for HSMS", "hsms.listen").await?),
+        None => None,
+    };
+    Ok(Listeners {
+        public,
+        admin: Some(admin),
+        tls,
+        hsms,
     })
 }

@@ -23,6 +23,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub http2: Http2Section,
     pub tls: Option<Spanned<TlsSection>>,
+    pub hsms: Option<HsmsSection>,
     pub source: Option<SourceSection>,
     pub routes: Option<Spanned<Vec<RouteSection>>>,
 }
@@ -96,6 +97,22 @@ pub struct UpstreamSection {
     pub max_attempts: Opt<usize>,
     pub eject_after: Opt<u32>,
     pub eject_for: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmsSection {
+    pub listen: Opt<String>,
+    pub mode: Opt<String>,
+    pub t3: Opt<String>,
+    pub t6: Opt<String>,
+    pub t7: Opt<String>,
+    pub t8: Opt<String>,
+    pub drain_bound: Opt<String>,
+    pub max_message_bytes: Opt<u32>,
+    pub max_sessions: Opt<usize>,
+    pub max_queued: Opt<usize>,
+    pub tcp_drain: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ mod model;
 mod setup;
 pub(crate) use error::Source as TextSource;
 mod file;
+mod hsms;
 mod validate;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ pub use consul::{
     process_env, ActiveSelector, Consistency, ConsulAddress, ConsulSourceConfig, ConsulTls, Env,
 };
 pub use error::ConfigError;
+pub use hsms::{HsmsConfig, HsmsMode};
 pub use limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
 pub use model::{
     default_routes, Config, FileSourceConfig, LogConfig, LogFormat, PoolName, PoolsConfig, Route,

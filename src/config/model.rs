@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::consul::ConsulSourceConfig;
+use super::hsms::HsmsConfig;
 use super::limits::{Http2Config, LimitsConfig, TlsConfig};
 
 /// Everything the daemon needs, checked.
@@ -18,6 +19,8 @@ pub struct Config {
     pub http2: Http2Config,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsms: Option<HsmsConfig>,
     pub log: LogConfig,
     pub upstream: UpstreamConfig,
     pub pools: PoolsConfig,
@@ -156,6 +159,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             http2: Http2Config::default(),
             tls: None,
+            hsms: None,
             log: LogConfig {
                 format: LogFormat::Json,
                 level: "info".into(),

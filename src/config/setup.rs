@@ -22,6 +22,8 @@ pub enum SetupError {
     },
     #[error("tls is configured but nothing listens on {0}")]
     TlsNotListening(String),
+    #[error("hsms is configured but nothing listens on {0}")]
+    HsmsNotListening(String),
     #[error("tls was added to the config: restart zerodown to open the HTTPS listener")]
     TlsAdded,
     #[error("cannot read a listener's local address: {0}")]

@@ -13,9 +13,10 @@ use super::duration;
 use super::error::ConfigError;
 use super::error::Source;
 use super::file::{
-    FileConfig, Http2Section, LimitsSection, LogSection, PoolsSection, RouteSection, ServerSection,
-    SourceSection, UpstreamSection,
+    FileConfig, HsmsSection, Http2Section, LimitsSection, LogSection, PoolsSection, RouteSection,
+    ServerSection, SourceSection, UpstreamSection,
 };
+use super::hsms::{HsmsConfig, HsmsMode};
 use super::limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
 use super::model::{
     Config, FileSourceConfig, LogConfig, LogFormat, PoolName, PoolsConfig, Route, ServerConfig,
@@ -40,6 +41,9 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
         });
     }
 
+    if let Some(h) = raw.hsms {
+        cfg.hsms = Some(hsms(&src, h)?);
+    }
     log(&src, raw.log, &mut cfg.log)?;
     upstream(&src, raw.upstream, &mut cfg.upstream)?;
     pools(&src, raw.pools, &mut cfg.pools)?;
@@ -193,6 +197,57 @@ fn http2(src: &Source, h: Http2Section, c: &mut Http2Config) -> Result<(), Confi
         },
     )?;
     Ok(())
+}
+
+/// `[hsms]`: `listen` is required; the drain bound must leave queued primaries time to be
+/// answered (at most half of T3).
+fn hsms(src: &Source, h: HsmsSection) -> Result<HsmsConfig, ConfigError> {
+    let Some(listen) = h.listen else {
+        return Err(src.at(
+            None,
+            "hsms.listen is missing: give the equipment-facing address (e.g. listen = \"0.0.0.0:5000\")",
+        ));
+    };
+    let mut c = HsmsConfig::new(addr(src, &listen, "hsms.listen")?);
+    set(&mut c.mode, h.mode, |v| match v.get_ref().as_str() {
+        "hsms" => Ok(HsmsMode::Hsms),
+        "tcp" => Ok(HsmsMode::Tcp),
+        other => Err(src.at(
+            Some(v.span()),
+            format!("hsms.mode: unknown mode {other:?} (use \"hsms\" or \"tcp\")"),
+        )),
+    })?;
+    set(&mut c.t3, h.t3, |v| positive(src, v, "hsms.t3"))?;
+    set(&mut c.t6, h.t6, |v| positive(src, v, "hsms.t6"))?;
+    set(&mut c.t7, h.t7, |v| positive(src, v, "hsms.t7"))?;
+    set(&mut c.t8, h.t8, |v| positive(src, v, "hsms.t8"))?;
+    set(&mut c.tcp_drain, h.tcp_drain, |v| {
+        dur(src, v, "hsms.tcp_drain")
+    })?;
+    set(&mut c.max_message_bytes, h.max_message_bytes, |v| {
+        between(src, v, "hsms.max_message_bytes", 10, u32::MAX)
+    })?;
+    set(&mut c.max_sessions, h.max_sessions, |v| {
+        between(src, v, "hsms.max_sessions", 1, 1_000_000)
+    })?;
+    set(&mut c.max_queued, h.max_queued, |v| {
+        between(src, v, "hsms.max_queued", 1, 1_000_000)
+    })?;
+    let span = h.drain_bound.as_ref().map(|v| v.span());
+    set(&mut c.drain_bound, h.drain_bound, |v| {
+        positive(src, v, "hsms.drain_bound")
+    })?;
+    if c.drain_bound.saturating_mul(2) > c.t3 {
+        return Err(src.at(
+            span,
+            format!(
+                "hsms.drain_bound: {} is more than half of hsms.t3 ({}): queued primaries would come near their reply timeout (lower drain_bound or raise t3)",
+                duration::render(c.drain_bound),
+                duration::render(c.t3)
+            ),
+        ));
+    }
+    Ok(c)
 }
 
 /// `[log]`.

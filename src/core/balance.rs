@@ -73,6 +73,7 @@ mod tests {
                     address: format!("127.0.0.1:{}", 1000 + i),
                     version: "v1".into(),
                     tags: vec![],
+                    hsms: None,
                 }),
                 endpoint: Arc::new(Endpoint::new(format!("127.0.0.1:{}", 1000 + i))),
             })

@@ -236,6 +236,7 @@ mod tests {
             address: format!("127.0.0.1:{}", 9000 + id.len()),
             version: version.into(),
             tags: vec![],
+            hsms: None,
         }
     }
 

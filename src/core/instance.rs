@@ -12,6 +12,9 @@ pub struct Instance {
     pub address: String,
     pub version: String,
     pub tags: Vec<String>,
+    /// `host:port` of the instance's HSMS listener, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsms: Option<String>,
 }
 
 impl VersionLabel for Instance {

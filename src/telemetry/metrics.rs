@@ -88,6 +88,16 @@ pub struct Metrics {
     pub watch_errors: Family<L1, Counter>,
     pub watch_duration: Hist,
     pub watch_last_index: Gauge,
+    pub hsms_sessions: Gauge,
+    pub hsms_sessions_refused: Counter,
+    /// Data messages relayed, by direction (`to_backend`, `to_equipment`).
+    pub hsms_messages: Family<L1, Counter>,
+    /// Session switches, by outcome (`done`, `rolled_back`).
+    pub hsms_switches: Family<L1, Counter>,
+    pub hsms_switch_duration: Hist,
+    /// Protocol events worth an alert, by kind (reject, t3_expired, transaction_lost, dropped, …).
+    pub hsms_events: Family<L1, Counter>,
+    pub hsms_queued: Gauge,
 }
 
 impl Default for Metrics {
@@ -120,6 +130,13 @@ impl Metrics {
             watch_errors: Family::default(),
             watch_duration: Family::new_with_constructor(histogram),
             watch_last_index: Gauge::default(),
+            hsms_sessions: Gauge::default(),
+            hsms_sessions_refused: Counter::default(),
+            hsms_messages: Family::default(),
+            hsms_switches: Family::default(),
+            hsms_switch_duration: Family::new_with_constructor(histogram),
+            hsms_events: Family::default(),
+            hsms_queued: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -216,6 +233,41 @@ impl Metrics {
             "watch_last_index",
             "The last Consul index of the service watch",
             m.watch_last_index.clone(),
+        );
+        r.register(
+            "hsms_sessions",
+            "Equipment HSMS connections open",
+            m.hsms_sessions.clone(),
+        );
+        r.register(
+            "hsms_sessions_refused",
+            "Equipment connections closed on accept (hsms.max_sessions reached)",
+            m.hsms_sessions_refused.clone(),
+        );
+        r.register(
+            "hsms_messages",
+            "HSMS data messages relayed, by direction",
+            m.hsms_messages.clone(),
+        );
+        r.register(
+            "hsms_switches",
+            "HSMS session switches between backends, by outcome (done, rolled_back)",
+            m.hsms_switches.clone(),
+        );
+        r.register(
+            "hsms_switch_duration_seconds",
+            "How long an HSMS session switch took (select, drain, flush), by outcome",
+            m.hsms_switch_duration.clone(),
+        );
+        r.register(
+            "hsms_events",
+            "HSMS protocol events, by kind (reject, peer_reject, t3_expired, transaction_lost, dropped, t8_expired, bad_frame, not_selected)",
+            m.hsms_events.clone(),
+        );
+        r.register(
+            "hsms_queued",
+            "Equipment primaries queued for a backend, over all sessions",
+            m.hsms_queued.clone(),
         );
         let info: Family<L1, Gauge> = Family::default();
         info.get_or_create(&[("version", Lv::S(env!("CARGO_PKG_VERSION")))])

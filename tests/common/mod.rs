@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod consul;
+pub mod hsms;
 pub mod load;
 
 use std::future::Future;

@@ -31,6 +31,8 @@ struct InstanceEntry {
     #[serde(default)]
     tags: Vec<String>,
     version: Option<String>,
+    /// The instance's HSMS listener, `HOST:PORT`.
+    hsms: Option<Spanned<String>>,
 }
 
 /// Parses and checks an upstreams file; errors name the file, line and key.
@@ -40,18 +42,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Instance>, ConfigError> {
     let mut out: Vec<Instance> = Vec::with_capacity(raw.instances.len());
     let mut ids = std::collections::HashSet::with_capacity(raw.instances.len());
     for e in raw.instances {
-        let address = e.address.get_ref().trim().to_string();
-        let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok {
-            return Err(src.at(
-                Some(e.address.span()),
-                format!(
-                    "instances.address: {address:?} is not HOST:PORT (e.g. \"127.0.0.1:9001\")"
-                ),
-            ));
-        }
+        let address = host_port(&src, &e.address, "instances.address", "127.0.0.1:9001")?;
+        let hsms = e
+            .hsms
+            .as_ref()
+            .map(|h| host_port(&src, h, "instances.hsms", "127.0.0.1:5001"))
+            .transpose()?;
         let id = e.id.unwrap_or_else(|| address.clone());
         if !ids.insert(id.clone()) {
             return Err(src.at(
@@ -64,9 +60,30 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Instance>, ConfigError> {
             address,
             version: e.version.unwrap_or_else(|| "unknown".into()),
             tags: e.tags,
+            hsms,
         });
     }
     Ok(out)
+}
+
+/// A `HOST:PORT` value, trimmed; the error names the key and shows an example.
+fn host_port(
+    src: &TextSource,
+    v: &Spanned<String>,
+    key: &str,
+    example: &str,
+) -> Result<String, ConfigError> {
+    let address = v.get_ref().trim().to_string();
+    let port_ok = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(src.at(
+            Some(v.span()),
+            format!("{key}: {address:?} is not HOST:PORT (e.g. \"{example}\")"),
+        ));
+    }
+    Ok(address)
 }
 
 /// Reads and parses the file at `path`.

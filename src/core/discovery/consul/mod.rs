@@ -451,6 +451,7 @@ mod tests {
             address: format!("{id}:1"),
             version: v.into(),
             tags: t.iter().map(|s| s.to_string()).collect(),
+            hsms: None,
         };
         let all = vec![
             i("a", "v1", &["Blue"]),

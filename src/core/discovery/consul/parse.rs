@@ -123,14 +123,11 @@ pub fn health_entries(body: &[u8], versions: &VersionRule) -> Result<Parsed, ser
             ));
             continue;
         }
-        let address = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{}", s.port)
-        } else {
-            format!("{host}:{}", s.port)
-        };
+        let address = bracket(&host, s.port);
         let mut tags = s.tags.unwrap_or_default();
         tags.dedup();
         let version = versions.version(s.meta.as_ref(), &tags);
+        let hsms = hsms_address(&host, s.meta.as_ref());
         let id = if s.id.is_empty() {
             address.clone()
         } else {
@@ -141,9 +138,28 @@ pub fn health_entries(body: &[u8], versions: &VersionRule) -> Result<Parsed, ser
             address,
             version,
             tags,
+            hsms,
         });
     }
     Ok(out)
+}
+
+/// The Meta key naming an instance's HSMS port (Nomad: `hsms_port = "${NOMAD_PORT_hsms}"`).
+pub const HSMS_PORT_META: &str = "hsms_port";
+
+/// The instance's HSMS address: its host with the port in `Meta.hsms_port`, if that is a port.
+fn hsms_address(host: &str, meta: Option<&HashMap<String, String>>) -> Option<String> {
+    let port = meta?.get(HSMS_PORT_META)?.trim().parse::<u16>().ok()?;
+    (port > 0).then(|| bracket(host, port))
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn bracket(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 #[cfg(test)]

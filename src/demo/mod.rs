@@ -1,6 +1,8 @@
 //! Built-in demo instances: a tiny HTTP server answering `GET /hello` with a fixed message, so the
 //! proxy can be tried, tested and benchmarked without the real service.
 
+pub mod hsms;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

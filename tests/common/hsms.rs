@@ -1,0 +1,117 @@
+//! An HSMS equipment for tests (active side): connect, Select, send W-bit primaries and match
+//! their replies by system bytes, each with a deadline. Built on the product's codec; the
+//! independent check of the wire format is the secsgem test.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zerodown::hsms::codec::{self, Decoder, Message, SType};
+
+pub struct Equipment {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+    next_system: u32,
+    /// Messages read while waiting for something else.
+    pub unsolicited: Vec<Message>,
+}
+
+impl Equipment {
+    pub async fn connect(addr: SocketAddr) -> Equipment {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the HSMS listener");
+        stream.set_nodelay(true).unwrap();
+        Equipment {
+            stream,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(1 << 20),
+            next_system: 1,
+            unsolicited: Vec::new(),
+        }
+    }
+
+    pub fn system(&mut self) -> u32 {
+        self.next_system += 1;
+        self.next_system
+    }
+
+    pub async fn send(&mut self, m: &Message) {
+        let mut b = BytesMut::new();
+        codec::encode(m, &mut b).unwrap();
+        self.stream.write_all(&b).await.expect("write to zerodown");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to zerodown");
+    }
+
+    /// The next message, or `None` when the connection closed or nothing came within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Option<Message> {
+        let read = async {
+            loop {
+                if let Ok(Some(m)) = self.decoder.decode(&mut self.buf) {
+                    return Some(m);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(wait, read).await.ok().flatten()
+    }
+
+    /// Waits for a message with `system` bytes and `stype`, keeping others in `unsolicited`.
+    pub async fn wait_for(&mut self, system: u32, stype: SType, wait: Duration) -> Option<Message> {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.recv(left).await?;
+            if m.header.system == system && m.header.stype == stype {
+                return Some(m);
+            }
+            self.unsolicited.push(m);
+        }
+    }
+
+    pub async fn select(&mut self) -> u8 {
+        let sys = self.system();
+        self.send(&codec::select_req(sys)).await;
+        let rsp = self
+            .wait_for(sys, SType::SelectRsp, Duration::from_secs(5))
+            .await
+            .expect("Select.rsp");
+        rsp.header.status()
+    }
+
+    /// S1F1 W and the version its S1F2 names (`None`: no reply within `wait`).
+    pub async fn s1f1(&mut self, wait: Duration) -> Option<String> {
+        let sys = self.system();
+        self.send(&s1f1(sys)).await;
+        let r = self.wait_for(sys, SType::Data, wait).await?;
+        assert_eq!(
+            (r.header.stream, r.header.function),
+            (1, 2),
+            "reply to S1F1"
+        );
+        zerodown::demo::hsms::s1f2_version(&r.body)
+    }
+}
+
+pub fn s1f1(system: u32) -> Message {
+    Message::data(0, 1, 1, true, system, Bytes::new())
+}
+
+/// Counts replies per outstanding system bytes, for pipelined load.
+#[derive(Default)]
+pub struct Outstanding {
+    pub sent: HashMap<u32, tokio::time::Instant>,
+}

@@ -1,0 +1,245 @@
+//! The HSMS front-end end to end: an equipment (tests/common/hsms.rs) talks to zerodown's HSMS
+//! listener, zerodown to demo HSMS hosts of two versions, switched through the upstreams file.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::hsms::Equipment;
+use common::*;
+use zerodown::config::{Config, HsmsConfig};
+use zerodown::daemon::{Daemon, Listeners};
+use zerodown::demo::hsms::{spawn as spawn_host, HsmsHost};
+use zerodown::hsms::codec::{self, SType};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn host(version: &str, delay: Duration) -> SocketAddr {
+    spawn_host(
+        "127.0.0.1:0".parse().unwrap(),
+        HsmsHost {
+            version: version.into(),
+            delay,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// (id, http address, hsms address, version, tag)
+type Inst = (
+    &'static str,
+    SocketAddr,
+    SocketAddr,
+    &'static str,
+    &'static str,
+);
+
+fn write(path: &std::path::Path, list: &[Inst]) {
+    let mut text = String::new();
+    for (id, http, hsms, version, tag) in list {
+        text.push_str(&format!(
+            "[[instances]]\nid = \"{id}\"\naddress = \"{http}\"\nhsms = \"{hsms}\"\nversion = \"{version}\"\ntags = [\"{tag}\"]\n\n"
+        ));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Rig {
+    daemon: Daemon,
+    hsms: SocketAddr,
+    upstreams: std::path::PathBuf,
+    list: Vec<Inst>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(list: Vec<Inst>, tweak: impl FnOnce(&mut Config)) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let upstreams = dir.path().join("upstreams.toml");
+        write(&upstreams, &list);
+        let mut cfg = test_config(&upstreams);
+        let hsms_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        cfg.hsms = Some(HsmsConfig::new(hsms_listener.local_addr().unwrap()));
+        tweak(&mut cfg);
+        let l = Listeners {
+            public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            tls: None,
+            hsms: Some(hsms_listener),
+        };
+        let daemon = Daemon::run(cfg, l).unwrap();
+        let mut rx = daemon.publisher.subscribe();
+        tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
+            .await
+            .expect("first pool never loaded")
+            .unwrap();
+        let hsms = daemon.hsms_addr.unwrap();
+        Rig {
+            daemon,
+            hsms,
+            upstreams,
+            list,
+            _dir: dir,
+        }
+    }
+
+    /// Swaps the active and standby tags of every instance.
+    fn flip(&mut self) {
+        for i in &mut self.list {
+            i.4 = if i.4 == "active" { "standby" } else { "active" };
+        }
+        write(&self.upstreams, &self.list);
+    }
+}
+
+async fn two_versions(delay_v1: Duration) -> Vec<Inst> {
+    vec![
+        (
+            "v1-a",
+            backend("v1").await,
+            host("v1", delay_v1).await,
+            "v1",
+            "active",
+        ),
+        (
+            "v2-a",
+            backend("v2").await,
+            host("v2", Duration::ZERO).await,
+            "v2",
+            "standby",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn equipment_selects_and_reaches_the_active_version_then_the_new_one() {
+    let mut rig = Rig::start(two_versions(Duration::ZERO).await, |_| {}).await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    // zerodown answers Linktest itself.
+    let sys = eq.system();
+    eq.send(&codec::linktest_req(sys)).await;
+    assert!(eq.wait_for(sys, SType::LinktestRsp, WAIT).await.is_some());
+
+    rig.flip();
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let mut seen_v2 = false;
+    while tokio::time::Instant::now() < end {
+        let v = eq
+            .s1f1(WAIT)
+            .await
+            .expect("every S1F1 gets a reply across the switch");
+        if v == "v2" {
+            seen_v2 = true;
+        } else {
+            assert!(
+                !seen_v2,
+                "v1 answered after v2 did: versions mixed on one session"
+            );
+        }
+        if seen_v2 {
+            break;
+        }
+    }
+    assert!(seen_v2, "the session never moved to v2");
+    // After the switch only v2 answers.
+    for _ in 0..20 {
+        assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v2"));
+    }
+    assert!(
+        eq.unsolicited.is_empty(),
+        "unexpected messages: {:?}",
+        eq.unsolicited
+    );
+    let sessions = rig.daemon.hsms.as_ref().unwrap().sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].switches, 1);
+    assert_eq!(sessions[0].backend.as_ref().unwrap().version, "v2");
+}
+
+#[tokio::test]
+async fn data_before_select_is_rejected_and_a_silent_connection_is_closed_at_t7() {
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |c| {
+        c.hsms.as_mut().unwrap().t7 = Duration::from_millis(300);
+    })
+    .await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    let sys = eq.system();
+    eq.send(&common::hsms::s1f1(sys)).await;
+    let r = eq
+        .wait_for(sys, SType::RejectReq, WAIT)
+        .await
+        .expect("Reject.req for data before Select");
+    assert_eq!(r.header.status(), 4, "reason 4: entity not selected");
+    // No Select within T7: zerodown closes the connection.
+    assert!(
+        eq.recv(WAIT).await.is_none(),
+        "connection should close at T7"
+    );
+}
+
+#[tokio::test]
+async fn a_length_over_the_maximum_closes_the_connection() {
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |c| {
+        c.hsms.as_mut().unwrap().max_message_bytes = 1000;
+    })
+    .await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    eq.send_raw(&2000u32.to_be_bytes()).await;
+    assert!(eq.recv(WAIT).await.is_none(), "connection should close");
+    let m = rig.daemon.metrics.render();
+    assert!(
+        m.contains("zerodown_hsms_events_total{kind=\"bad_frame\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_switch_waits_for_a_slow_transaction_on_the_old_version() {
+    let mut rig = Rig::start(two_versions(Duration::from_millis(800)).await, |_| {}).await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    // Wait for the backend, then leave one slow transaction open on v1 and switch under it.
+    eventually("session on v1", || async {
+        rig.daemon.hsms.as_ref().unwrap().sessions()[0]
+            .backend
+            .is_some()
+    })
+    .await;
+    let slow = eq.system();
+    eq.send(&common::hsms::s1f1(slow)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rig.flip();
+    // A primary sent during the drain is queued and answered by v2 after the slow one finishes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = eq.system();
+    eq.send(&common::hsms::s1f1(queued)).await;
+    let first = eq
+        .wait_for(slow, SType::Data, WAIT)
+        .await
+        .expect("slow reply");
+    assert_eq!(
+        zerodown::demo::hsms::s1f2_version(&first.body).as_deref(),
+        Some("v1")
+    );
+    let second = eq
+        .wait_for(queued, SType::Data, WAIT)
+        .await
+        .expect("queued reply");
+    assert_eq!(
+        zerodown::demo::hsms::s1f2_version(&second.body).as_deref(),
+        Some("v2")
+    );
+    let s = &rig.daemon.hsms.as_ref().unwrap().sessions()[0];
+    let took = s.last_switch.as_ref().unwrap().took_ms;
+    assert!(
+        took >= 500,
+        "the switch waited for the slow reply ({took} ms)"
+    );
+}
