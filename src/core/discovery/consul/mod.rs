@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use client::{ConsulClient, ConsulError, Reply};
-pub use parse::{health_entries, Parsed, VersionRule};
+pub use parse::{all_entries, health_entries, CheckState, Parsed, ParsedEntry, VersionRule};
 use watch::{IndexEvent, Watch};
 
 use super::{split_by_tags, Reports, UpstreamSource};
