@@ -95,7 +95,7 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
         .ok_or("the Nomad job kept changing under the deploy (3 attempts): nothing was applied")?;
     follow_deployment(ctx, n, job_id, job_version).await?;
     let elapsed = wait_for_proxy(ctx, &format!("{version} in the standby pool"), |s| {
-        s["pools"]["standby"]["version"].as_str() == Some(version)
+        s.pools.standby.version.as_deref() == Some(version)
     })
     .await?;
     let through = super::http::get(&ctx.proxy, "/standby", Duration::from_secs(5)).await?;

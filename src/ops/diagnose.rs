@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{flatten, probe, Ctx, Entry, Mode};
+use super::{json_text, probe, Ctx, Entry, Mode};
 
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -93,8 +93,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
                         format!("reachable at {}, token accepted, leader {}", c.address(), if leader { "known" } else { "UNKNOWN" }),
                         Some("Consul has no leader: consul operator raft list-peers; or set source.consistency = \"stale\"".into()),
                     ));
-                    let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap_or_default();
-                    entries = list.iter().map(|e| flatten(e, &ctx.versions)).collect();
+                    entries = super::entries(&r.body, &ctx.versions).unwrap_or_default();
                     out.push(check(
                         "service registered",
                         !entries.is_empty(),
@@ -177,15 +176,16 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
             out.push(check(
                 "proxy admin API",
                 true,
-                format!("{} reachable, generation {}", ctx.admin, s["generation"]),
+                format!("{} reachable, generation {}", ctx.admin, s.generation),
                 None,
             ));
-            let ids = |pool: &str| -> Vec<String> {
-                let mut v: Vec<String> = s["pools"][pool]["instances"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["id"].as_str().map(str::to_string))
+            let proxy_active: Vec<String> = {
+                let mut v: Vec<String> = s
+                    .pools
+                    .active
+                    .instances
+                    .iter()
+                    .map(|i| i.id.clone())
                     .collect();
                 v.sort();
                 v
@@ -204,18 +204,17 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
                 v.sort();
                 v
             };
-            let proxy_active = ids("active");
             let agree = matches!(ctx.mode, Mode::Kv { .. })
                 || entries.is_empty()
                 || proxy_active == source_active;
-            let hold = &s["pools"]["active"]["hold"];
+            let hold = &s.pools.active.hold;
             out.push(check(
                 "proxy pools match the source",
                 agree,
                 format!("proxy active {:?}, source active {:?}", proxy_active, source_active),
-                Some(match hold["kind"].as_str() {
-                    Some(k) => format!("the proxy's gate is holding ({k}: {hold}); it releases when the source settles — zerodown status shows why"),
-                    None => format!("the proxy's source reports: {}", s["source_status"]["last_error"]),
+                Some(match hold {
+                    Some(h) => format!("the proxy's gate is holding ({}: {}); it releases when the source settles — zerodown status shows why", h.kind(), json_text(h)),
+                    None => format!("the proxy's source reports: {}", json_text(&s.source_status.last_error)),
                 }),
             ));
         }

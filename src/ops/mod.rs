@@ -11,12 +11,13 @@ pub mod switch;
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Serialize;
 
+use crate::admin::status::StatusDoc;
 use crate::config::{
     process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
-use crate::core::discovery::consul::{self, ConsulClient, VersionRule};
+use crate::core::discovery::consul::{self, ConsulClient, ParsedEntry, VersionRule};
 
 /// How a switch is made, from the source the proxy runs.
 pub enum Mode {
@@ -153,7 +154,7 @@ impl Ctx {
     }
 
     /// The proxy's `/status` document.
-    pub async fn proxy_status(&self) -> Result<Value, String> {
+    pub async fn proxy_status(&self) -> Result<StatusDoc, String> {
         let auth = self.admin_token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
@@ -180,7 +181,7 @@ impl Ctx {
     }
 
     /// Every instance of the service in Consul, passing or not (`/v1/health/service/<name>`).
-    pub async fn consul_entries(&self) -> Result<Vec<Value>, String> {
+    pub async fn consul_entries(&self) -> Result<Vec<Entry>, String> {
         let (Some(c), Some(service)) = (self.mode.consul(), &self.service) else {
             return Ok(Vec::new());
         };
@@ -199,7 +200,7 @@ impl Ctx {
             )
             .to_string());
         }
-        serde_json::from_slice(&r.body).map_err(|e| format!("Consul's answer is not JSON: {e}"))
+        entries(&r.body, &self.versions).map_err(|e| format!("Consul's answer is not JSON: {e}"))
     }
 
     pub fn active_tag(&self) -> &str {
@@ -223,51 +224,43 @@ pub struct Entry {
     pub passing: bool,
 }
 
-pub fn flatten(e: &Value, versions: &VersionRule) -> Entry {
-    let s = &e["Service"];
-    let host = s["Address"]
-        .as_str()
-        .filter(|a| !a.is_empty())
-        .or_else(|| e["Node"]["Address"].as_str())
-        .unwrap_or("");
-    let port = s["Port"].as_u64().unwrap_or(0);
-    let tags: Vec<String> = s["Tags"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let version = versions.pick(s["Meta"][versions.meta_key.as_str()].as_str(), &tags);
-    let failing = e["Checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["Status"].as_str() != Some("passing"));
-    let (health, passing) = match failing {
-        None => ("passing".to_string(), true),
-        Some(c) => (
-            format!(
-                "{} {}: {}",
-                c["Status"].as_str().unwrap_or("?"),
-                c["Name"]
-                    .as_str()
-                    .or(c["CheckID"].as_str())
-                    .unwrap_or("check"),
-                c["Output"].as_str().unwrap_or("").trim()
-            ),
-            false,
-        ),
-    };
-    Entry {
-        id: s["ID"].as_str().unwrap_or("").to_string(),
-        address: format!("{host}:{port}"),
-        tags,
-        version,
-        health,
-        passing,
+impl From<ParsedEntry> for Entry {
+    fn from(e: ParsedEntry) -> Entry {
+        let (health, passing) = match e.failing_check() {
+            None => ("passing".to_string(), true),
+            Some(c) => {
+                let status = if c.status.is_empty() { "?" } else { &c.status };
+                let name = match (&c.name, c.check_id.as_str()) {
+                    (Some(name), _) => name.as_str(),
+                    (None, "") => "check",
+                    (None, id) => id,
+                };
+                (format!("{status} {name}: {}", c.output.trim()), false)
+            }
+        };
+        Entry {
+            id: e.id,
+            address: e.address,
+            tags: e.tags,
+            version: e.version,
+            health,
+            passing,
+        }
     }
+}
+
+/// A Consul health answer as entries, passing or not.
+pub fn entries(body: &[u8], versions: &VersionRule) -> Result<Vec<Entry>, serde_json::Error> {
+    Ok(consul::all_entries(body, versions)?
+        .into_iter()
+        .map(Entry::from)
+        .collect())
+}
+
+/// A value as compact JSON (`null`, `"v1"`, `{"kind":…}`), the way messages quote the proxy's
+/// document.
+pub(crate) fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Probes an instance: `GET /hello` straight to it.
@@ -279,7 +272,7 @@ pub async fn probe(address: &str) -> Result<http::Answer, String> {
 pub async fn wait_for_proxy(
     ctx: &Ctx,
     what: &str,
-    mut check: impl FnMut(&Value) -> bool,
+    mut check: impl FnMut(&StatusDoc) -> bool,
 ) -> Result<Duration, String> {
     let started = std::time::Instant::now();
     let mut last = String::new();
@@ -289,7 +282,8 @@ pub async fn wait_for_proxy(
             Ok(s) => {
                 last = format!(
                     "active serves {}, hold {}",
-                    s["pools"]["active"]["version"], s["pools"]["active"]["hold"]
+                    json_text(&s.pools.active.version),
+                    json_text(&s.pools.active.hold)
                 )
             }
             Err(e) => last = e,
@@ -300,4 +294,52 @@ pub async fn wait_for_proxy(
         "the proxy did not report {what} within {:?} (last seen: {last})",
         ctx.timeout
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> VersionRule {
+        VersionRule::new("version", r"^v\d+").unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let body = br#"[
+          {"Node":{"Address":"fe80::2"},"Service":{"ID":"a","Tags":["active"],"Address":"::1","Port":8080,"Meta":{"version":"v1"}}},
+          {"Node":{"Address":"fe80::2"},"Service":{"ID":"b","Tags":["standby","v2"],"Address":"","Port":8081}},
+          {"Node":{"Address":"10.0.0.1"},"Service":{"ID":"c","Tags":[],"Address":"[::3]","Port":80}}
+        ]"#;
+        let got: Vec<(String, String)> = entries(body, &rule())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.address, e.version))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("[::1]:8080".into(), "v1".into()),
+                ("[fe80::2]:8081".into(), "v2".into()),
+                ("[::3]:80".into(), "unknown".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_entry_names_its_first_failing_check() {
+        let body = br#"[
+          {"Node":{"Address":"10.0.0.1"},"Service":{"ID":"a","Port":80},"Checks":[
+            {"CheckID":"serfHealth","Name":"Serf","Status":"passing"},
+            {"CheckID":"svc","Status":"critical","Output":" refused \n"},
+            {"CheckID":"other","Name":"Other","Status":"warning"}]},
+          {"Node":{"Address":"10.0.0.2"},"Service":{"ID":"b","Port":80},"Checks":null}
+        ]"#;
+        let e = entries(body, &rule()).unwrap();
+        assert_eq!(
+            (e[0].health.as_str(), e[0].passing),
+            ("critical svc: refused", false)
+        );
+        assert_eq!((e[1].health.as_str(), e[1].passing), ("passing", true));
+    }
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
 
-use super::{flatten, nomad, probe, wait_for_proxy, Ctx, Mode};
+use super::{nomad, probe, wait_for_proxy, Ctx, Mode};
+use crate::admin::status::{PoolDoc, StatusDoc};
 
 /// What a successful switch did.
 #[derive(Debug)]
@@ -20,27 +21,19 @@ pub struct Switched {
     pub how: String,
 }
 
-fn version_of(pool: &Value) -> Option<String> {
-    pool["version"].as_str().map(str::to_string)
+fn version_of(pool: &PoolDoc) -> Option<String> {
+    pool.version.clone()
 }
 
 /// Refuses unless every standby instance passes in Consul and answers its probe.
-async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
-    let standby = status["pools"]["standby"]["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+async fn check_standby(ctx: &Ctx, status: &StatusDoc) -> Result<(), String> {
+    let standby = &status.pools.standby.instances;
     if standby.is_empty() {
         return Err(
             "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
         );
     }
-    let consul: Vec<_> = ctx
-        .consul_entries()
-        .await?
-        .iter()
-        .map(|e| flatten(e, &ctx.versions))
-        .collect();
+    let consul = ctx.consul_entries().await?;
     let mut problems = Vec::new();
     // Instances Consul tags standby but fails are already out of the proxy's pool: still refuse.
     if matches!(ctx.mode, Mode::Nomad { .. }) {
@@ -59,9 +52,8 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
             }
         }
     }
-    for i in &standby {
-        let id = i["id"].as_str().unwrap_or("?");
-        let addr = i["address"].as_str().unwrap_or("?");
+    for i in standby {
+        let (id, addr) = (i.id.as_str(), i.address.as_str());
         if ctx.mode.consul().is_some() {
             match consul.iter().find(|e| e.id == id) {
                 None => problems.push(format!("{id} ({addr}) is no longer registered in Consul")),
@@ -95,16 +87,14 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
 /// Makes the standby group active. `expect_to`, when given, must be the standby version.
 pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<Switched, String> {
     let status = ctx.proxy_status().await?;
-    let standby_empty = status["pools"]["standby"]["instances"]
-        .as_array()
-        .is_none_or(|a| a.is_empty());
+    let standby_empty = status.pools.standby.instances.is_empty();
     if standby_empty && !force {
         return Err(
             "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
         );
     }
-    let from = version_of(&status["pools"]["active"]).unwrap_or_else(|| "none".into());
-    let to = version_of(&status["pools"]["standby"]).ok_or_else(|| {
+    let from = version_of(&status.pools.active).unwrap_or_else(|| "none".into());
+    let to = version_of(&status.pools.standby).ok_or_else(|| {
         "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)".to_string()
     });
     let to = match (to, force) {
@@ -133,7 +123,7 @@ pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<S
         }
     };
     let elapsed = wait_for_proxy(ctx, &format!("{to} serving /hello"), |s| {
-        s["pools"]["active"]["version"].as_str() == Some(to.as_str())
+        s.pools.active.version.as_deref() == Some(to.as_str())
     })
     .await?;
     Ok(Switched {
@@ -199,23 +189,14 @@ fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
 
 /// The name of the standby group for the KV selector: a tag every standby instance carries and no
 /// active one does (e.g. `green`), else the standby version.
-fn standby_group(ctx: &Ctx, status: &Value) -> Option<String> {
-    let tags = |pool: &str| -> Vec<Vec<String>> {
-        status["pools"][pool]["instances"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| {
-                i["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str().map(str::to_lowercase))
-                    .collect()
-            })
+fn standby_group(ctx: &Ctx, status: &StatusDoc) -> Option<String> {
+    let tags = |pool: &PoolDoc| -> Vec<Vec<String>> {
+        pool.instances
+            .iter()
+            .map(|i| i.tags.iter().map(|t| t.to_lowercase()).collect())
             .collect()
     };
-    let (standby, active) = (tags("standby"), tags("active"));
+    let (standby, active) = (tags(&status.pools.standby), tags(&status.pools.active));
     let pool_tags = [
         ctx.active_tag().to_lowercase(),
         ctx.standby_tag().to_lowercase(),
@@ -229,14 +210,14 @@ fn standby_group(ctx: &Ctx, status: &Value) -> Option<String> {
                 && active.iter().all(|a| !a.contains(t))
         })
         .cloned()
-        .or_else(|| version_of(&status["pools"]["standby"]))
+        .or_else(|| version_of(&status.pools.standby))
 }
 
 async fn switch_kv(
     ctx: &Ctx,
     consul: &crate::core::discovery::consul::ConsulClient,
     key: &str,
-    status: &Value,
+    status: &StatusDoc,
 ) -> Result<String, String> {
     let group = standby_group(ctx, status).ok_or("cannot tell which group the standby pool is")?;
     let r = consul
@@ -335,17 +316,16 @@ async fn switch_nomad(
 /// Switches back to the version that served before the last switch, with the same checks.
 pub async fn rollback(ctx: &Ctx, force: bool) -> Result<Switched, String> {
     let status = ctx.proxy_status().await?;
-    let current = version_of(&status["pools"]["active"]);
-    let previous = status["swaps"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let current = version_of(&status.pools.active);
+    let previous = status
+        .swaps
+        .iter()
         .rev()
         .find(|s| {
-            let (old, new) = (&s["active"]["old_version"], &s["active"]["new_version"]);
-            new.as_str() == current.as_deref() && !old.is_null() && old != new
+            let (old, new) = (&s.active.old_version, &s.active.new_version);
+            *new == current && old.is_some() && old != new
         })
-        .and_then(|s| s["active"]["old_version"].as_str().map(str::to_string))
+        .and_then(|s| s.active.old_version.clone())
         .ok_or("the proxy has no earlier version in its swap history (it has not switched since it started): use zerodown switch")?;
     switch(ctx, force, Some(&previous)).await
 }
