@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{nomad, wait_for_proxy, Ctx, Mode};
+use crate::core::discovery::consul::ConsulClient;
 
 /// Refuses a plan that would replace, stop, place or canary allocations of the `active` groups.
 /// (Nomad reports unchanged groups of a changed job as `InPlaceUpdate`: that restarts nothing.)
@@ -43,56 +44,7 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
             "deploy works through Nomad: the proxy must watch Consul tags (source.kind = \"consul\", active_selector = \"tags\") and NOMAD_ADDR (or --nomad-addr) must be set".into(),
         );
     };
-    let service = ctx.service.clone().unwrap_or_default();
-    let mut submitted = None;
-    for _ in 0..3 {
-        let mut job = nomad::read_job(n, job_id).await?;
-        let next_version = job["Version"].as_u64().unwrap_or(0) + 1;
-        let index = job["JobModifyIndex"]
-            .as_u64()
-            .ok_or("the Nomad job has no JobModifyIndex")?;
-        if let Some(d) = nomad::latest_deployment(n, job_id).await? {
-            if d["Status"].as_str() == Some("running") {
-                return Err(format!(
-                    "Nomad deployment {} is still running: wait for it first",
-                    d["ID"].as_str().unwrap_or("?")
-                ));
-            }
-        }
-        let standby = nomad::groups_tagged(&job, &service, ctx.standby_tag());
-        let active = nomad::groups_tagged(&job, &service, ctx.active_tag());
-        let [gi] = standby[..] else {
-            return Err(format!(
-                "expected exactly one group of job {job_id} with {service} tagged {}, found {}",
-                ctx.standby_tag(),
-                standby.len()
-            ));
-        };
-        if active.contains(&gi) {
-            return Err(format!(
-                "group {} is tagged both active and standby: fix the job first",
-                nomad::group_name(&job, gi)
-            ));
-        }
-        let active_names: Vec<String> =
-            active.iter().map(|g| nomad::group_name(&job, *g)).collect();
-        nomad::set_version(&mut job, gi, &service, version, image, &ctx.versions);
-        let plan = nomad::plan(n, job_id, &job).await?;
-        active_untouched(&plan, &active_names)?;
-        match nomad::submit(n, job_id, &job, index).await? {
-            nomad::Submit::Accepted(_) => {
-                submitted = Some((nomad::group_name(&job, gi), next_version));
-                break;
-            }
-            nomad::Submit::Conflict(msg) => {
-                tracing::info!(target: "zerodown::ops", error = %msg, "the job changed while deploying: re-reading");
-            }
-        }
-    }
-    // The version this submit created (each accepted change adds one); read back, the job may
-    // already be a newer one, e.g. Nomad's auto-revert.
-    let (group, job_version) = submitted
-        .ok_or("the Nomad job kept changing under the deploy (3 attempts): nothing was applied")?;
+    let (group, job_version) = submit_to_standby(ctx, n, job_id, version, image).await?;
     follow_deployment(ctx, n, job_id, job_version).await?;
     let elapsed = wait_for_proxy(ctx, &format!("{version} in the standby pool"), |s| {
         s.pools.standby.version.as_deref() == Some(version)
@@ -113,10 +65,76 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Str
     ))
 }
 
+/// Puts `version` and `image` on the standby group, re-reading the job when it changed under the
+/// submit. Returns the group and the job version the submit created (each accepted change adds
+/// one; read back, the job may already be a newer one, e.g. Nomad's auto-revert).
+async fn submit_to_standby(
+    ctx: &Ctx,
+    n: &ConsulClient,
+    job_id: &str,
+    version: &str,
+    image: &str,
+) -> Result<(String, u64), String> {
+    let service = ctx.service.clone().unwrap_or_default();
+    for _ in 0..3 {
+        let mut job = nomad::read_job(n, job_id).await?;
+        let next_version = job["Version"].as_u64().unwrap_or(0) + 1;
+        let index = job["JobModifyIndex"]
+            .as_u64()
+            .ok_or("the Nomad job has no JobModifyIndex")?;
+        if let Some(d) = nomad::latest_deployment(n, job_id).await? {
+            if d["Status"].as_str() == Some("running") {
+                return Err(format!(
+                    "Nomad deployment {} is still running: wait for it first",
+                    d["ID"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        let (gi, active_names) = standby_group(ctx, &job, job_id, &service)?;
+        nomad::set_version(&mut job, gi, &service, version, image, &ctx.versions);
+        let plan = nomad::plan(n, job_id, &job).await?;
+        active_untouched(&plan, &active_names)?;
+        match nomad::submit(n, job_id, &job, index).await? {
+            nomad::Submit::Accepted(_) => return Ok((nomad::group_name(&job, gi), next_version)),
+            nomad::Submit::Conflict(msg) => {
+                tracing::info!(target: "zerodown::ops", error = %msg, "the job changed while deploying: re-reading");
+            }
+        }
+    }
+    Err("the Nomad job kept changing under the deploy (3 attempts): nothing was applied".into())
+}
+
+/// The one group whose `service` is tagged standby (by index), and the names of the groups tagged
+/// active; refuses a job where that is ambiguous.
+fn standby_group(
+    ctx: &Ctx,
+    job: &Value,
+    job_id: &str,
+    service: &str,
+) -> Result<(usize, Vec<String>), String> {
+    let standby = nomad::groups_tagged(job, service, ctx.standby_tag());
+    let active = nomad::groups_tagged(job, service, ctx.active_tag());
+    let [gi] = standby[..] else {
+        return Err(format!(
+            "expected exactly one group of job {job_id} with {service} tagged {}, found {}",
+            ctx.standby_tag(),
+            standby.len()
+        ));
+    };
+    if active.contains(&gi) {
+        return Err(format!(
+            "group {} is tagged both active and standby: fix the job first",
+            nomad::group_name(job, gi)
+        ));
+    }
+    let names = active.iter().map(|g| nomad::group_name(job, *g)).collect();
+    Ok((gi, names))
+}
+
 /// Waits for the deployment of `job_version` to end; a failure reports Nomad's reason and revert.
 async fn follow_deployment(
     ctx: &Ctx,
-    n: &crate::core::discovery::consul::ConsulClient,
+    n: &ConsulClient,
     job_id: &str,
     job_version: u64,
 ) -> Result<(), String> {

@@ -87,28 +87,7 @@ async fn check_standby(ctx: &Ctx, status: &StatusDoc) -> Result<(), String> {
 /// Makes the standby group active. `expect_to`, when given, must be the standby version.
 pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<Switched, String> {
     let status = ctx.proxy_status().await?;
-    let standby_empty = status.pools.standby.instances.is_empty();
-    if standby_empty && !force {
-        return Err(
-            "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
-        );
-    }
-    let from = version_of(&status.pools.active).unwrap_or_else(|| "none".into());
-    let to = version_of(&status.pools.standby).ok_or_else(|| {
-        "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)".to_string()
-    });
-    let to = match (to, force) {
-        (Ok(v), _) => v,
-        (Err(e), false) => return Err(e),
-        (Err(_), true) => "unknown".into(),
-    };
-    if let Some(want) = expect_to {
-        if want != to {
-            return Err(format!(
-                "the version that served before is {want}, but the standby group runs {to}: a rollback would not bring {want} back (deploy it to standby first)"
-            ));
-        }
-    }
+    let (from, to) = versions(&status, force, expect_to)?;
     if !force {
         check_standby(ctx, &status).await?;
     }
@@ -134,6 +113,38 @@ pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<S
     })
 }
 
+/// The versions a switch goes from and to, refusing when there is nothing (or, with `expect_to`,
+/// not the expected version) to switch to. `force` switches to an empty or mixed standby anyway.
+fn versions(
+    status: &StatusDoc,
+    force: bool,
+    expect_to: Option<&str>,
+) -> Result<(String, String), String> {
+    let standby_empty = status.pools.standby.instances.is_empty();
+    if standby_empty && !force {
+        return Err(
+            "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
+        );
+    }
+    let from = version_of(&status.pools.active).unwrap_or_else(|| "none".into());
+    let to = version_of(&status.pools.standby).ok_or_else(|| {
+        "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)".to_string()
+    });
+    let to = match (to, force) {
+        (Ok(v), _) => v,
+        (Err(e), false) => return Err(e),
+        (Err(_), true) => "unknown".into(),
+    };
+    if let Some(want) = expect_to {
+        if want != to {
+            return Err(format!(
+                "the version that served before is {want}, but the standby group runs {to}: a rollback would not bring {want} back (deploy it to standby first)"
+            ));
+        }
+    }
+    Ok((from, to))
+}
+
 /// Swaps the pool tags in the upstreams file, written atomically (temporary file, then rename).
 fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
@@ -143,6 +154,29 @@ fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let (a, s) = (ctx.active_tag(), ctx.standby_tag());
+    let changed = swap_file_tags(&mut doc, a, s);
+    if changed == 0 {
+        return Err(format!(
+            "{}: no instance is tagged {a:?} or {s:?}",
+            path.display()
+        ));
+    }
+    let tmp = path.with_extension("toml.zerodown-tmp");
+    let out = format!(
+        "# Rewritten by `zerodown switch`.\n{}",
+        toml::to_string_pretty(&doc).map_err(|e| e.to_string())?
+    );
+    std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    Ok(format!(
+        "rewrote {} ({changed} tags swapped)",
+        path.display()
+    ))
+}
+
+/// Swaps the tags `a` and `s` (case-insensitively) on every instance of an upstreams file;
+/// returns how many tags changed.
+fn swap_file_tags(doc: &mut toml::Table, a: &str, s: &str) -> usize {
     let mut changed = 0;
     for inst in doc
         .get_mut("instances")
@@ -168,23 +202,7 @@ fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
             changed += 1;
         }
     }
-    if changed == 0 {
-        return Err(format!(
-            "{}: no instance is tagged {a:?} or {s:?}",
-            path.display()
-        ));
-    }
-    let tmp = path.with_extension("toml.zerodown-tmp");
-    let out = format!(
-        "# Rewritten by `zerodown switch`.\n{}",
-        toml::to_string_pretty(&doc).map_err(|e| e.to_string())?
-    );
-    std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
-    Ok(format!(
-        "rewrote {} ({changed} tags swapped)",
-        path.display()
-    ))
+    changed
 }
 
 /// The name of the standby group for the KV selector: a tag every standby instance carries and no
