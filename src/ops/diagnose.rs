@@ -201,7 +201,7 @@ async fn instances_answer(entries: &[Entry]) -> Check {
         match probe(&e.address).await {
             Ok(a) if a.status == 200 => {}
             Ok(a) => down.push(format!("{} answered {}", e.address, a.status)),
-            Err(err) => down.push(err),
+            Err(err) => down.push(err.to_string()),
         }
     }
     check(
@@ -222,7 +222,7 @@ async fn proxy_and_pools(ctx: &Ctx, entries: &[Entry]) -> Vec<Check> {
         Err(e) => vec![check(
             "proxy admin API",
             false,
-            e,
+            e.to_string(),
             Some(format!(
                 "start zerodown (zerodown serve --config ...), or pass --admin HOST:PORT (now {})",
                 ctx.admin
@@ -296,7 +296,7 @@ async fn nomad_job(ctx: &Ctx, nomad: Option<&ConsulClient>, job: &str) -> Check 
             return check(
                 "nomad",
                 false,
-                e,
+                e.to_string(),
                 Some("check NOMAD_ADDR / NOMAD_TOKEN and --job".into()),
             )
         }

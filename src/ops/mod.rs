@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod diagnose;
+mod error;
 pub mod http;
 pub mod nomad;
 pub mod status;
@@ -13,9 +14,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use self::error::{NomadError, OpsError};
 use crate::admin::status::StatusDoc;
 use crate::config::{
-    process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig,
+    process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SetupError,
+    SourceConfig,
 };
 use crate::core::discovery::consul::{self, ConsulClient, ParsedEntry, VersionRule};
 
@@ -84,27 +87,26 @@ fn loopback_for(addr: std::net::SocketAddr) -> String {
 
 /// The Nomad client from `--nomad-addr`, else `NOMAD_ADDR`, with `NOMAD_TOKEN` and the `NOMAD_*`
 /// TLS variables.
-pub fn nomad_client(flag: Option<&str>) -> Result<Option<ConsulClient>, String> {
+pub fn nomad_client(flag: Option<&str>) -> Result<Option<ConsulClient>, OpsError> {
     let Some(addr) = flag
         .map(str::to_string)
         .or_else(|| process_env("NOMAD_ADDR"))
     else {
         return Ok(None);
     };
-    let mut cfg = ConsulSourceConfig::from_env("nomad", &|_| None)?;
+    let mut cfg = ConsulSourceConfig::from_env("nomad", &|_| None).map_err(OpsError::Usage)?;
     cfg.address = ConsulAddress::parse(&addr, false)
-        .map_err(|e| format!("--nomad-addr / NOMAD_ADDR: {e}"))?;
+        .map_err(|e| OpsError::Usage(format!("--nomad-addr / NOMAD_ADDR: {e}")))?;
     cfg.tls.ca_file = process_env("NOMAD_CACERT").map(Into::into);
     cfg.tls.client_cert = process_env("NOMAD_CLIENT_CERT").map(Into::into);
     cfg.tls.client_key = process_env("NOMAD_CLIENT_KEY").map(Into::into);
     cfg.tls.server_name = process_env("NOMAD_TLS_SERVER_NAME");
-    let client =
-        consul::client_with_token(&cfg, process_env("NOMAD_TOKEN")).map_err(|e| e.to_string())?;
+    let client = consul::client_with_token(&cfg, process_env("NOMAD_TOKEN"))?;
     Ok(Some(client.nomad()))
 }
 
 impl Ctx {
-    pub fn new(cfg: Config, t: &Targets, timeout: Duration) -> Result<Ctx, String> {
+    pub fn new(cfg: Config, t: &Targets, timeout: Duration) -> Result<Ctx, OpsError> {
         let admin = t
             .admin
             .clone()
@@ -113,20 +115,17 @@ impl Ctx {
             .proxy
             .clone()
             .unwrap_or_else(|| loopback_for(cfg.server.listen));
-        let admin_token = cfg.server.admin_token().map_err(|e| e.to_string())?;
+        let admin_token = cfg.server.admin_token()?;
         let versions = match &cfg.source {
-            SourceConfig::Consul(c) => {
-                VersionRule::new(&c.version_meta_key, &c.version_tag_pattern)?
-            }
-            SourceConfig::File(_) => {
-                let d = ConsulSourceConfig::from_env("file", &|_| None)?;
-                VersionRule::new(&d.version_meta_key, &d.version_tag_pattern)?
-            }
+            SourceConfig::Consul(c) => version_rule(c)?,
+            SourceConfig::File(_) => version_rule(
+                &ConsulSourceConfig::from_env("file", &|_| None).map_err(OpsError::Usage)?,
+            )?,
         };
         let (mode, service) = match &cfg.source {
             SourceConfig::File(f) => (Mode::File(f.path.clone()), None),
             SourceConfig::Consul(c) => {
-                let client = consul::client(c).map_err(|e| e.to_string())?;
+                let client = consul::client(c)?;
                 let mode = match c.active_selector {
                     ActiveSelector::Kv => Mode::Kv {
                         consul: client,
@@ -154,7 +153,7 @@ impl Ctx {
     }
 
     /// The proxy's `/status` document.
-    pub async fn proxy_status(&self) -> Result<StatusDoc, String> {
+    pub async fn proxy_status(&self) -> Result<StatusDoc, OpsError> {
         let auth = self.admin_token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
@@ -167,21 +166,18 @@ impl Ctx {
             Duration::from_secs(5),
         )
         .await
-        .map_err(|e| {
-            format!("the proxy's admin API: {e} (is zerodown running? pass --admin ADDR)")
-        })?;
+        .map_err(|error| OpsError::AdminUnreachable { error })?;
         if a.status != 200 {
-            return Err(format!(
-                "the proxy's admin API answered {}: {}",
-                a.status,
-                a.excerpt(120)
-            ));
+            return Err(OpsError::AdminStatus {
+                status: a.status,
+                excerpt: a.excerpt(120),
+            });
         }
-        serde_json::from_slice(&a.body).map_err(|e| format!("the proxy's /status is not JSON: {e}"))
+        serde_json::from_slice(&a.body).map_err(|error| OpsError::StatusDocument { error })
     }
 
     /// Every instance of the service in Consul, passing or not (`/v1/health/service/<name>`).
-    pub async fn consul_entries(&self) -> Result<Vec<Entry>, String> {
+    pub async fn consul_entries(&self) -> Result<Vec<Entry>, OpsError> {
         let (Some(c), Some(service)) = (self.mode.consul(), &self.service) else {
             return Ok(Vec::new());
         };
@@ -190,17 +186,16 @@ impl Ctx {
                 &format!("/v1/health/service/{service}"),
                 Duration::from_secs(10),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if r.status != 200 {
             return Err(consul::ConsulError::from_status(
                 r.status,
                 &r.body,
                 &format!("service {service}"),
             )
-            .to_string());
+            .into());
         }
-        entries(&r.body, &self.versions).map_err(|e| format!("Consul's answer is not JSON: {e}"))
+        entries(&r.body, &self.versions).map_err(OpsError::ConsulAnswer)
     }
 
     pub fn active_tag(&self) -> &str {
@@ -257,6 +252,12 @@ pub fn entries(body: &[u8], versions: &VersionRule) -> Result<Vec<Entry>, serde_
         .collect())
 }
 
+/// The version rule a Consul source config names.
+fn version_rule(c: &ConsulSourceConfig) -> Result<VersionRule, SetupError> {
+    VersionRule::new(&c.version_meta_key, &c.version_tag_pattern)
+        .map_err(|e| SetupError::setting("source.version_tag_pattern", e))
+}
+
 /// A value as compact JSON (`null`, `"v1"`, `{"kind":…}`), the way messages quote the proxy's
 /// document.
 pub(crate) fn json_text<T: Serialize>(value: &T) -> String {
@@ -264,7 +265,7 @@ pub(crate) fn json_text<T: Serialize>(value: &T) -> String {
 }
 
 /// Probes an instance: `GET /hello` straight to it.
-pub async fn probe(address: &str) -> Result<http::Answer, String> {
+pub async fn probe(address: &str) -> Result<http::Answer, http::FetchError> {
     http::get(address, "/hello", Duration::from_secs(3)).await
 }
 
@@ -273,7 +274,7 @@ pub async fn wait_for_proxy(
     ctx: &Ctx,
     what: &str,
     mut check: impl FnMut(&StatusDoc) -> bool,
-) -> Result<Duration, String> {
+) -> Result<Duration, OpsError> {
     let started = std::time::Instant::now();
     let mut last = String::new();
     while started.elapsed() < ctx.timeout {
@@ -286,14 +287,15 @@ pub async fn wait_for_proxy(
                     json_text(&s.pools.active.hold)
                 )
             }
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!(
-        "the proxy did not report {what} within {:?} (last seen: {last})",
-        ctx.timeout
-    ))
+    Err(OpsError::NotConverged {
+        what: what.to_string(),
+        timeout: ctx.timeout,
+        last,
+    })
 }
 
 #[cfg(test)]

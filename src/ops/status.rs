@@ -20,7 +20,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    fn from(r: Result<http::Answer, String>) -> Probe {
+    fn from(r: Result<http::Answer, http::FetchError>) -> Probe {
         match r {
             Ok(a) => Probe {
                 status: Some(a.status),
@@ -32,7 +32,7 @@ impl Probe {
                 status: None,
                 body: String::new(),
                 latency_ms: 0.0,
-                error: Some(e),
+                error: Some(e.to_string()),
             },
         }
     }
@@ -69,7 +69,7 @@ pub struct Report {
 pub async fn report(ctx: &Ctx) -> Report {
     let (proxy, proxy_error) = match ctx.proxy_status().await {
         Ok(v) => (Some(v), None),
-        Err(e) => (None, Some(e)),
+        Err(e) => (None, Some(e.to_string())),
     };
     let mut disagreements = Vec::new();
     let mut entries = source_entries(ctx, &mut disagreements).await;
