@@ -1,5 +1,8 @@
 //! The admin listener (loopback by default, never the public port): `/live`, `/ready` and `/status`.
 //! `/status` is a stable JSON document that the operator commands read; fields are only added.
+//! Its shape is [`status::StatusDoc`].
+
+pub mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use self::status::{HoldDoc, InstanceDoc, PoolDoc, Pools, SourceInfoDoc, StatusDoc, SwapDoc};
 use crate::core::discovery::status::SourceStatus;
 use crate::core::{Pool, Publisher, Snapshot};
 use crate::http::upstream::ConnPool;
@@ -152,26 +156,31 @@ pub fn is_ready(s: &Snapshot) -> bool {
 }
 
 /// The `/status` document.
-pub fn status(state: &AdminState) -> Value {
+pub fn status(state: &AdminState) -> StatusDoc {
     let snap = state.publisher.load_full();
     // The Consul source only admits instances whose every check passes (`?passing`, rechecked).
     let health = match snap.source.as_ref().map(|s| s.kind) {
         Some("consul") => Some("passing"),
         _ => None,
     };
-    json!({
-        "zerodown_version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "ready": is_ready(&snap),
-        "generation": snap.generation,
-        "pools": {
-            "active": pool_json(&snap.active, health),
-            "standby": pool_json(&snap.standby, health),
+    StatusDoc {
+        generation: snap.generation,
+        pools: Pools {
+            active: pool_doc(&snap.active, health),
+            standby: pool_doc(&snap.standby, health),
         },
-        "source": snap.source,
-        "source_status": state.source_status.state(),
-        "swaps": state.publisher.history(),
-    })
+        ready: is_ready(&snap),
+        source: snap.source.as_ref().map(SourceInfoDoc::from),
+        source_status: state.source_status.state().into(),
+        swaps: state
+            .publisher
+            .history()
+            .iter()
+            .map(SwapDoc::from)
+            .collect(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        zerodown_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
 /// The old nginx stack's `/consul-status`: what the source reports and what each pool renders to,
@@ -197,24 +206,30 @@ pub fn consul_status(state: &AdminState) -> Value {
     })
 }
 
-fn pool_json(p: &Pool, health: Option<&str>) -> Value {
-    let instances: Vec<Value> = p
+fn pool_doc(p: &Pool, health: Option<&str>) -> PoolDoc {
+    let instances = p
         .members
         .iter()
-        .map(|m| {
-            json!({
-                "id": m.instance.id,
-                "address": m.instance.address,
-                "version": m.instance.version,
-                "tags": m.instance.tags,
-                "consul_health": health,
-                "in_flight": m.endpoint.in_flight(),
-                "idle_connections": ConnPool::of(&m.endpoint).idle_connections(),
-                "ejected_for_ms": m.endpoint.health.ejected_for().map(|d| d.as_millis() as u64),
-            })
+        .map(|m| InstanceDoc {
+            address: m.instance.address.clone(),
+            consul_health: health.map(str::to_string),
+            ejected_for_ms: m
+                .endpoint
+                .health
+                .ejected_for()
+                .map(|d| d.as_millis() as u64),
+            id: m.instance.id.clone(),
+            idle_connections: ConnPool::of(&m.endpoint).idle_connections() as u64,
+            in_flight: m.endpoint.in_flight() as u64,
+            tags: m.instance.tags.clone(),
+            version: m.instance.version.clone(),
         })
         .collect();
-    json!({ "version": p.version, "hold": p.hold, "instances": instances })
+    PoolDoc {
+        hold: p.hold.as_ref().map(HoldDoc::from),
+        instances,
+        version: p.version.clone(),
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {

@@ -8,7 +8,7 @@ use clap::Args;
 use super::serve::effective_config;
 use super::{ServeArgs, EXIT_USAGE};
 use crate::config::duration;
-use crate::ops::{self, Ctx, Targets};
+use crate::ops::{self, Ctx, OpsError, Targets};
 
 /// Flags shared by every operator command.
 #[derive(Debug, Clone, Args)]
@@ -61,7 +61,7 @@ fn context(a: &OpsArgs) -> Result<Ctx, (u8, String)> {
         nomad_addr: a.nomad_addr.clone(),
         job: a.job.clone(),
     };
-    Ctx::new(cfg, &targets, timeout).map_err(|e| (EXIT_USAGE, e))
+    Ctx::new(cfg, &targets, timeout).map_err(|e| (EXIT_USAGE, e.to_string()))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -97,7 +97,7 @@ pub fn status(a: OpsArgs) -> ExitCode {
     }
 }
 
-fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, String>) -> ExitCode {
+fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsError>) -> ExitCode {
     match r {
         Ok(s) => {
             if a.json {
@@ -119,7 +119,10 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, Strin
         }
         Err(e) => {
             if a.json {
-                println!("{}", serde_json::json!({"ok": false, "error": e}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
             }
             fail(1, &format!("{what} refused or failed: {e}"))
         }
@@ -184,7 +187,10 @@ pub fn deploy(a: OpsArgs, version: String, image: String) -> ExitCode {
         }
         Err(e) => {
             if a.json {
-                println!("{}", serde_json::json!({"ok": false, "error": e}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
             }
             fail(1, &format!("deploy refused or failed: {e}"))
         }

@@ -3,11 +3,14 @@
 //! failure. Each failure names the likely cause and the command that fixes it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{flatten, probe, Ctx, Entry, Mode};
+use super::{entries, json_text, probe, Ctx, Entry, Mode};
+use crate::admin::status::StatusDoc;
+use crate::core::discovery::consul::{ConsulClient, ConsulError};
 
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -34,228 +37,290 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
         format!("valid; switches through {}", ctx.mode.name()),
         None,
     )];
-    let mut entries: Vec<Entry> = Vec::new();
-    match &ctx.mode {
-        Mode::File(path) => match crate::core::discovery::file::load(path) {
-            Ok(list) => {
-                out.push(check(
-                    "upstreams file",
-                    true,
-                    format!("{} lists {} instance(s)", path.display(), list.len()),
-                    None,
-                ));
-                entries = list
-                    .into_iter()
-                    .map(|i| Entry {
-                        id: i.id,
-                        address: i.address,
-                        tags: i.tags,
-                        version: i.version,
-                        health: "n/a".into(),
-                        passing: true,
-                    })
-                    .collect();
-            }
-            Err(e) => out.push(check(
+    let entries = match &ctx.mode {
+        Mode::File(path) => upstreams_file(path, &mut out),
+        _ => consul_service(ctx, &mut out).await,
+    };
+    if !entries.is_empty() {
+        out.push(tags_and_versions(ctx, &entries));
+        out.push(health_checks(&entries));
+        out.push(instances_answer(&entries).await);
+    }
+    out.extend(proxy_and_pools(ctx, &entries).await);
+    if let Mode::Nomad { nomad, job, .. } = &ctx.mode {
+        out.push(nomad_job(ctx, nomad.as_ref(), job).await);
+    }
+    out
+}
+
+/// The upstreams file parses; its instances are the source's.
+fn upstreams_file(path: &Path, out: &mut Vec<Check>) -> Vec<Entry> {
+    match crate::core::discovery::file::load(path) {
+        Ok(list) => {
+            out.push(check(
+                "upstreams file",
+                true,
+                format!("{} lists {} instance(s)", path.display(), list.len()),
+                None,
+            ));
+            list.into_iter()
+                .map(|i| Entry {
+                    id: i.id,
+                    address: i.address,
+                    tags: i.tags,
+                    version: i.version,
+                    health: "n/a".into(),
+                    passing: true,
+                })
+                .collect()
+        }
+        Err(e) => {
+            out.push(check(
                 "upstreams file",
                 false,
                 e.to_string(),
                 Some("fix the file; the proxy keeps its last good pools meanwhile".to_string()),
-            )),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// Consul answers with a leader and the token is accepted; the service is registered. Its
+/// entries, passing or not, are the source's.
+async fn consul_service(ctx: &Ctx, out: &mut Vec<Check>) -> Vec<Entry> {
+    let c = ctx.mode.consul().expect("consul modes have a client");
+    let service = ctx.service.clone().unwrap_or_default();
+    let r = match c
+        .get(
+            &format!("/v1/health/service/{service}"),
+            Duration::from_secs(10),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(check(
+                "consul",
+                false,
+                e.to_string(),
+                Some(format!("is the Consul agent running at {}? (consul members); set CONSUL_HTTP_ADDR or --consul-addr", c.address())),
+            ));
+            return Vec::new();
+        }
+    };
+    if r.status != 200 {
+        let fix = if r.status == 403 {
+            "export CONSUL_HTTP_TOKEN=<a token with service:read> (or CONSUL_HTTP_TOKEN_FILE)"
+        } else {
+            "consul operator raft list-peers (is there a leader?); consul monitor"
+        };
+        out.push(check(
+            "consul",
+            false,
+            ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
+            Some(fix.into()),
+        ));
+        return Vec::new();
+    }
+    out.push(leader(c, r.known_leader != Some(false)));
+    let entries = entries(&r.body, &ctx.versions).unwrap_or_default();
+    out.push(check(
+        "service registered",
+        !entries.is_empty(),
+        format!("{service}: {} instance(s) in Consul", entries.len()),
+        Some(format!("nothing is registered as {service}: nomad job run config/nomad/hello-service.nomad.hcl (or check --service)")),
+    ));
+    entries
+}
+
+fn leader(c: &ConsulClient, known: bool) -> Check {
+    check(
+        "consul",
+        known,
+        format!(
+            "reachable at {}, token accepted, leader {}",
+            c.address(),
+            if known { "known" } else { "UNKNOWN" }
+        ),
+        Some("Consul has no leader: consul operator raft list-peers; or set source.consistency = \"stale\"".into()),
+    )
+}
+
+/// Exactly one version is tagged active (any number under the KV selector, which ignores tags).
+fn tags_and_versions(ctx: &Ctx, entries: &[Entry]) -> Check {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for e in entries {
+        let tagged = |tag: &str| e.tags.iter().any(|t| t.eq_ignore_ascii_case(tag));
+        let pool = if tagged(ctx.active_tag()) {
+            "active"
+        } else if tagged(ctx.standby_tag()) {
+            "standby"
+        } else {
+            "untagged"
+        };
+        *by.entry(format!("{pool} {}", e.version)).or_default() += 1;
+    }
+    let summary: Vec<String> = by.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+    let active_versions = by.keys().filter(|k| k.starts_with("active ")).count();
+    check(
+        "instances per tag and version",
+        active_versions == 1 || matches!(ctx.mode, Mode::Kv { .. }),
+        summary.join(", "),
+        Some(if active_versions == 0 {
+            "no instance is tagged active: zerodown switch, or fix the job's tags".into()
+        } else {
+            "several versions are tagged active (a flip in progress, or a bad job): zerodown status; the proxy's single-version gate keeps serving one".into()
+        }),
+    )
+}
+
+/// Every instance passes its health checks.
+fn health_checks(entries: &[Entry]) -> Check {
+    let failing: Vec<String> = entries
+        .iter()
+        .filter(|e| !e.passing)
+        .map(|e| format!("{} {}: {}", e.id, e.address, e.health))
+        .collect();
+    check(
+        "health checks",
+        failing.is_empty(),
+        if failing.is_empty() {
+            "all passing".into()
+        } else {
+            failing.join("; ")
         },
-        _ => {
-            let c = ctx.mode.consul().expect("consul modes have a client");
-            let service = ctx.service.clone().unwrap_or_default();
-            match c.get(&format!("/v1/health/service/{service}"), Duration::from_secs(10)).await {
-                Err(e) => out.push(check(
-                    "consul",
-                    false,
-                    e.to_string(),
-                    Some(format!("is the Consul agent running at {}? (consul members); set CONSUL_HTTP_ADDR or --consul-addr", c.address())),
-                )),
-                Ok(r) if r.status == 403 => out.push(check(
-                    "consul",
-                    false,
-                    crate::core::discovery::consul::ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
-                    Some("export CONSUL_HTTP_TOKEN=<a token with service:read> (or CONSUL_HTTP_TOKEN_FILE)".into()),
-                )),
-                Ok(r) if r.status != 200 => out.push(check(
-                    "consul",
-                    false,
-                    crate::core::discovery::consul::ConsulError::from_status(r.status, &r.body, &format!("service {service}")).to_string(),
-                    Some("consul operator raft list-peers (is there a leader?); consul monitor".into()),
-                )),
-                Ok(r) => {
-                    let leader = r.known_leader != Some(false);
-                    out.push(check(
-                        "consul",
-                        leader,
-                        format!("reachable at {}, token accepted, leader {}", c.address(), if leader { "known" } else { "UNKNOWN" }),
-                        Some("Consul has no leader: consul operator raft list-peers; or set source.consistency = \"stale\"".into()),
-                    ));
-                    let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap_or_default();
-                    entries = list.iter().map(|e| flatten(e, &ctx.versions)).collect();
-                    out.push(check(
-                        "service registered",
-                        !entries.is_empty(),
-                        format!("{service}: {} instance(s) in Consul", entries.len()),
-                        Some(format!("nothing is registered as {service}: nomad job run config/nomad/hello-service.nomad.hcl (or check --service)")),
-                    ));
-                }
-            }
+        Some("the instances above fail their checks: nomad alloc logs <alloc>; consul watch -type=checks".into()),
+    )
+}
+
+/// Every instance answers `GET /hello` with 200.
+async fn instances_answer(entries: &[Entry]) -> Check {
+    let mut down = Vec::new();
+    for e in entries {
+        match probe(&e.address).await {
+            Ok(a) if a.status == 200 => {}
+            Ok(a) => down.push(format!("{} answered {}", e.address, a.status)),
+            Err(err) => down.push(err.to_string()),
         }
     }
-    if !entries.is_empty() {
-        let mut by: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &entries {
-            let pool = if e
-                .tags
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(ctx.active_tag()))
-            {
-                "active"
-            } else if e
-                .tags
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(ctx.standby_tag()))
-            {
-                "standby"
-            } else {
-                "untagged"
-            };
-            *by.entry(format!("{pool} {}", e.version)).or_default() += 1;
-        }
-        let summary: Vec<String> = by.iter().map(|(k, n)| format!("{k}×{n}")).collect();
-        let active_versions = by.keys().filter(|k| k.starts_with("active ")).count();
-        out.push(check(
-            "instances per tag and version",
-            active_versions == 1 || matches!(ctx.mode, Mode::Kv { .. }),
-            summary.join(", "),
-            Some(if active_versions == 0 {
-                "no instance is tagged active: zerodown switch, or fix the job's tags".into()
-            } else {
-                "several versions are tagged active (a flip in progress, or a bad job): zerodown status; the proxy's single-version gate keeps serving one".into()
-            }),
-        ));
-        let failing: Vec<String> = entries
-            .iter()
-            .filter(|e| !e.passing)
-            .map(|e| format!("{} {}: {}", e.id, e.address, e.health))
-            .collect();
-        out.push(check(
-            "health checks",
-            failing.is_empty(),
-            if failing.is_empty() { "all passing".into() } else { failing.join("; ") },
-            Some("the instances above fail their checks: nomad alloc logs <alloc>; consul watch -type=checks".into()),
-        ));
-        let mut down = Vec::new();
-        for e in &entries {
-            match probe(&e.address).await {
-                Ok(a) if a.status == 200 => {}
-                Ok(a) => down.push(format!("{} answered {}", e.address, a.status)),
-                Err(err) => down.push(err),
-            }
-        }
-        out.push(check(
-            "instances answer",
-            down.is_empty(),
-            if down.is_empty() { format!("{} instance(s) answer GET /hello", entries.len()) } else { down.join("; ") },
-            Some("an instance does not answer GET /hello: check it is running and listening on its registered address".into()),
-        ));
-    }
+    check(
+        "instances answer",
+        down.is_empty(),
+        if down.is_empty() {
+            format!("{} instance(s) answer GET /hello", entries.len())
+        } else {
+            down.join("; ")
+        },
+        Some("an instance does not answer GET /hello: check it is running and listening on its registered address".into()),
+    )
+}
+
+/// The proxy's admin API answers, and its active pool is what the source tags active.
+async fn proxy_and_pools(ctx: &Ctx, entries: &[Entry]) -> Vec<Check> {
     match ctx.proxy_status().await {
-        Err(e) => out.push(check(
+        Err(e) => vec![check(
             "proxy admin API",
             false,
-            e,
+            e.to_string(),
             Some(format!(
                 "start zerodown (zerodown serve --config ...), or pass --admin HOST:PORT (now {})",
                 ctx.admin
             )),
-        )),
-        Ok(s) => {
-            out.push(check(
+        )],
+        Ok(s) => vec![
+            check(
                 "proxy admin API",
                 true,
-                format!("{} reachable, generation {}", ctx.admin, s["generation"]),
+                format!("{} reachable, generation {}", ctx.admin, s.generation),
                 None,
-            ));
-            let ids = |pool: &str| -> Vec<String> {
-                let mut v: Vec<String> = s["pools"][pool]["instances"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["id"].as_str().map(str::to_string))
-                    .collect();
-                v.sort();
-                v
-            };
-            let source_active: Vec<String> = {
-                let mut v: Vec<String> = entries
-                    .iter()
-                    .filter(|e| {
-                        e.passing
-                            && e.tags
-                                .iter()
-                                .any(|t| t.eq_ignore_ascii_case(ctx.active_tag()))
-                    })
-                    .map(|e| e.id.clone())
-                    .collect();
-                v.sort();
-                v
-            };
-            let proxy_active = ids("active");
-            let agree = matches!(ctx.mode, Mode::Kv { .. })
-                || entries.is_empty()
-                || proxy_active == source_active;
-            let hold = &s["pools"]["active"]["hold"];
-            out.push(check(
-                "proxy pools match the source",
-                agree,
-                format!("proxy active {:?}, source active {:?}", proxy_active, source_active),
-                Some(match hold["kind"].as_str() {
-                    Some(k) => format!("the proxy's gate is holding ({k}: {hold}); it releases when the source settles — zerodown status shows why"),
-                    None => format!("the proxy's source reports: {}", s["source_status"]["last_error"]),
-                }),
-            ));
-        }
+            ),
+            pools_match(ctx, &s, entries),
+        ],
     }
-    if let Mode::Nomad { nomad, job, .. } = &ctx.mode {
-        match nomad {
-            None => out.push(check(
+}
+
+fn pools_match(ctx: &Ctx, s: &StatusDoc, entries: &[Entry]) -> Check {
+    let mut proxy_active: Vec<String> = s
+        .pools
+        .active
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    proxy_active.sort();
+    let mut source_active: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            e.passing
+                && e.tags
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(ctx.active_tag()))
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    source_active.sort();
+    let agree =
+        matches!(ctx.mode, Mode::Kv { .. }) || entries.is_empty() || proxy_active == source_active;
+    check(
+        "proxy pools match the source",
+        agree,
+        format!("proxy active {proxy_active:?}, source active {source_active:?}"),
+        Some(match &s.pools.active.hold {
+            Some(h) => format!(
+                "the proxy's gate is holding ({}: {}); it releases when the source settles — zerodown status shows why",
+                h.kind(),
+                json_text(h)
+            ),
+            None => format!(
+                "the proxy's source reports: {}",
+                json_text(&s.source_status.last_error)
+            ),
+        }),
+    )
+}
+
+/// Nomad answers, and the job tags exactly one group active and another standby.
+async fn nomad_job(ctx: &Ctx, nomad: Option<&ConsulClient>, job: &str) -> Check {
+    let Some(n) = nomad else {
+        return check(
+            "nomad",
+            false,
+            "NOMAD_ADDR is not set".into(),
+            Some("export NOMAD_ADDR=http://<nomad>:4646 (needed by switch and deploy)".into()),
+        );
+    };
+    let j = match super::nomad::read_job(n, job).await {
+        Ok(j) => j,
+        Err(e) => {
+            return check(
                 "nomad",
                 false,
-                "NOMAD_ADDR is not set".into(),
-                Some("export NOMAD_ADDR=http://<nomad>:4646 (needed by switch and deploy)".into()),
-            )),
-            Some(n) => match super::nomad::read_job(n, job).await {
-                Err(e) => out.push(check(
-                    "nomad",
-                    false,
-                    e,
-                    Some("check NOMAD_ADDR / NOMAD_TOKEN and --job".into()),
-                )),
-                Ok(j) => {
-                    let service = ctx.service.clone().unwrap_or_default();
-                    let a = super::nomad::groups_tagged(&j, &service, ctx.active_tag());
-                    let sb = super::nomad::groups_tagged(&j, &service, ctx.standby_tag());
-                    let ok = a.len() == 1 && sb.len() == 1 && a != sb;
-                    out.push(check(
-                        "nomad job",
-                        ok,
-                        format!(
-                            "job {job} version {}: active group {:?}, standby group {:?}",
-                            j["Version"],
-                            a.iter().map(|g| super::nomad::group_name(&j, *g)).collect::<Vec<_>>(),
-                            sb.iter().map(|g| super::nomad::group_name(&j, *g)).collect::<Vec<_>>()
-                        ),
-                        Some("each of the two groups must tag its service exactly one of active/standby: fix the job file and nomad job run it".into()),
-                    ));
-                }
-            },
+                e.to_string(),
+                Some("check NOMAD_ADDR / NOMAD_TOKEN and --job".into()),
+            )
         }
-    }
-    out
+    };
+    let service = ctx.service.clone().unwrap_or_default();
+    let a = super::nomad::groups_tagged(&j, &service, ctx.active_tag());
+    let sb = super::nomad::groups_tagged(&j, &service, ctx.standby_tag());
+    let names = |groups: &[usize]| -> Vec<String> {
+        groups
+            .iter()
+            .map(|g| super::nomad::group_name(&j, *g))
+            .collect()
+    };
+    check(
+        "nomad job",
+        a.len() == 1 && sb.len() == 1 && a != sb,
+        format!(
+            "job {job} version {}: active group {:?}, standby group {:?}",
+            j["Version"],
+            names(&a),
+            names(&sb)
+        ),
+        Some("each of the two groups must tag its service exactly one of active/standby: fix the job file and nomad job run it".into()),
+    )
 }
 
 pub fn render(checks: &[Check]) -> String {

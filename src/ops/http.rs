@@ -34,7 +34,40 @@ impl Answer {
     }
 }
 
-/// `method host:port path`, with optional extra headers; errors are one readable line.
+/// Why an exchange failed; the text is one readable line naming the address.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
+    #[error("{addr}: {error}")]
+    Handshake { addr: String, error: hyper::Error },
+    #[error("{addr}{path}: {error}")]
+    Request {
+        addr: String,
+        path: String,
+        error: http::Error,
+    },
+    #[error("{addr}{path}: {error}")]
+    Send {
+        addr: String,
+        path: String,
+        error: hyper::Error,
+    },
+    #[error("{addr}{path}: reading the answer: {error}")]
+    Read {
+        addr: String,
+        path: String,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{addr}{path}: no answer within {timeout:?}")]
+    Timeout {
+        addr: String,
+        path: String,
+        timeout: Duration,
+    },
+}
+
+/// `method host:port path`, with optional extra headers.
 pub async fn fetch(
     addr: &str,
     method: Method,
@@ -42,15 +75,16 @@ pub async fn fetch(
     headers: &[(&str, &str)],
     body: Bytes,
     timeout: Duration,
-) -> Result<Answer, String> {
+) -> Result<Answer, FetchError> {
     let started = Instant::now();
+    let (a, p) = (|| addr.to_string(), || path.to_string());
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            .map_err(|error| FetchError::Connect { addr: a(), error })?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|error| FetchError::Handshake { addr: a(), error })?;
         let conn = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -61,16 +95,28 @@ pub async fn fetch(
         }
         let req = req
             .body(Full::new(body))
-            .map_err(|e| format!("{addr}{path}: {e}"))?;
+            .map_err(|error| FetchError::Request {
+                addr: a(),
+                path: p(),
+                error,
+            })?;
         let resp = tx
             .send_request(req)
             .await
-            .map_err(|e| format!("{addr}{path}: {e}"))?;
+            .map_err(|error| FetchError::Send {
+                addr: a(),
+                path: p(),
+                error,
+            })?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), 16 << 20)
             .collect()
             .await
-            .map_err(|e| format!("{addr}{path}: reading the answer: {e}"))?
+            .map_err(|error| FetchError::Read {
+                addr: a(),
+                path: p(),
+                error,
+            })?
             .to_bytes();
         conn.abort();
         Ok(Answer {
@@ -81,10 +127,14 @@ pub async fn fetch(
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(r) => r,
-        Err(_) => Err(format!("{addr}{path}: no answer within {timeout:?}")),
+        Err(_) => Err(FetchError::Timeout {
+            addr: a(),
+            path: p(),
+            timeout,
+        }),
     }
 }
 
-pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<Answer, String> {
+pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<Answer, FetchError> {
     fetch(addr, Method::GET, path, &[], Bytes::new(), timeout).await
 }

@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod diagnose;
+mod error;
 pub mod http;
 pub mod nomad;
 pub mod status;
@@ -11,12 +12,15 @@ pub mod switch;
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Serialize;
 
+pub use self::error::{NomadError, OpsError};
+use crate::admin::status::StatusDoc;
 use crate::config::{
-    process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig,
+    process_env, ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SetupError,
+    SourceConfig,
 };
-use crate::core::discovery::consul::{self, ConsulClient, VersionRule};
+use crate::core::discovery::consul::{self, ConsulClient, ParsedEntry, VersionRule};
 
 /// How a switch is made, from the source the proxy runs.
 pub enum Mode {
@@ -83,27 +87,26 @@ fn loopback_for(addr: std::net::SocketAddr) -> String {
 
 /// The Nomad client from `--nomad-addr`, else `NOMAD_ADDR`, with `NOMAD_TOKEN` and the `NOMAD_*`
 /// TLS variables.
-pub fn nomad_client(flag: Option<&str>) -> Result<Option<ConsulClient>, String> {
+pub fn nomad_client(flag: Option<&str>) -> Result<Option<ConsulClient>, OpsError> {
     let Some(addr) = flag
         .map(str::to_string)
         .or_else(|| process_env("NOMAD_ADDR"))
     else {
         return Ok(None);
     };
-    let mut cfg = ConsulSourceConfig::from_env("nomad", &|_| None)?;
+    let mut cfg = ConsulSourceConfig::from_env("nomad", &|_| None).map_err(OpsError::Usage)?;
     cfg.address = ConsulAddress::parse(&addr, false)
-        .map_err(|e| format!("--nomad-addr / NOMAD_ADDR: {e}"))?;
+        .map_err(|e| OpsError::Usage(format!("--nomad-addr / NOMAD_ADDR: {e}")))?;
     cfg.tls.ca_file = process_env("NOMAD_CACERT").map(Into::into);
     cfg.tls.client_cert = process_env("NOMAD_CLIENT_CERT").map(Into::into);
     cfg.tls.client_key = process_env("NOMAD_CLIENT_KEY").map(Into::into);
     cfg.tls.server_name = process_env("NOMAD_TLS_SERVER_NAME");
-    let client =
-        consul::client_with_token(&cfg, process_env("NOMAD_TOKEN")).map_err(|e| e.to_string())?;
+    let client = consul::client_with_token(&cfg, process_env("NOMAD_TOKEN"))?;
     Ok(Some(client.nomad()))
 }
 
 impl Ctx {
-    pub fn new(cfg: Config, t: &Targets, timeout: Duration) -> Result<Ctx, String> {
+    pub fn new(cfg: Config, t: &Targets, timeout: Duration) -> Result<Ctx, OpsError> {
         let admin = t
             .admin
             .clone()
@@ -112,20 +115,17 @@ impl Ctx {
             .proxy
             .clone()
             .unwrap_or_else(|| loopback_for(cfg.server.listen));
-        let admin_token = cfg.server.admin_token().map_err(|e| e.to_string())?;
+        let admin_token = cfg.server.admin_token()?;
         let versions = match &cfg.source {
-            SourceConfig::Consul(c) => {
-                VersionRule::new(&c.version_meta_key, &c.version_tag_pattern)?
-            }
-            SourceConfig::File(_) => {
-                let d = ConsulSourceConfig::from_env("file", &|_| None)?;
-                VersionRule::new(&d.version_meta_key, &d.version_tag_pattern)?
-            }
+            SourceConfig::Consul(c) => version_rule(c)?,
+            SourceConfig::File(_) => version_rule(
+                &ConsulSourceConfig::from_env("file", &|_| None).map_err(OpsError::Usage)?,
+            )?,
         };
         let (mode, service) = match &cfg.source {
             SourceConfig::File(f) => (Mode::File(f.path.clone()), None),
             SourceConfig::Consul(c) => {
-                let client = consul::client(c).map_err(|e| e.to_string())?;
+                let client = consul::client(c)?;
                 let mode = match c.active_selector {
                     ActiveSelector::Kv => Mode::Kv {
                         consul: client,
@@ -153,7 +153,7 @@ impl Ctx {
     }
 
     /// The proxy's `/status` document.
-    pub async fn proxy_status(&self) -> Result<Value, String> {
+    pub async fn proxy_status(&self) -> Result<StatusDoc, OpsError> {
         let auth = self.admin_token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
@@ -166,21 +166,18 @@ impl Ctx {
             Duration::from_secs(5),
         )
         .await
-        .map_err(|e| {
-            format!("the proxy's admin API: {e} (is zerodown running? pass --admin ADDR)")
-        })?;
+        .map_err(|error| OpsError::AdminUnreachable { error })?;
         if a.status != 200 {
-            return Err(format!(
-                "the proxy's admin API answered {}: {}",
-                a.status,
-                a.excerpt(120)
-            ));
+            return Err(OpsError::AdminStatus {
+                status: a.status,
+                excerpt: a.excerpt(120),
+            });
         }
-        serde_json::from_slice(&a.body).map_err(|e| format!("the proxy's /status is not JSON: {e}"))
+        serde_json::from_slice(&a.body).map_err(|error| OpsError::StatusDocument { error })
     }
 
     /// Every instance of the service in Consul, passing or not (`/v1/health/service/<name>`).
-    pub async fn consul_entries(&self) -> Result<Vec<Value>, String> {
+    pub async fn consul_entries(&self) -> Result<Vec<Entry>, OpsError> {
         let (Some(c), Some(service)) = (self.mode.consul(), &self.service) else {
             return Ok(Vec::new());
         };
@@ -189,17 +186,16 @@ impl Ctx {
                 &format!("/v1/health/service/{service}"),
                 Duration::from_secs(10),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if r.status != 200 {
             return Err(consul::ConsulError::from_status(
                 r.status,
                 &r.body,
                 &format!("service {service}"),
             )
-            .to_string());
+            .into());
         }
-        serde_json::from_slice(&r.body).map_err(|e| format!("Consul's answer is not JSON: {e}"))
+        entries(&r.body, &self.versions).map_err(OpsError::ConsulAnswer)
     }
 
     pub fn active_tag(&self) -> &str {
@@ -223,55 +219,53 @@ pub struct Entry {
     pub passing: bool,
 }
 
-pub fn flatten(e: &Value, versions: &VersionRule) -> Entry {
-    let s = &e["Service"];
-    let host = s["Address"]
-        .as_str()
-        .filter(|a| !a.is_empty())
-        .or_else(|| e["Node"]["Address"].as_str())
-        .unwrap_or("");
-    let port = s["Port"].as_u64().unwrap_or(0);
-    let tags: Vec<String> = s["Tags"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let version = versions.pick(s["Meta"][versions.meta_key.as_str()].as_str(), &tags);
-    let failing = e["Checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["Status"].as_str() != Some("passing"));
-    let (health, passing) = match failing {
-        None => ("passing".to_string(), true),
-        Some(c) => (
-            format!(
-                "{} {}: {}",
-                c["Status"].as_str().unwrap_or("?"),
-                c["Name"]
-                    .as_str()
-                    .or(c["CheckID"].as_str())
-                    .unwrap_or("check"),
-                c["Output"].as_str().unwrap_or("").trim()
-            ),
-            false,
-        ),
-    };
-    Entry {
-        id: s["ID"].as_str().unwrap_or("").to_string(),
-        address: format!("{host}:{port}"),
-        tags,
-        version,
-        health,
-        passing,
+impl From<ParsedEntry> for Entry {
+    fn from(e: ParsedEntry) -> Entry {
+        let (health, passing) = match e.failing_check() {
+            None => ("passing".to_string(), true),
+            Some(c) => {
+                let status = if c.status.is_empty() { "?" } else { &c.status };
+                let name = match (&c.name, c.check_id.as_str()) {
+                    (Some(name), _) => name.as_str(),
+                    (None, "") => "check",
+                    (None, id) => id,
+                };
+                (format!("{status} {name}: {}", c.output.trim()), false)
+            }
+        };
+        Entry {
+            id: e.id,
+            address: e.address,
+            tags: e.tags,
+            version: e.version,
+            health,
+            passing,
+        }
     }
 }
 
+/// A Consul health answer as entries, passing or not.
+pub fn entries(body: &[u8], versions: &VersionRule) -> Result<Vec<Entry>, serde_json::Error> {
+    Ok(consul::all_entries(body, versions)?
+        .into_iter()
+        .map(Entry::from)
+        .collect())
+}
+
+/// The version rule a Consul source config names.
+fn version_rule(c: &ConsulSourceConfig) -> Result<VersionRule, SetupError> {
+    VersionRule::new(&c.version_meta_key, &c.version_tag_pattern)
+        .map_err(|e| SetupError::setting("source.version_tag_pattern", e))
+}
+
+/// A value as compact JSON (`null`, `"v1"`, `{"kind":…}`), the way messages quote the proxy's
+/// document.
+pub(crate) fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// Probes an instance: `GET /hello` straight to it.
-pub async fn probe(address: &str) -> Result<http::Answer, String> {
+pub async fn probe(address: &str) -> Result<http::Answer, http::FetchError> {
     http::get(address, "/hello", Duration::from_secs(3)).await
 }
 
@@ -279,8 +273,8 @@ pub async fn probe(address: &str) -> Result<http::Answer, String> {
 pub async fn wait_for_proxy(
     ctx: &Ctx,
     what: &str,
-    mut check: impl FnMut(&Value) -> bool,
-) -> Result<Duration, String> {
+    mut check: impl FnMut(&StatusDoc) -> bool,
+) -> Result<Duration, OpsError> {
     let started = std::time::Instant::now();
     let mut last = String::new();
     while started.elapsed() < ctx.timeout {
@@ -289,15 +283,65 @@ pub async fn wait_for_proxy(
             Ok(s) => {
                 last = format!(
                     "active serves {}, hold {}",
-                    s["pools"]["active"]["version"], s["pools"]["active"]["hold"]
+                    json_text(&s.pools.active.version),
+                    json_text(&s.pools.active.hold)
                 )
             }
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!(
-        "the proxy did not report {what} within {:?} (last seen: {last})",
-        ctx.timeout
-    ))
+    Err(OpsError::NotConverged {
+        what: what.to_string(),
+        timeout: ctx.timeout,
+        last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> VersionRule {
+        VersionRule::new("version", r"^v\d+").unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let body = br#"[
+          {"Node":{"Address":"fe80::2"},"Service":{"ID":"a","Tags":["active"],"Address":"::1","Port":8080,"Meta":{"version":"v1"}}},
+          {"Node":{"Address":"fe80::2"},"Service":{"ID":"b","Tags":["standby","v2"],"Address":"","Port":8081}},
+          {"Node":{"Address":"10.0.0.1"},"Service":{"ID":"c","Tags":[],"Address":"[::3]","Port":80}}
+        ]"#;
+        let got: Vec<(String, String)> = entries(body, &rule())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.address, e.version))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("[::1]:8080".into(), "v1".into()),
+                ("[fe80::2]:8081".into(), "v2".into()),
+                ("[::3]:80".into(), "unknown".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_entry_names_its_first_failing_check() {
+        let body = br#"[
+          {"Node":{"Address":"10.0.0.1"},"Service":{"ID":"a","Port":80},"Checks":[
+            {"CheckID":"serfHealth","Name":"Serf","Status":"passing"},
+            {"CheckID":"svc","Status":"critical","Output":" refused \n"},
+            {"CheckID":"other","Name":"Other","Status":"warning"}]},
+          {"Node":{"Address":"10.0.0.2"},"Service":{"ID":"b","Port":80},"Checks":null}
+        ]"#;
+        let e = entries(body, &rule()).unwrap();
+        assert_eq!(
+            (e[0].health.as_str(), e[0].passing),
+            ("critical svc: refused", false)
+        );
+        assert_eq!((e[1].health.as_str(), e[1].passing), ("passing", true));
+    }
 }

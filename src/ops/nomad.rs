@@ -9,32 +9,44 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::core::discovery::consul::{ConsulClient, VersionRule};
+use super::{NomadError, OpsError};
+use crate::core::discovery::consul::{ConsulClient, ConsulError, VersionRule};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A submit that lost the compare-and-set race (someone changed the job after it was read).
 pub const CONFLICT: &str = "Enforcing job modify index";
 
-pub async fn read_job(c: &ConsulClient, job: &str) -> Result<Value, String> {
+fn call(call: &'static str) -> impl FnOnce(ConsulError) -> NomadError {
+    move |error| NomadError::Call { call, error }
+}
+
+fn not_json(what: &'static str) -> impl FnOnce(serde_json::Error) -> NomadError {
+    move |error| NomadError::NotJson { what, error }
+}
+
+fn body_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).trim().to_string()
+}
+
+pub async fn read_job(c: &ConsulClient, job: &str) -> Result<Value, NomadError> {
     let r = c
         .get(&format!("/v1/job/{job}"), TIMEOUT)
         .await
-        .map_err(|e| format!("Nomad: {e}"))?;
-    let body = String::from_utf8_lossy(&r.body);
+        .map_err(call("Nomad"))?;
     match r.status.as_u16() {
-        200 => serde_json::from_slice(&r.body).map_err(|e| format!("Nomad's job is not JSON: {e}")),
-        404 => Err(format!(
-            "Nomad has no job {job:?} (pass --job NAME; `nomad job status` lists them)"
-        )),
-        403 => Err(format!(
-            "Nomad refused the token (403 {}): set NOMAD_TOKEN",
-            body.trim()
-        )),
-        code => Err(format!(
-            "Nomad answered {code} reading job {job}: {}",
-            body.trim()
-        )),
+        200 => serde_json::from_slice(&r.body).map_err(not_json("job is")),
+        404 => Err(NomadError::NoJob {
+            job: job.to_string(),
+        }),
+        403 => Err(NomadError::Token {
+            body: body_text(&r.body),
+        }),
+        status => Err(NomadError::JobStatus {
+            status,
+            job: job.to_string(),
+            body: body_text(&r.body),
+        }),
     }
 }
 
@@ -165,7 +177,7 @@ pub fn set_version(
 }
 
 /// `POST /v1/job/:id/plan`: the per-group update annotations.
-pub async fn plan(c: &ConsulClient, id: &str, job: &Value) -> Result<Value, String> {
+pub async fn plan(c: &ConsulClient, id: &str, job: &Value) -> Result<Value, NomadError> {
     let body = json!({ "Job": job, "Diff": true }).to_string();
     let r = c
         .call(
@@ -175,19 +187,18 @@ pub async fn plan(c: &ConsulClient, id: &str, job: &Value) -> Result<Value, Stri
             TIMEOUT,
         )
         .await
-        .map_err(|e| format!("Nomad plan: {e}"))?;
+        .map_err(call("Nomad plan"))?;
     if r.status != 200 {
-        return Err(format!(
-            "Nomad refused the plan ({}): {}",
-            r.status,
-            String::from_utf8_lossy(&r.body).trim()
-        ));
+        return Err(NomadError::PlanRefused {
+            status: r.status,
+            body: body_text(&r.body),
+        });
     }
-    serde_json::from_slice(&r.body).map_err(|e| format!("Nomad's plan is not JSON: {e}"))
+    serde_json::from_slice(&r.body).map_err(not_json("plan is"))
 }
 
 /// Refuses a plan that would restart allocations in `groups` (every group when empty).
-pub fn no_destructive(plan: &Value, groups: &[String]) -> Result<(), String> {
+pub fn no_destructive(plan: &Value, groups: &[String]) -> Result<(), OpsError> {
     let updates = &plan["Annotations"]["DesiredTGUpdates"];
     let mut bad = Vec::new();
     for (name, u) in updates.as_object().into_iter().flatten() {
@@ -204,49 +215,48 @@ pub fn no_destructive(plan: &Value, groups: &[String]) -> Result<(), String> {
     if bad.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        Err(OpsError::refused(format!(
             "the Nomad plan would restart allocations ({}): refusing (only service tags/meta may change; check job, group and task meta)",
             bad.join(", ")
-        ))
+        )))
     }
 }
 
 /// The job's latest deployment, or `None`.
-pub async fn latest_deployment(c: &ConsulClient, id: &str) -> Result<Option<Value>, String> {
+pub async fn latest_deployment(c: &ConsulClient, id: &str) -> Result<Option<Value>, NomadError> {
     let r = c
         .get(&format!("/v1/job/{id}/deployment"), TIMEOUT)
         .await
-        .map_err(|e| format!("Nomad: {e}"))?;
+        .map_err(call("Nomad"))?;
     if r.status == 404 {
         return Ok(None);
     }
     if r.status != 200 {
-        return Err(format!(
-            "Nomad answered {} for the deployment: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body).trim()
-        ));
+        return Err(NomadError::Status {
+            status: r.status,
+            what: "deployment",
+            body: body_text(&r.body),
+        });
     }
-    let v: Value = serde_json::from_slice(&r.body)
-        .map_err(|e| format!("Nomad's deployment is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(&r.body).map_err(not_json("deployment is"))?;
     Ok((!v.is_null()).then_some(v))
 }
 
 /// Every deployment of the job, newest first.
-pub async fn deployments(c: &ConsulClient, id: &str) -> Result<Vec<Value>, String> {
+pub async fn deployments(c: &ConsulClient, id: &str) -> Result<Vec<Value>, NomadError> {
     let r = c
         .get(&format!("/v1/job/{id}/deployments"), TIMEOUT)
         .await
-        .map_err(|e| format!("Nomad: {e}"))?;
+        .map_err(call("Nomad"))?;
     if r.status != 200 {
-        return Err(format!(
-            "Nomad answered {} for the deployments: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body).trim()
-        ));
+        return Err(NomadError::Status {
+            status: r.status,
+            what: "deployments",
+            body: body_text(&r.body),
+        });
     }
-    let v: Option<Vec<Value>> = serde_json::from_slice(&r.body)
-        .map_err(|e| format!("Nomad's deployments are not JSON: {e}"))?;
+    let v: Option<Vec<Value>> =
+        serde_json::from_slice(&r.body).map_err(not_json("deployments are"))?;
     Ok(v.unwrap_or_default())
 }
 
@@ -257,7 +267,12 @@ pub enum Submit {
 }
 
 /// Registers `job` only if its `JobModifyIndex` is still `index`.
-pub async fn submit(c: &ConsulClient, id: &str, job: &Value, index: u64) -> Result<Submit, String> {
+pub async fn submit(
+    c: &ConsulClient,
+    id: &str,
+    job: &Value,
+    index: u64,
+) -> Result<Submit, NomadError> {
     let body = json!({ "Job": job, "EnforceIndex": true, "JobModifyIndex": index }).to_string();
     let r = c
         .call(
@@ -267,8 +282,8 @@ pub async fn submit(c: &ConsulClient, id: &str, job: &Value, index: u64) -> Resu
             TIMEOUT,
         )
         .await
-        .map_err(|e| format!("Nomad register: {e}"))?;
-    let text = String::from_utf8_lossy(&r.body).trim().to_string();
+        .map_err(call("Nomad register"))?;
+    let text = body_text(&r.body);
     if r.status == 200 {
         return Ok(Submit::Accepted(
             serde_json::from_str(&text).unwrap_or(Value::Null),
@@ -277,7 +292,10 @@ pub async fn submit(c: &ConsulClient, id: &str, job: &Value, index: u64) -> Resu
     if text.starts_with(CONFLICT) {
         return Ok(Submit::Conflict(text));
     }
-    Err(format!("Nomad refused the job ({}): {text}", r.status))
+    Err(NomadError::JobRefused {
+        status: r.status,
+        body: text,
+    })
 }
 
 #[cfg(test)]
@@ -340,7 +358,7 @@ mod tests {
     fn destructive_plans_are_refused() {
         let plan = json!({"Annotations":{"DesiredTGUpdates":{"blue":{"InPlaceUpdate":2,"DestructiveUpdate":0},"green":{"DestructiveUpdate":2}}}});
         assert!(no_destructive(&plan, &["blue".into()]).is_ok());
-        let e = no_destructive(&plan, &[]).unwrap_err();
+        let e = no_destructive(&plan, &[]).unwrap_err().to_string();
         assert!(e.contains("green: 2 destructive"), "{e}");
     }
 }

@@ -7,9 +7,9 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
-use super::{flatten, http, probe, Ctx, Mode};
+use super::{http, json_text, probe, Ctx, Entry, Mode};
+use crate::admin::status::{HoldDoc, StatusDoc};
 
 #[derive(Debug, Serialize)]
 pub struct Probe {
@@ -20,7 +20,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    fn from(r: Result<http::Answer, String>) -> Probe {
+    fn from(r: Result<http::Answer, http::FetchError>) -> Probe {
         match r {
             Ok(a) => Probe {
                 status: Some(a.status),
@@ -32,7 +32,7 @@ impl Probe {
                 status: None,
                 body: String::new(),
                 latency_ms: 0.0,
-                error: Some(e),
+                error: Some(e.to_string()),
             },
         }
     }
@@ -57,7 +57,8 @@ pub struct Row {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: &'static str,
-    pub proxy: Value,
+    /// The proxy's `/status`; `null` when it could not be read.
+    pub proxy: Option<StatusDoc>,
     pub proxy_error: Option<String>,
     pub instances: Vec<Row>,
     pub hello: Probe,
@@ -67,15 +68,50 @@ pub struct Report {
 
 pub async fn report(ctx: &Ctx) -> Report {
     let (proxy, proxy_error) = match ctx.proxy_status().await {
-        Ok(v) => (v, None),
-        Err(e) => (Value::Null, Some(e)),
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e.to_string())),
     };
     let mut disagreements = Vec::new();
-    let mut entries = match &ctx.mode {
+    let mut entries = source_entries(ctx, &mut disagreements).await;
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut instances = Vec::new();
+    for e in entries {
+        let p = Probe::from(probe(&e.address).await);
+        instances.push(Row {
+            proxy_pool: proxy.as_ref().and_then(|d| pool_of(d, &e.id)),
+            id: e.id,
+            address: e.address,
+            tags: e.tags,
+            version: e.version,
+            health: e.health,
+            probe: p,
+        });
+    }
+    let through = |path: &'static str| http::get(&ctx.proxy, path, Duration::from_secs(5));
+    let hello = Probe::from(through("/hello").await);
+    let standby = Probe::from(through("/standby").await);
+    if let Some(doc) = &proxy {
+        disagreements.extend(compare(ctx, doc, &instances));
+    }
+    Report {
+        mode: ctx.mode.name(),
+        proxy,
+        proxy_error,
+        instances,
+        hello,
+        standby,
+        disagreements,
+    }
+}
+
+/// What the source holds: the upstreams file's instances, or Consul's entries. A source that
+/// cannot be read is a disagreement and contributes no instance.
+async fn source_entries(ctx: &Ctx, disagreements: &mut Vec<String>) -> Vec<Entry> {
+    match &ctx.mode {
         Mode::File(path) => match crate::core::discovery::file::load(path) {
             Ok(list) => list
                 .into_iter()
-                .map(|i| super::Entry {
+                .map(|i| Entry {
                     id: i.id,
                     address: i.address,
                     tags: i.tags,
@@ -89,81 +125,48 @@ pub async fn report(ctx: &Ctx) -> Report {
                 Vec::new()
             }
         },
-        _ => match ctx.consul_entries().await {
-            Ok(list) => list.iter().map(|e| flatten(e, &ctx.versions)).collect(),
-            Err(e) => {
-                disagreements.push(format!("Consul: {e}"));
-                Vec::new()
-            }
-        },
-    };
-    entries.sort_by(|a, b| a.id.cmp(&b.id));
-    let in_pool = |id: &str| -> Option<String> {
-        ["active", "standby"].into_iter().find_map(|p| {
-            proxy["pools"][p]["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|i| i["id"].as_str() == Some(id))
-                .then(|| p.to_string())
-        })
-    };
-    let mut instances = Vec::new();
-    for e in entries {
-        let p = Probe::from(probe(&e.address).await);
-        instances.push(Row {
-            proxy_pool: in_pool(&e.id),
-            id: e.id,
-            address: e.address,
-            tags: e.tags,
-            version: e.version,
-            health: e.health,
-            probe: p,
-        });
-    }
-    let through = |path: &'static str| http::get(&ctx.proxy, path, Duration::from_secs(5));
-    let hello = Probe::from(through("/hello").await);
-    let standby = Probe::from(through("/standby").await);
-    if proxy_error.is_none() {
-        disagreements.extend(compare(ctx, &proxy, &instances));
-    }
-    Report {
-        mode: ctx.mode.name(),
-        proxy,
-        proxy_error,
-        instances,
-        hello,
-        standby,
-        disagreements,
+        _ => ctx.consul_entries().await.unwrap_or_else(|e| {
+            disagreements.push(format!("Consul: {e}"));
+            Vec::new()
+        }),
     }
 }
 
+/// The proxy pool that routes to instance `id`, if any.
+fn pool_of(doc: &StatusDoc, id: &str) -> Option<String> {
+    doc.pools
+        .named()
+        .into_iter()
+        .find(|(_, pool)| pool.instances.iter().any(|i| i.id == id))
+        .map(|(name, _)| name.to_string())
+}
+
 /// Where the source and the proxy disagree, with the proxy's reason.
-fn compare(ctx: &Ctx, proxy: &Value, rows: &[Row]) -> Vec<String> {
+fn compare(ctx: &Ctx, proxy: &StatusDoc, rows: &[Row]) -> Vec<String> {
     let mut out = Vec::new();
-    for (pool, tag) in [("active", ctx.active_tag()), ("standby", ctx.standby_tag())] {
+    let tags = [ctx.active_tag(), ctx.standby_tag()];
+    for ((pool, doc), tag) in proxy.pools.named().into_iter().zip(tags) {
         let wanted: BTreeSet<&str> = rows
             .iter()
             .filter(|r| r.health == "passing" || r.health.starts_with("n/a"))
             .filter(|r| r.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)))
             .map(|r| r.version.as_str())
             .collect();
-        let serving = proxy["pools"][pool]["version"].as_str().unwrap_or("none");
+        let serving = doc.version.as_deref().unwrap_or("none");
         if matches!(ctx.mode, Mode::Kv { .. }) || wanted.is_empty() {
             continue;
         }
         if wanted.len() == 1 && wanted.contains(serving) {
             continue;
         }
-        let hold = &proxy["pools"][pool]["hold"];
-        let why = match hold["kind"].as_str() {
-            Some("version") => format!(
-                "the proxy's single-version gate holds {} until none of its instances is tagged {tag} (a flip in progress?)",
-                hold["serving"].as_str().unwrap_or("?")
+        let status = &proxy.source_status;
+        let why = match &doc.hold {
+            Some(HoldDoc::Version { serving, .. }) => format!(
+                "the proxy's single-version gate holds {serving} until none of its instances is tagged {tag} (a flip in progress?)"
             ),
-            Some("empty") => "the proxy holds its last set because the source reported none".to_string(),
-            _ => match proxy["source_status"]["last_error"].as_str() {
-                Some(e) if proxy["source_status"]["stale_since_ms"].is_u64() => format!("the proxy cannot read its source: {e}"),
+            Some(HoldDoc::Empty { .. }) => "the proxy holds its last set because the source reported none".to_string(),
+            None => match &status.last_error {
+                Some(e) if status.stale_since_ms.is_some() => format!("the proxy cannot read its source: {e}"),
                 _ => "the proxy has not seen the change yet".to_string(),
             },
         };
@@ -202,16 +205,16 @@ pub fn render_with(r: &Report, colour: bool) -> String {
     match &r.proxy_error {
         Some(e) => out.push_str(&format!("proxy: {}\n", p.c("31", e))),
         None => {
-            for pool in ["active", "standby"] {
-                let v = &r.proxy["pools"][pool];
-                let hold = match v["hold"]["kind"].as_str() {
-                    Some(k) => p.c("33", &format!("  hold: {k} {}", v["hold"])),
+            let none = StatusDoc::default();
+            for (pool, v) in r.proxy.as_ref().unwrap_or(&none).pools.named() {
+                let hold = match &v.hold {
+                    Some(h) => p.c("33", &format!("  hold: {} {}", h.kind(), json_text(h))),
                     None => String::new(),
                 };
                 out.push_str(&format!(
                     "proxy {pool:<8} serves {:<10} {} instance(s){hold}\n",
-                    v["version"].as_str().unwrap_or("none"),
-                    v["instances"].as_array().map_or(0, |a| a.len())
+                    v.version.as_deref().unwrap_or("none"),
+                    v.instances.len()
                 ));
             }
         }
@@ -287,10 +290,11 @@ mod tests {
     fn report() -> Report {
         Report {
             mode: "file",
-            proxy: serde_json::json!({"pools": {
+            proxy: serde_json::from_value(serde_json::json!({"pools": {
                 "active": {"version": "v1", "instances": [{}], "hold": {"kind": "version", "serving": "v1"}},
                 "standby": {"version": "v2", "instances": [{}]},
-            }}),
+            }}))
+            .ok(),
             proxy_error: None,
             instances: vec![
                 Row {

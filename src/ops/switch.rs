@@ -9,7 +9,11 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
 
-use super::{flatten, nomad, probe, wait_for_proxy, Ctx, Mode};
+use super::{nomad, probe, wait_for_proxy, Ctx, Mode, NomadError, OpsError};
+use crate::admin::status::{PoolDoc, StatusDoc};
+use crate::core::discovery::consul::{ConsulClient, ConsulError};
+
+const STANDBY_EMPTY: &str = "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)";
 
 /// What a successful switch did.
 #[derive(Debug)]
@@ -20,27 +24,17 @@ pub struct Switched {
     pub how: String,
 }
 
-fn version_of(pool: &Value) -> Option<String> {
-    pool["version"].as_str().map(str::to_string)
+fn version_of(pool: &PoolDoc) -> Option<String> {
+    pool.version.clone()
 }
 
 /// Refuses unless every standby instance passes in Consul and answers its probe.
-async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
-    let standby = status["pools"]["standby"]["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+async fn check_standby(ctx: &Ctx, status: &StatusDoc) -> Result<(), OpsError> {
+    let standby = &status.pools.standby.instances;
     if standby.is_empty() {
-        return Err(
-            "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
-        );
+        return Err(OpsError::refused(STANDBY_EMPTY));
     }
-    let consul: Vec<_> = ctx
-        .consul_entries()
-        .await?
-        .iter()
-        .map(|e| flatten(e, &ctx.versions))
-        .collect();
+    let consul = ctx.consul_entries().await?;
     let mut problems = Vec::new();
     // Instances Consul tags standby but fails are already out of the proxy's pool: still refuse.
     if matches!(ctx.mode, Mode::Nomad { .. }) {
@@ -59,9 +53,8 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
             }
         }
     }
-    for i in &standby {
-        let id = i["id"].as_str().unwrap_or("?");
-        let addr = i["address"].as_str().unwrap_or("?");
+    for i in standby {
+        let (id, addr) = (i.id.as_str(), i.address.as_str());
         if ctx.mode.consul().is_some() {
             match consul.iter().find(|e| e.id == id) {
                 None => problems.push(format!("{id} ({addr}) is no longer registered in Consul")),
@@ -85,40 +78,17 @@ async fn check_standby(ctx: &Ctx, status: &Value) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        Err(OpsError::refused(format!(
             "the standby group is not ready, so nothing was changed:\n  - {}\n(fix it, or pass --force to switch anyway)",
             problems.join("\n  - ")
-        ))
+        )))
     }
 }
 
 /// Makes the standby group active. `expect_to`, when given, must be the standby version.
-pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<Switched, String> {
+pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<Switched, OpsError> {
     let status = ctx.proxy_status().await?;
-    let standby_empty = status["pools"]["standby"]["instances"]
-        .as_array()
-        .is_none_or(|a| a.is_empty());
-    if standby_empty && !force {
-        return Err(
-            "the standby pool is empty: there is nothing to switch to (deploy a version first: zerodown deploy VERSION --image IMAGE)".into(),
-        );
-    }
-    let from = version_of(&status["pools"]["active"]).unwrap_or_else(|| "none".into());
-    let to = version_of(&status["pools"]["standby"]).ok_or_else(|| {
-        "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)".to_string()
-    });
-    let to = match (to, force) {
-        (Ok(v), _) => v,
-        (Err(e), false) => return Err(e),
-        (Err(_), true) => "unknown".into(),
-    };
-    if let Some(want) = expect_to {
-        if want != to {
-            return Err(format!(
-                "the version that served before is {want}, but the standby group runs {to}: a rollback would not bring {want} back (deploy it to standby first)"
-            ));
-        }
-    }
+    let (from, to) = versions(&status, force, expect_to)?;
     if !force {
         check_standby(ctx, &status).await?;
     }
@@ -126,14 +96,17 @@ pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<S
         Mode::File(path) => switch_file(ctx, path)?,
         Mode::Kv { consul, key } => switch_kv(ctx, consul, key, &status).await?,
         Mode::Nomad { nomad, job, .. } => {
-            let nomad = nomad.as_ref().ok_or(
-                "the proxy watches Consul tags, which Nomad owns: set NOMAD_ADDR or --nomad-addr",
-            )?;
+            let nomad = nomad.as_ref().ok_or_else(|| {
+                OpsError::Usage(
+                    "the proxy watches Consul tags, which Nomad owns: set NOMAD_ADDR or --nomad-addr"
+                        .into(),
+                )
+            })?;
             switch_nomad(ctx, nomad, job).await?
         }
     };
     let elapsed = wait_for_proxy(ctx, &format!("{to} serving /hello"), |s| {
-        s["pools"]["active"]["version"].as_str() == Some(to.as_str())
+        s.pools.active.version.as_deref() == Some(to.as_str())
     })
     .await?;
     Ok(Switched {
@@ -144,15 +117,76 @@ pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<S
     })
 }
 
+/// The versions a switch goes from and to, refusing when there is nothing (or, with `expect_to`,
+/// not the expected version) to switch to. `force` switches to an empty or mixed standby anyway.
+fn versions(
+    status: &StatusDoc,
+    force: bool,
+    expect_to: Option<&str>,
+) -> Result<(String, String), OpsError> {
+    let standby = &status.pools.standby;
+    if standby.instances.is_empty() && !force {
+        return Err(OpsError::refused(STANDBY_EMPTY));
+    }
+    let from = version_of(&status.pools.active).unwrap_or_else(|| "none".into());
+    let to = match (version_of(standby), force) {
+        (Some(v), _) => v,
+        (None, false) => return Err(OpsError::refused(
+            "the standby pool has no single version to switch to (is it empty or mixed? see zerodown status)",
+        )),
+        (None, true) => "unknown".into(),
+    };
+    if let Some(want) = expect_to {
+        if want != to {
+            return Err(OpsError::refused(format!(
+                "the version that served before is {want}, but the standby group runs {to}: a rollback would not bring {want} back (deploy it to standby first)"
+            )));
+        }
+    }
+    Ok((from, to))
+}
+
 /// Swaps the pool tags in the upstreams file, written atomically (temporary file, then rename).
-fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    crate::core::discovery::file::parse(&text, &path.display().to_string())
-        .map_err(|e| e.to_string())?;
-    let mut doc: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, OpsError> {
+    let file_error = |op, error| OpsError::File {
+        op,
+        path: path.to_path_buf(),
+        error,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error("read", e))?;
+    crate::core::discovery::file::parse(&text, &path.display().to_string())?;
+    let mut doc: toml::Table = toml::from_str(&text).map_err(|error| OpsError::Toml {
+        path: path.to_path_buf(),
+        error,
+    })?;
     let (a, s) = (ctx.active_tag(), ctx.standby_tag());
+    let changed = swap_file_tags(&mut doc, a, s);
+    if changed == 0 {
+        return Err(OpsError::refused(format!(
+            "{}: no instance is tagged {a:?} or {s:?}",
+            path.display()
+        )));
+    }
+    let tmp = path.with_extension("toml.zerodown-tmp");
+    let out = format!(
+        "# Rewritten by `zerodown switch`.\n{}",
+        toml::to_string_pretty(&doc)?
+    );
+    std::fs::write(&tmp, out).map_err(|error| OpsError::File {
+        op: "write",
+        path: tmp.clone(),
+        error,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| file_error("replace", e))?;
+    Ok(format!(
+        "rewrote {} ({changed} tags swapped)",
+        path.display()
+    ))
+}
+
+/// Swaps the tags `a` and `s` (case-insensitively) on every instance of an upstreams file;
+/// returns how many tags changed.
+fn swap_file_tags(doc: &mut toml::Table, a: &str, s: &str) -> usize {
     let mut changed = 0;
     for inst in doc
         .get_mut("instances")
@@ -178,44 +212,19 @@ fn switch_file(ctx: &Ctx, path: &std::path::Path) -> Result<String, String> {
             changed += 1;
         }
     }
-    if changed == 0 {
-        return Err(format!(
-            "{}: no instance is tagged {a:?} or {s:?}",
-            path.display()
-        ));
-    }
-    let tmp = path.with_extension("toml.zerodown-tmp");
-    let out = format!(
-        "# Rewritten by `zerodown switch`.\n{}",
-        toml::to_string_pretty(&doc).map_err(|e| e.to_string())?
-    );
-    std::fs::write(&tmp, out).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
-    Ok(format!(
-        "rewrote {} ({changed} tags swapped)",
-        path.display()
-    ))
+    changed
 }
 
 /// The name of the standby group for the KV selector: a tag every standby instance carries and no
 /// active one does (e.g. `green`), else the standby version.
-fn standby_group(ctx: &Ctx, status: &Value) -> Option<String> {
-    let tags = |pool: &str| -> Vec<Vec<String>> {
-        status["pools"][pool]["instances"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| {
-                i["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str().map(str::to_lowercase))
-                    .collect()
-            })
+fn standby_group(ctx: &Ctx, status: &StatusDoc) -> Option<String> {
+    let tags = |pool: &PoolDoc| -> Vec<Vec<String>> {
+        pool.instances
+            .iter()
+            .map(|i| i.tags.iter().map(|t| t.to_lowercase()).collect())
             .collect()
     };
-    let (standby, active) = (tags("standby"), tags("active"));
+    let (standby, active) = (tags(&status.pools.standby), tags(&status.pools.active));
     let pool_tags = [
         ctx.active_tag().to_lowercase(),
         ctx.standby_tag().to_lowercase(),
@@ -229,37 +238,27 @@ fn standby_group(ctx: &Ctx, status: &Value) -> Option<String> {
                 && active.iter().all(|a| !a.contains(t))
         })
         .cloned()
-        .or_else(|| version_of(&status["pools"]["standby"]))
+        .or_else(|| version_of(&status.pools.standby))
 }
 
 async fn switch_kv(
     ctx: &Ctx,
-    consul: &crate::core::discovery::consul::ConsulClient,
+    consul: &ConsulClient,
     key: &str,
-    status: &Value,
-) -> Result<String, String> {
-    let group = standby_group(ctx, status).ok_or("cannot tell which group the standby pool is")?;
+    status: &StatusDoc,
+) -> Result<String, OpsError> {
+    let group = standby_group(ctx, status)
+        .ok_or_else(|| OpsError::refused("cannot tell which group the standby pool is"))?;
     let r = consul
         .get(&format!("/v1/kv/{key}"), Duration::from_secs(10))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let index = match r.status.as_u16() {
         200 => {
-            let v: Value =
-                serde_json::from_slice(&r.body).map_err(|e| format!("Consul KV answer: {e}"))?;
-            v[0]["ModifyIndex"]
-                .as_u64()
-                .ok_or("Consul KV answer has no ModifyIndex")?
+            let v: Value = serde_json::from_slice(&r.body).map_err(OpsError::KvAnswer)?;
+            v[0]["ModifyIndex"].as_u64().ok_or(OpsError::KvNoIndex)?
         }
         404 => 0,
-        _ => {
-            return Err(crate::core::discovery::consul::ConsulError::from_status(
-                r.status,
-                &r.body,
-                &format!("key {key}"),
-            )
-            .to_string())
-        }
+        _ => return Err(ConsulError::from_status(r.status, &r.body, &format!("key {key}")).into()),
     };
     let w = consul
         .call(
@@ -268,51 +267,44 @@ async fn switch_kv(
             Bytes::from(group.clone()),
             Duration::from_secs(10),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if w.status != 200 {
-        return Err(crate::core::discovery::consul::ConsulError::from_status(
-            w.status,
-            &w.body,
-            &format!("key {key}"),
-        )
-        .to_string());
+        return Err(ConsulError::from_status(w.status, &w.body, &format!("key {key}")).into());
     }
     if String::from_utf8_lossy(&w.body).trim() != "true" {
-        return Err(format!(
+        return Err(OpsError::refused(format!(
             "the key {key} changed after it was read (someone else switched?): nothing was written; check `zerodown status` and run again"
-        ));
+        )));
     }
     Ok(format!("wrote {key} = {group} (cas={index})"))
 }
 
 async fn switch_nomad(
     ctx: &Ctx,
-    nomad_client: &crate::core::discovery::consul::ConsulClient,
+    nomad_client: &ConsulClient,
     job_id: &str,
-) -> Result<String, String> {
+) -> Result<String, OpsError> {
     let service = ctx.service.clone().unwrap_or_default();
     for attempt in 1..=3 {
         let mut job = nomad::read_job(nomad_client, job_id).await?;
         let index = job["JobModifyIndex"]
             .as_u64()
-            .ok_or("the Nomad job has no JobModifyIndex")?;
+            .ok_or(NomadError::NoModifyIndex)?;
         if let Some(d) = nomad::latest_deployment(nomad_client, job_id).await? {
             if d["Status"].as_str() == Some("running") {
-                return Err(format!(
-                    "Nomad deployment {} of job {job_id} is still running: wait for it (nomad deployment status {}) and switch again",
-                    d["ID"].as_str().unwrap_or("?"),
-                    d["ID"].as_str().unwrap_or("?")
-                ));
+                let id = d["ID"].as_str().unwrap_or("?");
+                return Err(OpsError::refused(format!(
+                    "Nomad deployment {id} of job {job_id} is still running: wait for it (nomad deployment status {id}) and switch again"
+                )));
             }
         }
         let changed = nomad::swap_tags(&mut job, &service, ctx.active_tag(), ctx.standby_tag());
         if changed < 2 {
-            return Err(format!(
+            return Err(OpsError::refused(format!(
                 "the Nomad job {job_id} has {changed} service block(s) of {service} tagged {}/{}: expected one per group",
                 ctx.active_tag(),
                 ctx.standby_tag()
-            ));
+            )));
         }
         let plan = nomad::plan(nomad_client, job_id, &job).await?;
         nomad::no_destructive(&plan, &[])?;
@@ -329,23 +321,22 @@ async fn switch_nomad(
             }
         }
     }
-    Err(format!("the Nomad job {job_id} kept changing under the switch (3 attempts): nothing was applied; try again"))
+    Err(OpsError::refused(format!("the Nomad job {job_id} kept changing under the switch (3 attempts): nothing was applied; try again")))
 }
 
 /// Switches back to the version that served before the last switch, with the same checks.
-pub async fn rollback(ctx: &Ctx, force: bool) -> Result<Switched, String> {
+pub async fn rollback(ctx: &Ctx, force: bool) -> Result<Switched, OpsError> {
     let status = ctx.proxy_status().await?;
-    let current = version_of(&status["pools"]["active"]);
-    let previous = status["swaps"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let current = version_of(&status.pools.active);
+    let previous = status
+        .swaps
+        .iter()
         .rev()
         .find(|s| {
-            let (old, new) = (&s["active"]["old_version"], &s["active"]["new_version"]);
-            new.as_str() == current.as_deref() && !old.is_null() && old != new
+            let (old, new) = (&s.active.old_version, &s.active.new_version);
+            *new == current && old.is_some() && old != new
         })
-        .and_then(|s| s["active"]["old_version"].as_str().map(str::to_string))
-        .ok_or("the proxy has no earlier version in its swap history (it has not switched since it started): use zerodown switch")?;
+        .and_then(|s| s.active.old_version.clone())
+        .ok_or_else(|| OpsError::refused("the proxy has no earlier version in its swap history (it has not switched since it started): use zerodown switch"))?;
     switch(ctx, force, Some(&previous)).await
 }

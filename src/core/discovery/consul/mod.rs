@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 pub use client::{ConsulClient, ConsulError, Reply};
-pub use parse::{health_entries, Parsed, VersionRule};
+pub use parse::{all_entries, health_entries, CheckState, Parsed, ParsedEntry, VersionRule};
 use watch::{IndexEvent, Watch};
 
 use super::source::{split_by_tags, Reports, UpstreamSource};

@@ -42,8 +42,12 @@ struct Service {
 struct Check {
     #[serde(rename = "CheckID", default)]
     check_id: String,
+    #[serde(rename = "Name", default)]
+    name: Option<String>,
     #[serde(rename = "Status", default)]
     status: String,
+    #[serde(rename = "Output", default)]
+    output: String,
 }
 
 /// How an instance's version is found: `Service.Meta[meta_key]`, else the first tag matching
@@ -123,7 +127,7 @@ pub fn health_entries(body: &[u8], versions: &VersionRule) -> Result<Parsed, ser
             ));
             continue;
         }
-        let address = bracket(&host, s.port);
+        let address = host_port(&host, s.port);
         let mut tags = s.tags.unwrap_or_default();
         tags.dedup();
         let version = versions.version(s.meta.as_ref(), &tags);
@@ -150,16 +154,95 @@ pub const HSMS_PORT_META: &str = "hsms_port";
 /// The instance's HSMS address: its host with the port in `Meta.hsms_port`, if that is a port.
 fn hsms_address(host: &str, meta: Option<&HashMap<String, String>>) -> Option<String> {
     let port = meta?.get(HSMS_PORT_META)?.trim().parse::<u16>().ok()?;
-    (port > 0).then(|| bracket(host, port))
+    (port > 0).then(|| host_port(host, port))
 }
 
-/// `host:port`, with an IPv6 host in brackets.
-fn bracket(host: &str, port: u16) -> String {
+/// `host:port`, with an IPv6 host in brackets (`[::1]:8080`) so the port stays unambiguous.
+fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// One health entry as Consul reports it, passing or not, for the operator commands' tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedEntry {
+    /// `Service.ID` as registered (possibly empty).
+    pub id: String,
+    /// `Service.Address`, else `Node.Address`, with the port (`host:port`, IPv6 bracketed); the
+    /// host is empty and the port 0 when Consul has none.
+    pub address: String,
+    pub tags: Vec<String>,
+    pub version: String,
+    pub checks: Vec<CheckState>,
+}
+
+/// One health check of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckState {
+    pub check_id: String,
+    pub name: Option<String>,
+    /// `passing`, `warning` or `critical`.
+    pub status: String,
+    pub output: String,
+}
+
+impl CheckState {
+    pub fn passing(&self) -> bool {
+        self.status == "passing"
+    }
+}
+
+impl ParsedEntry {
+    /// The first check that does not pass, if any.
+    pub fn failing_check(&self) -> Option<&CheckState> {
+        self.checks.iter().find(|c| !c.passing())
+    }
+
+    pub fn passing(&self) -> bool {
+        self.failing_check().is_none()
+    }
+}
+
+/// Every entry of a health answer with its checks, passing or not, nothing skipped: what the
+/// operator commands show next to the proxy's view. The watch uses [`health_entries`].
+pub fn all_entries(
+    body: &[u8],
+    versions: &VersionRule,
+) -> Result<Vec<ParsedEntry>, serde_json::Error> {
+    let entries: Option<Vec<Entry>> = serde_json::from_slice(body)?;
+    Ok(entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let s = e.service;
+            let host = if s.address.is_empty() {
+                e.node.address
+            } else {
+                s.address
+            };
+            let tags = s.tags.unwrap_or_default();
+            ParsedEntry {
+                id: s.id,
+                address: host_port(&host, s.port),
+                version: versions.version(s.meta.as_ref(), &tags),
+                tags,
+                checks: e
+                    .checks
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| CheckState {
+                        check_id: c.check_id,
+                        name: c.name,
+                        status: c.status,
+                        output: c.output,
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -210,5 +293,41 @@ mod tests {
             .is_empty());
         assert!(health_entries(b"[{\"Node\":", &rule()).is_err());
         assert!(health_entries(b"<html>", &rule()).is_err());
+    }
+
+    #[test]
+    fn all_entries_keeps_failing_and_incomplete_entries() {
+        let body = br#"[
+          {"Node":{"Address":"10.0.0.1"},"Service":{"ID":"a","Tags":["active","v3"],"Address":"","Port":8080},"Checks":[{"CheckID":"serfHealth","Status":"passing"}]},
+          {"Node":{"Address":"10.0.0.2"},"Service":{"ID":"b","Tags":null,"Address":"::1","Port":81,"Meta":{"version":"1.4.2"}},"Checks":[{"CheckID":"svc","Name":"http","Status":"critical","Output":"refused"}]},
+          {"Node":{"Address":""},"Service":{"ID":"noport"}}
+        ]"#;
+        let e = all_entries(body, &rule()).unwrap();
+        let got: Vec<(&str, &str, &str, bool)> = e
+            .iter()
+            .map(|e| {
+                (
+                    e.id.as_str(),
+                    e.address.as_str(),
+                    e.version.as_str(),
+                    e.passing(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "10.0.0.1:8080", "v3", true),
+                ("b", "[::1]:81", "1.4.2", false),
+                ("noport", ":0", "unknown", true),
+            ]
+        );
+        let bad = e[1].failing_check().unwrap();
+        assert_eq!(
+            (bad.name.as_deref(), bad.output.as_str()),
+            (Some("http"), "refused")
+        );
+        assert!(all_entries(b"null", &rule()).unwrap().is_empty());
+        assert!(all_entries(b"<html>", &rule()).is_err());
     }
 }
