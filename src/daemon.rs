@@ -175,7 +175,8 @@ impl Daemon {
                 Arc::clone(&status),
                 Arc::clone(&metrics),
                 admin_token,
-            );
+            )
+            .with_hsms(hsms.clone());
             tokio::spawn(admin::serve(sock, state, shutdown_rx))
         });
         tracing::info!(

@@ -160,6 +160,15 @@ async fn equipment_selects_and_reaches_the_active_version_then_the_new_one() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].switches, 1);
     assert_eq!(sessions[0].backend.as_ref().unwrap().version, "v2");
+    // `/status` shows the same, through the typed document the operator commands read.
+    let (code, body) = get(rig.daemon.admin_addr.unwrap(), "/status").await;
+    assert_eq!(code, 200);
+    let doc: zerodown::admin::status::StatusDoc = serde_json::from_str(&body).unwrap();
+    let h = doc.hsms.expect("hsms in /status");
+    assert_eq!(h.target_version.as_deref(), Some("v2"));
+    assert_eq!(h.sessions.len(), 1);
+    assert_eq!(h.sessions[0].state, "selected");
+    assert_eq!(h.sessions[0].last_switch.as_ref().unwrap().outcome, "done");
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use self::status::{HoldDoc, InstanceDoc, PoolDoc, Pools, SourceInfoDoc, StatusDoc, SwapDoc};
 use crate::core::discovery::status::SourceStatus;
 use crate::core::{Pool, Publisher, Snapshot};
+use crate::hsms::Hsms;
 use crate::http::upstream::ConnPool;
 use crate::telemetry::metrics::Metrics;
 
@@ -33,6 +34,7 @@ pub struct AdminState {
     started: Instant,
     /// Bearer token `/status`, `/consul-status` and `/metrics` require, when set.
     token: Option<Arc<str>>,
+    hsms: Option<Arc<Hsms>>,
 }
 
 impl AdminState {
@@ -48,7 +50,14 @@ impl AdminState {
             metrics,
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            hsms: None,
         }
+    }
+
+    /// Adds the HSMS front-end's sessions and pools to `/status`.
+    pub fn with_hsms(mut self, hsms: Option<Arc<Hsms>>) -> AdminState {
+        self.hsms = hsms;
+        self
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -165,6 +174,7 @@ pub fn status(state: &AdminState) -> StatusDoc {
     };
     StatusDoc {
         generation: snap.generation,
+        hsms: state.hsms.as_ref().map(|h| h.status()),
         pools: Pools {
             active: pool_doc(&snap.active, health),
             standby: pool_doc(&snap.standby, health),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::discovery::status::SourceState;
 use crate::core::{Hold, SourceInfo, SwapRecord};
+use crate::hsms::HsmsStatus;
 
 /// The whole `/status` answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,9 @@ use crate::core::{Hold, SourceInfo, SwapRecord};
 pub struct StatusDoc {
     /// Increases by one per swap; 0 before the first load.
     pub generation: u64,
+    /// The HSMS front-end, when the config has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsms: Option<HsmsStatus>,
     pub pools: Pools,
     /// The active pool has members (what `/ready` answers).
     pub ready: bool,
@@ -307,6 +311,7 @@ mod tests {
         };
         StatusDoc {
             generation: 2,
+            hsms: None,
             pools: Pools {
                 active: PoolDoc {
                     hold: Some(HoldDoc::from(&Hold::Version {

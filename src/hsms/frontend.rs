@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -31,12 +31,14 @@ pub struct Hsms {
 }
 
 /// One session as `/status` shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SessionView {
     pub id: u64,
     pub equipment: String,
-    /// `not_selected`, `selected`, `switching` or `no_backend`.
-    pub state: &'static str,
+    /// `not_selected`, `selected`, `switching`, `no_backend` (hsms mode); `connected`,
+    /// `draining` (tcp mode).
+    pub state: String,
     pub backend: Option<BackendView>,
     pub open_to_host: usize,
     pub open_to_equipment: usize,
@@ -48,14 +50,14 @@ pub struct SessionView {
     pub hold: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendView {
     pub instance: String,
     pub address: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwitchView {
     pub from_version: Option<String>,
     pub to_version: String,
@@ -67,7 +69,7 @@ pub struct SwitchView {
 }
 
 /// The HSMS part of `/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HsmsStatus {
     pub listen: SocketAddr,
     pub mode: HsmsMode,
@@ -121,7 +123,7 @@ impl Hsms {
         let view = Arc::new(Mutex::new(SessionView {
             id,
             equipment: equipment.to_string(),
-            state: "not_selected",
+            state: "not_selected".into(),
             ..SessionView::default()
         }));
         lock(&self.sessions).insert(id, Arc::clone(&view));

@@ -400,7 +400,9 @@ impl Session<'_> {
             }
         };
         let mut v = lock(&self.view);
-        v.state = state;
+        if v.state != state {
+            v.state = state.to_string();
+        }
         v.backend = backend;
         v.open_to_host = to_host;
         v.open_to_equipment = to_equipment;

@@ -35,7 +35,7 @@ pub async fn run(
     let _ = upstream.set_nodelay(true);
     {
         let mut v = lock(&view);
-        v.state = "connected";
+        v.state = "connected".into();
         v.backend = Some(BackendView {
             instance: instance.id.clone(),
             address: address.clone(),
@@ -59,7 +59,7 @@ pub async fn run(
                 let moved = h.target(None).is_some_and(|t| t.version != instance.version);
                 if moved {
                     close_at = Some(Instant::now() + h.cfg.tcp_drain);
-                    lock(&view).state = "draining";
+                    lock(&view).state = "draining".into();
                     tracing::info!(target: "zerodown::hsms", version = %instance.version, drain_ms = h.cfg.tcp_drain.as_millis() as u64, "active version changed: the connection closes after the drain");
                 }
             }
