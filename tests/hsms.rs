@@ -3,117 +3,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::hsms::Equipment;
+use common::hsms::{two_versions, Equipment, Rig};
 use common::*;
-use zerodown::config::{Config, HsmsConfig};
-use zerodown::daemon::{Daemon, Listeners};
-use zerodown::demo::hsms::{spawn as spawn_host, HsmsHost};
 use zerodown::hsms::codec::{self, SType};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-async fn host(version: &str, delay: Duration) -> SocketAddr {
-    spawn_host(
-        "127.0.0.1:0".parse().unwrap(),
-        HsmsHost {
-            version: version.into(),
-            delay,
-        },
-    )
-    .await
-    .unwrap()
-}
-
-/// (id, http address, hsms address, version, tag)
-type Inst = (
-    &'static str,
-    SocketAddr,
-    SocketAddr,
-    &'static str,
-    &'static str,
-);
-
-fn write(path: &std::path::Path, list: &[Inst]) {
-    let mut text = String::new();
-    for (id, http, hsms, version, tag) in list {
-        text.push_str(&format!(
-            "[[instances]]\nid = \"{id}\"\naddress = \"{http}\"\nhsms = \"{hsms}\"\nversion = \"{version}\"\ntags = [\"{tag}\"]\n\n"
-        ));
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-struct Rig {
-    daemon: Daemon,
-    hsms: SocketAddr,
-    upstreams: std::path::PathBuf,
-    list: Vec<Inst>,
-    _dir: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn start(list: Vec<Inst>, tweak: impl FnOnce(&mut Config)) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let upstreams = dir.path().join("upstreams.toml");
-        write(&upstreams, &list);
-        let mut cfg = test_config(&upstreams);
-        let hsms_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        cfg.hsms = Some(HsmsConfig::new(hsms_listener.local_addr().unwrap()));
-        tweak(&mut cfg);
-        let l = Listeners {
-            public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            admin: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            tls: None,
-            hsms: Some(hsms_listener),
-        };
-        let daemon = Daemon::run(cfg, l).unwrap();
-        let mut rx = daemon.publisher.subscribe();
-        tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
-            .await
-            .expect("first pool never loaded")
-            .unwrap();
-        let hsms = daemon.hsms_addr.unwrap();
-        Rig {
-            daemon,
-            hsms,
-            upstreams,
-            list,
-            _dir: dir,
-        }
-    }
-
-    /// Swaps the active and standby tags of every instance.
-    fn flip(&mut self) {
-        for i in &mut self.list {
-            i.4 = if i.4 == "active" { "standby" } else { "active" };
-        }
-        write(&self.upstreams, &self.list);
-    }
-}
-
-async fn two_versions(delay_v1: Duration) -> Vec<Inst> {
-    vec![
-        (
-            "v1-a",
-            backend("v1").await,
-            host("v1", delay_v1).await,
-            "v1",
-            "active",
-        ),
-        (
-            "v2-a",
-            backend("v2").await,
-            host("v2", Duration::ZERO).await,
-            "v2",
-            "standby",
-        ),
-    ]
-}
 
 #[tokio::test]
 async fn equipment_selects_and_reaches_the_active_version_then_the_new_one() {

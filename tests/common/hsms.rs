@@ -1,6 +1,7 @@
 //! An HSMS equipment for tests (active side): connect, Select, send W-bit primaries and match
 //! their replies by system bytes, each with a deadline. Built on the product's codec; the
-//! independent check of the wire format is the secsgem test.
+//! independent check of the wire format is the secsgem test. Also the rig: a daemon with an HSMS
+//! listener in front of demo HSMS hosts of two versions, switched through the upstreams file.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use zerodown::config::{Config, HsmsConfig};
+use zerodown::daemon::{Daemon, Listeners};
+use zerodown::demo::hsms::{spawn as spawn_host, HsmsHost};
 use zerodown::hsms::codec::{self, Decoder, Message, SType};
+
+use super::{backend, test_config, DEADLINE};
 
 pub struct Equipment {
     stream: TcpStream,
@@ -114,4 +120,104 @@ pub fn s1f1(system: u32) -> Message {
 #[derive(Default)]
 pub struct Outstanding {
     pub sent: HashMap<u32, tokio::time::Instant>,
+}
+
+pub async fn host(version: &str, delay: Duration) -> SocketAddr {
+    spawn_host(
+        "127.0.0.1:0".parse().unwrap(),
+        HsmsHost {
+            version: version.into(),
+            delay,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// (id, http address, hsms address, version, tag)
+pub type Inst = (
+    &'static str,
+    SocketAddr,
+    SocketAddr,
+    &'static str,
+    &'static str,
+);
+
+pub fn write(path: &std::path::Path, list: &[Inst]) {
+    let mut text = String::new();
+    for (id, http, hsms, version, tag) in list {
+        text.push_str(&format!(
+            "[[instances]]\nid = \"{id}\"\naddress = \"{http}\"\nhsms = \"{hsms}\"\nversion = \"{version}\"\ntags = [\"{tag}\"]\n\n"
+        ));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+pub struct Rig {
+    pub daemon: Daemon,
+    pub hsms: SocketAddr,
+    pub upstreams: std::path::PathBuf,
+    pub list: Vec<Inst>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub async fn start(list: Vec<Inst>, tweak: impl FnOnce(&mut Config)) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let upstreams = dir.path().join("upstreams.toml");
+        write(&upstreams, &list);
+        let mut cfg = test_config(&upstreams);
+        let hsms_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        cfg.hsms = Some(HsmsConfig::new(hsms_listener.local_addr().unwrap()));
+        tweak(&mut cfg);
+        let l = Listeners {
+            public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            tls: None,
+            hsms: Some(hsms_listener),
+        };
+        let daemon = Daemon::run(cfg, l).unwrap();
+        let mut rx = daemon.publisher.subscribe();
+        tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
+            .await
+            .expect("first pool never loaded")
+            .unwrap();
+        let hsms = daemon.hsms_addr.unwrap();
+        Rig {
+            daemon,
+            hsms,
+            upstreams,
+            list,
+            _dir: dir,
+        }
+    }
+
+    /// Swaps the active and standby tags of every instance.
+    pub fn flip(&mut self) {
+        for i in &mut self.list {
+            i.4 = if i.4 == "active" { "standby" } else { "active" };
+        }
+        write(&self.upstreams, &self.list);
+    }
+}
+
+pub async fn two_versions(delay_v1: Duration) -> Vec<Inst> {
+    vec![
+        (
+            "v1-a",
+            backend("v1").await,
+            host("v1", delay_v1).await,
+            "v1",
+            "active",
+        ),
+        (
+            "v2-a",
+            backend("v2").await,
+            host("v2", Duration::ZERO).await,
+            "v2",
+            "standby",
+        ),
+    ]
 }
