@@ -148,3 +148,53 @@ async fn a_switch_waits_for_a_slow_transaction_on_the_old_version() {
         "the switch waited for the slow reply ({took} ms)"
     );
 }
+
+#[tokio::test]
+async fn a_dead_backend_is_replaced_by_another_instance_of_the_same_version() {
+    let mut hosts = Vec::new();
+    let mut list = Vec::new();
+    for (id, v, tag) in [
+        ("v1-a", "v1", "active"),
+        ("v1-b", "v1", "active"),
+        ("v2-a", "v2", "standby"),
+    ] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let host = zerodown::demo::hsms::HsmsHost {
+            version: v.into(),
+            delay: Duration::ZERO,
+        };
+        hosts.push((id, tokio::spawn(zerodown::demo::hsms::serve(l, host))));
+        list.push((id, backend(v).await, addr, v, tag));
+    }
+    let rig = common::hsms::Rig::start(list, |_| {}).await;
+    let front = std::sync::Arc::clone(rig.daemon.hsms.as_ref().unwrap());
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    let first = front.sessions()[0].backend.clone().unwrap().instance;
+    // The host the session uses dies (its listener and connections close).
+    let (_, task) = hosts.iter().find(|(id, _)| *id == first).unwrap();
+    task.abort();
+    eventually("session moved to the other v1 instance", || async {
+        front.sessions()[0]
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.instance != first && b.version == "v1")
+    })
+    .await;
+    // The equipment saw nothing: still selected, answered by v1.
+    for _ in 0..10 {
+        assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    }
+    assert!(
+        eq.unsolicited.is_empty(),
+        "unexpected: {:?}",
+        eq.unsolicited
+    );
+    let m = rig.daemon.metrics.render();
+    assert!(
+        m.contains("zerodown_hsms_events_total{kind=\"backend_lost\"} 1"),
+        "{m}"
+    );
+}

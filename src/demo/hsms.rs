@@ -20,16 +20,23 @@ pub struct HsmsHost {
     pub delay: Duration,
 }
 
-/// Serves `host` on `listener` until the task is dropped.
+/// Serves `host` on `listener` until the future is dropped, which also ends its sessions (as a
+/// crashed host would).
 pub async fn serve(listener: TcpListener, host: HsmsHost) {
     let host = Arc::new(host);
+    let mut sessions = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(session(stream, Arc::clone(&host)));
+        tokio::select! {
+            a = listener.accept() => {
+                let Ok((stream, _)) = a else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                sessions.spawn(session(stream, Arc::clone(&host)));
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
     }
 }
 
