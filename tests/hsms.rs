@@ -198,3 +198,34 @@ async fn a_dead_backend_is_replaced_by_another_instance_of_the_same_version() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn operator_commands_see_and_wait_for_hsms_sessions() {
+    use zerodown::ops::{self, Ctx, Targets};
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |_| {}).await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    let t = Targets {
+        admin: Some(rig.daemon.admin_addr.unwrap().to_string()),
+        proxy: Some(rig.daemon.public_addr.to_string()),
+        ..Targets::default()
+    };
+    let ctx = Ctx::new(rig.cfg.clone(), &t, Duration::from_secs(10)).unwrap();
+    let s = ops::switch::switch(&ctx, false, None).await.unwrap();
+    assert_eq!((s.from.as_str(), s.to.as_str()), ("v1", "v2"));
+    let line = s.hsms.expect("switch reports the HSMS sessions");
+    assert!(line.starts_with("1 HSMS session(s) on v2"), "{line}");
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v2"));
+    let report = ops::status::report(&ctx).await;
+    let text = ops::status::render_with(&report, false);
+    assert!(text.contains("new sessions go to v2"), "{text}");
+    assert!(text.contains("selected"), "{text}");
+    let checks = ops::diagnose::run(&ctx).await;
+    let hsms = checks
+        .iter()
+        .find(|c| c.name == "hsms ports")
+        .expect("hsms check");
+    assert!(hsms.ok, "{}", hsms.detail);
+    assert!(hsms.detail.starts_with("3 HSMS port(s)"), "{}", hsms.detail);
+}

@@ -228,6 +228,7 @@ fn pool_doc(p: &Pool, health: Option<&str>) -> PoolDoc {
                 .health
                 .ejected_for()
                 .map(|d| d.as_millis() as u64),
+            hsms: m.instance.hsms.clone(),
             id: m.instance.id.clone(),
             idle_connections: ConnPool::of(&m.endpoint).idle_connections() as u64,
             in_flight: m.endpoint.in_flight() as u64,

@@ -68,6 +68,9 @@ pub struct InstanceDoc {
     pub consul_health: Option<String>,
     /// How much longer the instance stays ejected, when it is.
     pub ejected_for_ms: Option<u64>,
+    /// The instance's HSMS address, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsms: Option<String>,
     pub id: String,
     pub idle_connections: u64,
     pub in_flight: u64,
@@ -300,6 +303,7 @@ mod tests {
 
     fn full_doc() -> StatusDoc {
         let instance = InstanceDoc {
+            hsms: None,
             address: "[::1]:9001".into(),
             consul_health: Some("passing".into()),
             ejected_for_ms: Some(250),

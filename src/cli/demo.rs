@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use super::serve::{effective_config, run_with};
 use super::{DemoArgs, EXIT_USAGE};
-use crate::config::{FileSourceConfig, SourceConfig};
+use crate::config::{FileSourceConfig, HsmsConfig, SourceConfig};
+use crate::demo::hsms::HsmsHost;
 use crate::demo::{self, Backend};
 
 /// The four demo instances: two v1 (active), two v2 (standby).
@@ -40,24 +41,40 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let mut file = String::from("# zerodown demo instances. Edit the tags and save: the proxy applies it within a second.\n");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     for (id, version, tag, message) in instances() {
         let backend = Backend {
             version: version.into(),
             message: message.into(),
         };
-        let addr = match backends.block_on(demo::spawn_backend(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            backend,
-        )) {
+        let addr = match backends.block_on(demo::spawn_backend(loopback, backend)) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("zerodown: cannot start demo instance {id}: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        let hsms = if args.no_hsms {
+            String::new()
+        } else {
+            let host = HsmsHost {
+                version: version.into(),
+                delay: std::time::Duration::ZERO,
+            };
+            match backends.block_on(demo::hsms::spawn(loopback, host)) {
+                Ok(a) => format!("hsms = \"{a}\"\n"),
+                Err(e) => {
+                    eprintln!("zerodown: cannot start demo HSMS host {id}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
         file.push_str(&format!(
-            "\n[[instances]]\nid = \"{id}\"\naddress = \"{addr}\"\nversion = \"{version}\"\ntags = [\"{tag}\"]\n"
+            "\n[[instances]]\nid = \"{id}\"\naddress = \"{addr}\"\n{hsms}version = \"{version}\"\ntags = [\"{tag}\"]\n"
         ));
+    }
+    if !args.no_hsms {
+        cfg.hsms = Some(HsmsConfig::new(args.hsms_listen));
     }
     let dir = std::env::temp_dir().join(format!("zerodown-demo-{}", std::process::id()));
     let path: PathBuf = dir.join("upstreams.toml");
@@ -71,15 +88,20 @@ pub fn run(args: DemoArgs) -> ExitCode {
     });
     cfg.source = source.clone();
     let reload_args = args.serve.clone();
+    let hsms = cfg.hsms.clone();
     let code = run_with(
         cfg,
         move || {
             let mut c = effective_config(&reload_args)?;
             c.source = source.clone();
+            c.hsms = hsms.clone();
             Ok(c)
         },
         |d| {
             let port = d.public_addr.port();
+            let hsms = d.hsms_addr.map_or(String::new(), |a| {
+                format!("  HSMS equipment -> {a} (S1F1 is answered by the active version's host)\n")
+            });
             let admin = d.admin_addr.map(|a| a.to_string()).unwrap_or_default();
             // A config beside the upstreams file, so the operator commands work on the demo too.
             let ops_config = dir.join("zerodown.toml");
@@ -95,7 +117,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
                 Err(_) => String::new(),
             };
             eprintln!(
-                "\nzerodown demo is running.\n  curl localhost:{port}/hello     -> v1 (active)\n  curl localhost:{port}/standby   -> v2 (standby)\n  curl {admin}/status    -> what it routes to\n{ops}  Or swap \"active\" and \"standby\" by hand in {}\n  Stop with Ctrl-C.\n",
+                "\nzerodown demo is running.\n  curl localhost:{port}/hello     -> v1 (active)\n  curl localhost:{port}/standby   -> v2 (standby)\n{hsms}  curl {admin}/status    -> what it routes to\n{ops}  Or swap \"active\" and \"standby\" by hand in {}\n  Stop with Ctrl-C.\n",
                 path.display()
             );
         },

@@ -110,6 +110,12 @@ pub struct ServeArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Equipment-facing HSMS listener of the demo (demo HSMS hosts of v1 and v2 behind it).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:5000")]
+    pub hsms_listen: SocketAddr,
+    /// Run the demo without the HSMS listener and hosts.
+    #[arg(long)]
+    pub no_hsms: bool,
 }
 
 /// Runs the parsed command; the binary's `main` only calls this.

@@ -103,7 +103,7 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "from": s.from, "to": s.to, "elapsed_ms": s.elapsed.as_millis() as u64, "how": s.how})
+                    serde_json::json!({"ok": true, "from": s.from, "to": s.to, "elapsed_ms": s.elapsed.as_millis() as u64, "how": s.how, "hsms": s.hsms})
                 );
             } else {
                 println!(
@@ -114,6 +114,9 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
                     s.to,
                     s.elapsed.as_secs_f64()
                 );
+                if let Some(h) = &s.hsms {
+                    println!("{what}: {h}");
+                }
             }
             ExitCode::SUCCESS
         }

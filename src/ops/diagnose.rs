@@ -228,16 +228,59 @@ async fn proxy_and_pools(ctx: &Ctx, entries: &[Entry]) -> Vec<Check> {
                 ctx.admin
             )),
         )],
-        Ok(s) => vec![
-            check(
-                "proxy admin API",
-                true,
-                format!("{} reachable, generation {}", ctx.admin, s.generation),
-                None,
-            ),
-            pools_match(ctx, &s, entries),
-        ],
+        Ok(s) => {
+            let mut out = vec![
+                check(
+                    "proxy admin API",
+                    true,
+                    format!("{} reachable, generation {}", ctx.admin, s.generation),
+                    None,
+                ),
+                pools_match(ctx, &s, entries),
+            ];
+            if s.hsms.is_some() {
+                out.push(hsms_ports(ctx, &s).await);
+            }
+            out
+        }
     }
+}
+
+/// The proxy's HSMS listener and every pool instance's HSMS port answer Select.req.
+async fn hsms_ports(ctx: &Ctx, s: &StatusDoc) -> Check {
+    let wait = Duration::from_secs(3);
+    let mut failed = Vec::new();
+    let mut fine = 0;
+    if let Some(h) = &ctx.cfg.hsms {
+        let addr = super::loopback_for(h.listen);
+        match super::hsms::select_probe(&addr, wait).await {
+            Ok(_) => fine += 1,
+            Err(e) => failed.push(format!("the proxy's HSMS listener {addr}: {e}")),
+        }
+    }
+    let (active, standby) = (&s.pools.active, &s.pools.standby);
+    let mut with_hsms = 0;
+    for i in active.instances.iter().chain(&standby.instances) {
+        let Some(addr) = &i.hsms else { continue };
+        with_hsms += 1;
+        match super::hsms::select_probe(addr, wait).await {
+            Ok(_) => fine += 1,
+            Err(e) => failed.push(format!("{} ({} HSMS {addr}): {e}", i.id, i.version)),
+        }
+    }
+    let mut detail = format!("{fine} HSMS port(s) answer Select.req");
+    if with_hsms == 0 {
+        failed.push("no pool instance has an HSMS address".into());
+    }
+    if !failed.is_empty() {
+        detail = format!("{detail}; failing: {}", failed.join("; "));
+    }
+    check(
+        "hsms ports",
+        failed.is_empty(),
+        detail,
+        Some("start the instance's HSMS listener, or fix its address (upstreams file `hsms = \"host:port\"`, Consul Meta.hsms_port)".into()),
+    )
 }
 
 fn pools_match(ctx: &Ctx, s: &StatusDoc, entries: &[Entry]) -> Check {

@@ -5,6 +5,7 @@
 pub mod deploy;
 pub mod diagnose;
 mod error;
+pub mod hsms;
 pub mod http;
 pub mod nomad;
 pub mod status;
@@ -77,7 +78,7 @@ pub struct Targets {
     pub job: Option<String>,
 }
 
-fn loopback_for(addr: std::net::SocketAddr) -> String {
+pub(crate) fn loopback_for(addr: std::net::SocketAddr) -> String {
     if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {

@@ -254,6 +254,9 @@ pub fn render_with(r: &Report, colour: bool) -> String {
             row.probe.error.as_deref().unwrap_or(&row.probe.body)
         ));
     }
+    if let Some(h) = r.proxy.as_ref().and_then(|d| d.hsms.as_ref()) {
+        out.push_str(&super::hsms::render(h));
+    }
     out.push_str("\nthrough the proxy\n");
     for (path, pr) in [("/hello", &r.hello), ("/standby", &r.standby)] {
         let line = match (&pr.status, &pr.error) {

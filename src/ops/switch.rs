@@ -22,6 +22,8 @@ pub struct Switched {
     pub to: String,
     pub elapsed: Duration,
     pub how: String,
+    /// What the HSMS sessions did, when the proxy has an HSMS listener.
+    pub hsms: Option<String>,
 }
 
 fn version_of(pool: &PoolDoc) -> Option<String> {
@@ -109,11 +111,13 @@ pub async fn switch(ctx: &Ctx, force: bool, expect_to: Option<&str>) -> Result<S
         s.pools.active.version.as_deref() == Some(to.as_str())
     })
     .await?;
+    let hsms = super::hsms::wait_for_sessions(ctx, &to).await?;
     Ok(Switched {
         from,
         to,
         elapsed,
         how,
+        hsms,
     })
 }
 

@@ -157,6 +157,7 @@ pub fn write(path: &std::path::Path, list: &[Inst]) {
 
 pub struct Rig {
     pub daemon: Daemon,
+    pub cfg: Config,
     pub hsms: SocketAddr,
     pub upstreams: std::path::PathBuf,
     pub list: Vec<Inst>,
@@ -178,7 +179,7 @@ impl Rig {
             tls: None,
             hsms: Some(hsms_listener),
         };
-        let daemon = Daemon::run(cfg, l).unwrap();
+        let daemon = Daemon::run(cfg.clone(), l).unwrap();
         let mut rx = daemon.publisher.subscribe();
         tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
             .await
@@ -187,6 +188,7 @@ impl Rig {
         let hsms = daemon.hsms_addr.unwrap();
         Rig {
             daemon,
+            cfg,
             hsms,
             upstreams,
             list,
