@@ -28,6 +28,13 @@ fn consul_example_parses_with_its_documented_values() {
 }
 
 #[test]
+fn hsms_example_parses_to_the_hsms_defaults() {
+    let cfg = Config::load(Path::new("config/zerodown-hsms.toml")).unwrap();
+    let want = zerodown::config::HsmsConfig::new("0.0.0.0:5000".parse().unwrap());
+    assert_eq!(cfg.hsms, Some(want));
+}
+
+#[test]
 fn example_upstreams_file_parses() {
     let v = zerodown::core::discovery::file::load(Path::new("config/upstreams.toml")).unwrap();
     assert_eq!(v.len(), 4);
@@ -91,6 +98,15 @@ fn bad_files_name_file_line_and_key() {
             "bad-consul-no-service.toml",
             ":2:8: source.service: missing",
         ),
+        (
+            "bad-hsms-drain.toml",
+            ":4:15: hsms.drain_bound: 8s is more than half of hsms.t3 (10s)",
+        ),
+        (
+            "bad-hsms-mode.toml",
+            ":3:8: hsms.mode: unknown mode \"udp\" (use \"hsms\" or \"tcp\")",
+        ),
+        ("bad-hsms-listen.toml", "hsms.listen is missing"),
     ];
     for (file, expected) in cases {
         let path = format!("tests/data/{file}");
