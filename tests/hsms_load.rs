@@ -7,114 +7,20 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use common::hsms::{host, s1f1, Inst, Rig};
+use common::hsms::{host, Inst, Rig};
 use common::load::{check_no_old_after_new, until_version, Load};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use zerodown::demo::hsms::s1f2_version;
-use zerodown::hsms::codec::{self, Decoder, SType};
+use zerodown::demo::equipment::{self, Reply};
 
 const SESSIONS: usize = 20;
 const WINDOW: usize = 4;
 /// A reply later than this is a failure (T3 is 45 s; the relay's drain bound is 10 s).
 const REPLY_DEADLINE: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone)]
-struct Reply {
-    start: Instant,
-    end: Instant,
-    version: String,
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    replies: Vec<Reply>,
-    /// Errors by class: timeout, closed, unexpected message, duplicate reply, bad body.
-    errors: Vec<String>,
-}
-
-/// One equipment session: select, then keep WINDOW primaries in flight until stopped.
-async fn equipment(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) {
-    let fail = |e: String| tally.lock().unwrap().errors.push(e);
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return fail("connect failed".into());
-    };
-    stream.set_nodelay(true).unwrap();
-    let mut dec = Decoder::new(1 << 20);
-    let mut buf = BytesMut::new();
-    let mut out = BytesMut::new();
-    codec::encode(&codec::select_req(1), &mut out).unwrap();
-    stream.write_all(&out).await.unwrap();
-    let mut selected = false;
-    let mut next = 100u32;
-    let mut pending: HashMap<u32, Instant> = HashMap::new();
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        if stopping && pending.is_empty() {
-            return;
-        }
-        if selected && !stopping {
-            out.clear();
-            while pending.len() < WINDOW {
-                next += 1;
-                codec::encode(&s1f1(next), &mut out).unwrap();
-                pending.insert(next, Instant::now());
-            }
-            if !out.is_empty() && stream.write_all(&out).await.is_err() {
-                return fail("write failed: connection closed".into());
-            }
-        }
-        let oldest = pending.values().min().copied().unwrap_or_else(Instant::now);
-        let deadline = oldest + REPLY_DEADLINE;
-        let msg = loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(m)) => break m,
-                Ok(None) => {}
-                Err(e) => return fail(format!("bad frame from zerodown: {e}")),
-            }
-            match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-                Err(_) => {
-                    return fail(format!(
-                        "timeout: {} primaries without a reply for {REPLY_DEADLINE:?}",
-                        pending.len()
-                    ))
-                }
-                Ok(Ok(0)) | Ok(Err(_)) => return fail("disconnect".into()),
-                Ok(Ok(_)) => {}
-            }
-        };
-        let h = &msg.header;
-        match h.stype {
-            SType::SelectRsp if !selected && h.status() == codec::SELECT_OK => selected = true,
-            SType::Data if (h.stream, h.function) == (1, 2) => {
-                let Some(start) = pending.remove(&h.system) else {
-                    fail(format!("duplicate or unknown reply (system {})", h.system));
-                    continue;
-                };
-                match s1f2_version(&msg.body) {
-                    Some(version) => tally.lock().unwrap().replies.push(Reply {
-                        start,
-                        end: Instant::now(),
-                        version,
-                    }),
-                    None => fail("S1F2 without a version".into()),
-                }
-            }
-            other => fail(format!(
-                "unexpected message: {other:?} {}/{}",
-                h.stream, h.function
-            )),
-        }
-    }
-}
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -143,10 +49,15 @@ async fn twenty_switches_under_hsms_and_http_load_lose_nothing_and_never_mix() {
     let front = Arc::clone(rig.daemon.hsms.as_ref().unwrap());
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let tallies: Vec<Arc<Mutex<Tally>>> = (0..SESSIONS).map(|_| Arc::default()).collect();
-    let tasks: Vec<_> = tallies
-        .iter()
-        .map(|t| tokio::spawn(equipment(rig.hsms, stop.clone(), t.clone())))
+    let tasks: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            tokio::spawn(equipment::run(
+                rig.hsms,
+                WINDOW,
+                REPLY_DEADLINE,
+                stop.clone(),
+            ))
+        })
         .collect();
     eventually("every session selected on v1", || async {
         let s = front.sessions();
@@ -191,11 +102,13 @@ async fn twenty_switches_under_hsms_and_http_load_lose_nothing_and_never_mix() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     stop.store(true, Ordering::Relaxed);
+    let mut tallies = Vec::new();
     for t in tasks {
-        tokio::time::timeout(DEADLINE, t)
+        let tally = tokio::time::timeout(DEADLINE, t)
             .await
             .expect("equipment task stalled")
             .unwrap();
+        tallies.push(tally);
     }
     let active = active_load.finish().await;
     let standby = standby_load.finish().await;
@@ -203,7 +116,6 @@ async fn twenty_switches_under_hsms_and_http_load_lose_nothing_and_never_mix() {
     let mut total = 0;
     let mut checked = 0;
     for (i, t) in tallies.iter().enumerate() {
-        let t = t.lock().unwrap();
         assert!(t.errors.is_empty(), "session {i}: {:?}", t.errors);
         assert!(
             t.replies.len() > 200,

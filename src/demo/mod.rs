@@ -1,6 +1,7 @@
 //! Built-in demo instances: a tiny HTTP server answering `GET /hello` with a fixed message, so the
 //! proxy can be tried, tested and benchmarked without the real service.
 
+pub mod equipment;
 pub mod hsms;
 
 use std::convert::Infallible;

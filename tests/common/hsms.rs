@@ -3,11 +3,10 @@
 //! independent check of the wire format is the secsgem test. Also the rig: a daemon with an HSMS
 //! listener in front of demo HSMS hosts of two versions, switched through the upstreams file.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zerodown::config::{Config, HsmsConfig};
@@ -112,15 +111,7 @@ impl Equipment {
     }
 }
 
-pub fn s1f1(system: u32) -> Message {
-    Message::data(0, 1, 1, true, system, Bytes::new())
-}
-
-/// Counts replies per outstanding system bytes, for pipelined load.
-#[derive(Default)]
-pub struct Outstanding {
-    pub sent: HashMap<u32, tokio::time::Instant>,
-}
+pub use zerodown::demo::equipment::s1f1;
 
 pub async fn host(version: &str, delay: Duration) -> SocketAddr {
     spawn_host(
