@@ -229,3 +229,67 @@ async fn operator_commands_see_and_wait_for_hsms_sessions() {
     assert!(hsms.ok, "{}", hsms.detail);
     assert!(hsms.detail.starts_with("3 HSMS port(s)"), "{}", hsms.detail);
 }
+
+#[tokio::test]
+async fn an_old_transaction_past_the_drain_bound_rolls_the_session_back_then_it_retries() {
+    // v1 holds every reply 1.2 s; the drain bound is 300 ms, so the first switch attempt finds a
+    // transaction still open on v1 and rolls back; a later attempt (after the reply) completes.
+    let mut rig = Rig::start(two_versions(Duration::from_millis(1200)).await, |c| {
+        let h = c.hsms.as_mut().unwrap();
+        h.t3 = Duration::from_secs(4);
+        h.drain_bound = Duration::from_millis(300);
+    })
+    .await;
+    let front = std::sync::Arc::clone(rig.daemon.hsms.as_ref().unwrap());
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    eventually("session on v1", || async {
+        front.sessions()[0].backend.is_some()
+    })
+    .await;
+    let slow = eq.system();
+    eq.send(&common::hsms::s1f1(slow)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rig.flip();
+    eventually("the first attempt rolled back", || async {
+        front.sessions()[0].rollbacks >= 1
+    })
+    .await;
+    let s = front.sessions()[0].clone();
+    assert_eq!(
+        s.backend.as_ref().unwrap().version,
+        "v1",
+        "still on v1 after the rollback"
+    );
+    assert!(
+        s.last_switch
+            .as_ref()
+            .unwrap()
+            .outcome
+            .contains("DrainTimeout"),
+        "{:?}",
+        s.last_switch
+    );
+    // The slow transaction is answered by v1, where it was sent.
+    let r = eq
+        .wait_for(slow, SType::Data, WAIT)
+        .await
+        .expect("slow reply");
+    assert_eq!(
+        zerodown::demo::hsms::s1f2_version(&r.body).as_deref(),
+        Some("v1")
+    );
+    eventually("a later attempt moved the session to v2", || async {
+        front.sessions()[0]
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.version == "v2")
+    })
+    .await;
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v2"));
+    assert!(
+        eq.unsolicited.is_empty(),
+        "unexpected: {:?}",
+        eq.unsolicited
+    );
+}
