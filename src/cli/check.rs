@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::EXIT_USAGE;
+use super::args::EXIT_USAGE;
 use crate::config::Config;
 
 pub fn run(file: &Path) -> ExitCode {

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::args::{DemoArgs, EXIT_USAGE};
 use super::serve::{effective_config, run_with};
-use super::{DemoArgs, EXIT_USAGE};
 use crate::config::{FileSourceConfig, HsmsConfig, SourceConfig};
 use crate::demo::hsms::HsmsHost;
 use crate::demo::{self, Backend};

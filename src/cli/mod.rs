@@ -1,122 +1,14 @@
 //! The `zerodown` command line. Flag names are an interface scripts depend on: keep them.
 
+mod args;
 mod check;
 mod demo;
 mod ops;
 mod serve;
 
-pub use ops::OpsArgs;
+pub use args::{Cli, Command, DemoArgs, OpsArgs, ServeArgs, EXIT_USAGE};
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-use clap::{Args, Parser, Subcommand};
-
-use crate::config::LogFormat;
-
-/// EX_USAGE from sysexits.h: the config or the command line is wrong.
-pub const EXIT_USAGE: u8 = 64;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "zerodown",
-    version,
-    about = "Reverse-proxy load balancer that switches a service between two versions with zero dropped requests"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the proxy daemon.
-    Serve(ServeArgs),
-    /// Validate a config file, print the effective configuration, exit 0 (valid) or 64 (invalid).
-    CheckConfig {
-        /// The config file to check.
-        file: PathBuf,
-    },
-    /// Run the proxy with four built-in demo instances (v1 active, v2 standby).
-    Demo(DemoArgs),
-    /// What the proxy routes to, beside what Consul (or the upstreams file) holds, with live probes.
-    Status(OpsArgs),
-    /// Make the standby group active (and the active group standby), then wait for the proxy.
-    Switch {
-        #[command(flatten)]
-        ops: OpsArgs,
-        /// Switch even if the standby group is empty, failing or not answering.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Put VERSION on the standby group through Nomad (never touching the active group).
-    Deploy {
-        /// The version label, e.g. v3.
-        version: String,
-        /// The container image of the new version.
-        #[arg(long)]
-        image: String,
-        #[command(flatten)]
-        ops: OpsArgs,
-    },
-    /// Switch back to the version that served before the last switch.
-    Rollback {
-        #[command(flatten)]
-        ops: OpsArgs,
-        #[arg(long)]
-        force: bool,
-    },
-    /// Check every link from config to instances, printing the likely cause and fix of each failure.
-    Diagnose(OpsArgs),
-    /// Run one demo instance answering `GET /hello`.
-    DemoBackend {
-        #[arg(long, default_value = "127.0.0.1:9001")]
-        listen: SocketAddr,
-        #[arg(long, default_value = "v1")]
-        version: String,
-        #[arg(long, default_value = crate::demo::MESSI)]
-        message: String,
-    },
-}
-
-/// Flags shared by `serve` and `demo`; each overrides the config file.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Config file (TOML). Without it the embedded defaults apply (see config/zerodown.toml).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Public listen address [default: 0.0.0.0:8080].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Admin listen address for /status, /live, /ready [default: 127.0.0.1:9901].
-    #[arg(long, value_name = "ADDR")]
-    pub admin_listen: Option<SocketAddr>,
-    /// Log format [default: json].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Runtime worker threads; 0 means one per core [default: 0].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// Watch Consul at this address (http://host:port or https://…) [default: CONSUL_HTTP_ADDR or 127.0.0.1:8500].
-    #[arg(long, value_name = "URL")]
-    pub consul_addr: Option<String>,
-    /// Watch this Consul service (switches the source to consul).
-    #[arg(long, value_name = "NAME")]
-    pub service: Option<String>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    #[command(flatten)]
-    pub serve: ServeArgs,
-    /// Equipment-facing HSMS listener of the demo (demo HSMS hosts of v1 and v2 behind it).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:5000")]
-    pub hsms_listen: SocketAddr,
-    /// Run the demo without the HSMS listener and hosts.
-    #[arg(long)]
-    pub no_hsms: bool,
-}
 
 /// Runs the parsed command; the binary's `main` only calls this.
 pub fn run(cli: Cli) -> ExitCode {

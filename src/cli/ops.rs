@@ -1,46 +1,11 @@
 //! The operator commands' command line: where the proxy, Consul and Nomad are, and how to print.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
-
+use super::args::{OpsArgs, ServeArgs, EXIT_USAGE};
 use super::serve::effective_config;
-use super::{ServeArgs, EXIT_USAGE};
 use crate::config::duration;
 use crate::ops::{self, Ctx, OpsError, Targets};
-
-/// Flags shared by every operator command.
-#[derive(Debug, Clone, Args)]
-pub struct OpsArgs {
-    /// The config file the proxy runs with (tells the switch mechanism: file, Consul KV, Nomad tags).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The proxy's admin address [default: server.admin_listen].
-    #[arg(long, value_name = "HOST:PORT")]
-    pub admin: Option<String>,
-    /// The proxy's public address for end-to-end checks [default: server.listen].
-    #[arg(long, value_name = "HOST:PORT")]
-    pub proxy: Option<String>,
-    /// Consul address [default: from the config, else CONSUL_HTTP_ADDR].
-    #[arg(long, value_name = "URL")]
-    pub consul_addr: Option<String>,
-    /// Consul service [default: from the config].
-    #[arg(long, value_name = "NAME")]
-    pub service: Option<String>,
-    /// Nomad address [default: NOMAD_ADDR].
-    #[arg(long, value_name = "URL")]
-    pub nomad_addr: Option<String>,
-    /// Nomad job [default: the service name].
-    #[arg(long, value_name = "JOB")]
-    pub job: Option<String>,
-    /// How long to wait for the proxy to serve the new version.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub timeout: String,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
 
 fn context(a: &OpsArgs) -> Result<Ctx, (u8, String)> {
     let serve = ServeArgs {

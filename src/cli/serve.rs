@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{ServeArgs, EXIT_USAGE};
+use super::args::{ServeArgs, EXIT_USAGE};
 use crate::config::{
     process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
