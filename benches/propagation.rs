@@ -14,8 +14,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::demo::{spawn_backend, Backend};
-use zerodown::double::{random_order, CheckStatus, ConsulDouble, ServiceSpec};
 use zerodown::server::Daemon;
+use zerodown_testkit::{random_order, CheckStatus, ConsulDouble, ServiceSpec};
 
 const SERVICE: &str = "hello-service";
 

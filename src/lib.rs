@@ -16,7 +16,6 @@
 //! - [`telemetry`]: logging setup.
 //! - [`cli`]: the `zerodown` command line.
 //! - [`demo`]: built-in demo instances.
-//! - [`double`]: a Consul HTTP API test double, for tests and benches.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -25,7 +24,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
-pub mod double;
 pub mod error;
 pub mod ops;
 pub mod pool;

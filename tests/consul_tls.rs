@@ -10,8 +10,8 @@ use std::sync::Arc;
 use common::consul::*;
 use common::*;
 use zerodown::config::{Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
-use zerodown::double::ConsulDouble;
 use zerodown::server::Daemon;
+use zerodown_testkit::ConsulDouble;
 
 /// Terminates TLS for `localhost` with a fresh self-signed certificate and relays to `backend`.
 /// Returns its address and the certificate's PEM (the CA a client must trust).

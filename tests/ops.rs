@@ -10,11 +10,11 @@ use common::load::{check_no_old_after_new, until_version, Load};
 use common::*;
 use tokio::time::Instant;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
-use zerodown::double::{
-    reference_job, CheckStatus, ConsulDouble, NomadDouble, NomadFault, Times, REFERENCE_SERVICE,
-};
 use zerodown::ops::{self, Ctx, Targets};
 use zerodown::server::Daemon;
+use zerodown_testkit::{
+    reference_job, CheckStatus, ConsulDouble, NomadDouble, NomadFault, Times, REFERENCE_SERVICE,
+};
 
 struct Fleet {
     consul: Arc<ConsulDouble>,

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use zerodown::config::{Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
-use zerodown::double::{CheckStatus, ConsulDouble, ServiceSpec};
 use zerodown::server::Daemon;
+use zerodown_testkit::{CheckStatus, ConsulDouble, ServiceSpec};
 
 pub const SERVICE: &str = "hello-service";
 

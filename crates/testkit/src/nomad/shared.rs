@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::double::consul::{ConsulDouble, Times};
+use crate::consul::{ConsulDouble, Times};
 
 use super::faults::Rules;
 use super::job;
@@ -20,7 +20,7 @@ use super::params::ApiError;
 use super::rollout;
 use super::state::{Registered, Rng, Store};
 use super::sync::{sync_alloc, sync_stopped};
-pub(crate) use crate::double::common::Parked;
+pub(crate) use crate::common::Parked;
 
 /// Locks a mutex, ignoring poisoning: a panicking test must not cascade into others.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

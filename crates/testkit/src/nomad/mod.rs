@@ -50,7 +50,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::double::consul::{ConsulDouble, Times};
+use crate::consul::{ConsulDouble, Times};
 
 pub use alloc::{AllocInfo, AllocSlot, Health};
 pub use faults::NomadFault;

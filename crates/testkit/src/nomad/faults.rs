@@ -27,7 +27,7 @@ impl NomadFault {
 }
 
 /// Active rules: the Consul double's rule bookkeeping over Nomad's faults.
-pub(crate) type Rules = crate::double::consul::faults::Rules<NomadFault>;
+pub(crate) type Rules = crate::consul::faults::Rules<NomadFault>;
 
 /// What goes wrong with one request; the first rule of each kind wins.
 #[derive(Clone, Debug, Default)]

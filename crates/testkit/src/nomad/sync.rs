@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::double::consul::{CheckSpec, CheckStatus, ServiceSpec};
+use crate::consul::{CheckSpec, CheckStatus, ServiceSpec};
 
 use super::alloc::{Alloc, Health};
 use super::job;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::double::consul::ServiceSpec;
+use crate::consul::ServiceSpec;
 
 use super::job;
 use super::plan::{reconcile, tasks_updated, AllocRef};

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 /// The Consul double's error type, query parser, blocking parameters and limits (Nomad uses the
 /// same defaults: 5 min wait, clamped at 10 min). Only the parsing of `wait` differs, below.
-pub(crate) use crate::double::consul::params::{
-    decode, ApiError, Blocking, Query, DEFAULT_WAIT, MAX_WAIT,
-};
+pub(crate) use crate::consul::params::{decode, ApiError, Blocking, Query, DEFAULT_WAIT, MAX_WAIT};
 
 /// Nomad's own error answers.
 impl ApiError {
@@ -28,7 +26,7 @@ impl ApiError {
 /// Go's `time.ParseDuration` in nanoseconds, non-negative only (the Consul double's parser,
 /// which also takes signed values).
 pub(crate) fn parse_go_duration(s: &str) -> Option<u64> {
-    crate::double::consul::params::parse_go_duration(s).and_then(|ns| u64::try_from(ns).ok())
+    crate::consul::params::parse_go_duration(s).and_then(|ns| u64::try_from(ns).ok())
 }
 
 /// Formats nanoseconds the way Go's `Duration.String` does for whole units (`10s`, `1m0s`).

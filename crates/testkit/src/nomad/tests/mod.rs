@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::double::consul::ConsulDouble;
+use crate::consul::ConsulDouble;
 
 use super::{reference_job, NomadDouble, Timing};
 

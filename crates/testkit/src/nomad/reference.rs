@@ -107,7 +107,7 @@ mod tests {
     fn matches_the_reference_hcl() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/config/nomad/hello-service.nomad.hcl"
+            "/../../config/nomad/hello-service.nomad.hcl"
         );
         let hcl = std::fs::read_to_string(path).expect("reference job file");
         let squeezed: String = hcl.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::double::consul::{random_order, CheckStatus};
+use crate::consul::{random_order, CheckStatus};
 
 use super::alloc::Health;
 use super::deploy::Step;

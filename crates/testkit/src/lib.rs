@@ -19,6 +19,7 @@
 //! consul.inject_on("/v1/health/", Fault::NO_LEADER, Times::Next(1));
 //! consul.outage(true).await?;                          // connect() now gets ECONNREFUSED
 //! ```
+#![forbid(unsafe_code)]
 
 mod common;
 pub mod consul;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::faults::{Fault, Rules};
 use super::params::ApiError;
 use super::state::Store;
-pub(crate) use crate::double::common::{Parked, Rng};
+pub(crate) use crate::common::{Parked, Rng};
 
 /// Locks a mutex, ignoring poisoning: a panicking test must not cascade into others.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
