@@ -21,8 +21,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod common;
 pub mod consul;
+mod kit;
 pub mod nomad;
 
 pub use consul::{

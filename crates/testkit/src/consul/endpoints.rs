@@ -74,7 +74,7 @@ pub(crate) async fn service(ctx: &Ctx<'_>, name: &str, catalog: bool) -> Result<
     }
     let policy = ctx.policy()?;
     if ctx.plan.churn {
-        ctx.shared.write(|s| s.touch_service(name));
+        ctx.shared.core.write(|s| s.touch_service(name));
     }
     let (index, entries) = ctx
         .block(b, |s| (s.index_for_service(name), s.instances(name)))
@@ -123,7 +123,7 @@ pub(crate) async fn kv_get(ctx: &Ctx<'_>, key: &str) -> Result<Reply, ApiError> 
         return Err(denied());
     }
     if ctx.plan.churn {
-        ctx.shared.write(|s| s.touch_key(key));
+        ctx.shared.core.write(|s| s.touch_key(key));
     }
     let (index, entries) = if recurse {
         ctx.block(b, |s| s.kv_list(key)).await
@@ -176,6 +176,7 @@ pub(crate) async fn kv_put(ctx: &Ctx<'_>, key: &str, body: Incoming) -> Result<R
     let value = read_body(body, MAX_KV_VALUE).await?;
     let ok = ctx
         .shared
+        .core
         .write(|s| s.kv_put(key, value.to_vec(), flags, cas));
     Ok(Reply::json(&serde_json::json!(ok), None))
 }
@@ -190,7 +191,7 @@ pub(crate) fn kv_delete(ctx: &Ctx<'_>, key: &str) -> Result<Reply, ApiError> {
     if !ctx.policy()?.kv_write {
         return Err(denied());
     }
-    let ok = ctx.shared.write(|s| s.kv_delete(key, cas, recurse));
+    let ok = ctx.shared.core.write(|s| s.kv_delete(key, cas, recurse));
     Ok(Reply::json(&serde_json::json!(ok), None))
 }
 
@@ -202,7 +203,7 @@ pub(crate) async fn register(ctx: &Ctx<'_>, body: Incoming) -> Result<Reply, Api
     if !ctx.policy()?.service_write {
         return Err(denied());
     }
-    ctx.shared.write(|s| s.register(spec, replace));
+    ctx.shared.core.write(|s| s.register(spec, replace));
     Ok(Reply::empty())
 }
 
@@ -214,6 +215,6 @@ pub(crate) fn deregister(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     if !ctx.policy()?.service_write {
         return Err(denied());
     }
-    ctx.shared.write(|s| s.deregister(id));
+    ctx.shared.core.write(|s| s.deregister(id));
     Ok(Reply::empty())
 }

@@ -10,6 +10,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use crate::kit::Rules;
+pub use crate::kit::Times;
+
 /// Bytes per chunk sent by [`Fault::TrickleBody`].
 pub const TRICKLE_CHUNK: usize = 16;
 
@@ -62,72 +65,6 @@ impl Fault {
     pub const RATE_LIMITED: Fault = Fault::Status(429, "rate limit exceeded");
     pub const ACL_NOT_FOUND: Fault = Fault::Status(403, "ACL not found");
     pub const PERMISSION_DENIED: Fault = Fault::Status(403, "Permission denied");
-}
-
-/// How many matching requests a fault applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Times {
-    Next(usize),
-    Always,
-}
-
-/// One injected fault and how many more requests it applies to (`None`: until cleared).
-#[derive(Debug)]
-struct Rule<F> {
-    fault: F,
-    prefix: String,
-    remaining: Option<usize>,
-}
-
-/// Active rules, consumed as requests arrive; shared by the Consul and Nomad doubles, each with
-/// its own fault type and its own mapping from faults to what goes wrong.
-#[derive(Debug)]
-pub(crate) struct Rules<F> {
-    rules: Vec<Rule<F>>,
-}
-
-impl<F> Default for Rules<F> {
-    fn default() -> Self {
-        Rules { rules: Vec::new() }
-    }
-}
-
-impl<F: Clone> Rules<F> {
-    pub fn add(&mut self, prefix: &str, fault: F, times: Times) {
-        let remaining = match times {
-            Times::Next(0) => return,
-            Times::Next(n) => Some(n),
-            Times::Always => None,
-        };
-        let prefix = prefix.to_string();
-        self.rules.push(Rule {
-            fault,
-            prefix,
-            remaining,
-        });
-    }
-
-    pub fn clear(&mut self) {
-        self.rules.clear();
-    }
-
-    /// The faults of every rule matching `path` that `applies` accepts, in the order injected,
-    /// each consuming one use; spent rules are dropped.
-    pub fn consume(&mut self, path: &str, applies: impl Fn(&F) -> bool) -> Vec<F> {
-        let mut out = Vec::new();
-        for rule in self
-            .rules
-            .iter_mut()
-            .filter(|r| path.starts_with(&r.prefix) && applies(&r.fault))
-        {
-            if let Some(n) = rule.remaining.as_mut() {
-                *n -= 1;
-            }
-            out.push(rule.fault.clone());
-        }
-        self.rules.retain(|r| r.remaining != Some(0));
-        out
-    }
 }
 
 /// How the body of one answer is broken.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::endpoints;
 use super::faults::{FaultBody, Plan};
@@ -124,7 +124,7 @@ pub(crate) async fn handle(
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let q = Query::parse(&raw_query);
     let token = token_of(&q, req.headers());
-    lock(&shared.log).push(RecordedRequest {
+    shared.log.push(RecordedRequest {
         method: req.method().to_string(),
         path: path.clone(),
         query: raw_query,
@@ -172,33 +172,13 @@ impl Ctx<'_> {
         lock(&self.shared.acl).policy(self.token)
     }
 
-    /// Runs `read` until its index passes `b.index`, the wait (plus jitter) expires, or a
-    /// snapshot restore abandons the store. A timeout returns the same index and data.
+    /// The kit's blocking query, cut short when a snapshot restore abandons the store
+    /// (its epoch moves) or an `IndexZero` fault is due.
     pub async fn block<T>(&self, b: Blocking, read: impl Fn(&Store) -> (u64, T)) -> (u64, T) {
-        let shared = self.shared;
-        let deadline = Instant::now() + b.wait + shared.jitter(b.wait);
-        let mut changes = shared.changed.subscribe();
         let mut first_epoch = None;
-        loop {
-            changes.borrow_and_update();
-            let (epoch, (index, data)) = shared.read(|s| (s.epoch, read(s)));
-            let restored = *first_epoch.get_or_insert(epoch) != epoch;
-            if b.index == 0 || index > b.index || restored || self.plan.index_zero {
-                return (index, data);
-            }
-            if Instant::now() >= deadline {
-                return (index, data);
-            }
-            let _parked = shared.park();
-            tokio::select! {
-                res = changes.changed() => {
-                    if res.is_err() {
-                        sleep_until(deadline).await;
-                    }
-                }
-                _ = sleep_until(deadline) => {}
-            }
-        }
+        let index_zero = self.plan.index_zero;
+        let cut_short = |s: &Store| *first_epoch.get_or_insert(s.epoch) != s.epoch || index_zero;
+        self.shared.core.block(b, cut_short, read).await
     }
 }
 

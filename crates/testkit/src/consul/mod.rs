@@ -4,10 +4,10 @@
 
 mod checks;
 mod endpoints;
-pub(crate) mod faults;
+mod faults;
 mod http;
 mod kv;
-pub(crate) mod params;
+mod params;
 mod register;
 mod render;
 mod server;
@@ -20,25 +20,25 @@ mod tests;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::task::JoinHandle;
 
 pub use faults::{Fault, Times, TRICKLE_CHUNK};
 pub use kv::KvEntry;
 pub use shared::{RecordedRequest, TokenPolicy};
 pub use spec::{CheckSpec, CheckStatus, ServiceSpec, AGENT_ADDRESS, AGENT_NODE};
 
+use crate::kit::server::AcceptTask;
 use shared::{lock, Rng, Shared};
 
 /// A running Consul double. Dropping it stops the listener and closes every connection.
 pub struct ConsulDouble {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    /// The accept loop; `None` during an outage.
-    accept: Mutex<Option<JoinHandle<()>>>,
+    /// The accept loop; stopped during an outage.
+    accept: AcceptTask,
 }
 
 impl ConsulDouble {
@@ -53,7 +53,7 @@ impl ConsulDouble {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new());
         let task = server::spawn_accept(shared.clone(), listener);
-        let accept = Mutex::new(Some(task));
+        let accept = AcceptTask::new(task);
         Ok(ConsulDouble {
             shared,
             addr,
@@ -74,12 +74,12 @@ impl ConsulDouble {
     /// Registers or updates (same ID: in place, one index bump) an instance, as the agent
     /// endpoint does with `replace-existing-checks`. Returns the write's index.
     pub fn register(&self, spec: ServiceSpec) -> u64 {
-        self.shared.write(|s| s.register(spec, true))
+        self.shared.core.write(|s| s.register(spec, true))
     }
 
     /// Removes an instance; `false` (and no write) if the ID is unknown.
     pub fn deregister(&self, id: &str) -> bool {
-        self.shared.write(|s| s.deregister(id)).is_some()
+        self.shared.core.write(|s| s.deregister(id)).is_some()
     }
 
     /// Replaces an instance's tags in place with one index bump; `false` if unknown.
@@ -89,24 +89,28 @@ impl ConsulDouble {
         S: Into<String>,
     {
         let tags = tags.into_iter().map(Into::into).collect();
-        self.shared.write(|s| s.set_tags(id, tags)).is_some()
+        self.shared.core.write(|s| s.set_tags(id, tags)).is_some()
     }
 
     /// Sets the status of every service check of instance `id`; `false` if unknown.
     pub fn set_check(&self, id: &str, status: CheckStatus) -> bool {
-        self.shared.write(|s| s.set_check(id, status)).is_some()
+        self.shared
+            .core
+            .write(|s| s.set_check(id, status))
+            .is_some()
     }
 
     /// Sets a node's `serfHealth`; `false` if the node is unknown.
     pub fn set_node_health(&self, node: &str, status: CheckStatus) -> bool {
         self.shared
+            .core
             .write(|s| s.set_node_health(node, status))
             .is_some()
     }
 
     /// IDs of the instances of service `name`, ordered by node then ID.
     pub fn service_ids(&self, name: &str) -> Vec<String> {
-        let all = self.shared.read(|s| s.instances(name));
+        let all = self.shared.core.read(|s| s.instances(name));
         all.into_iter().map(|(_, i)| i.spec.id).collect()
     }
 
@@ -129,7 +133,7 @@ impl ConsulDouble {
     /// Writes a KV key unconditionally; returns its new `ModifyIndex`.
     pub fn kv_put(&self, key: &str, value: impl Into<Vec<u8>>) -> u64 {
         let value = value.into();
-        self.shared.write(|s| {
+        self.shared.core.write(|s| {
             s.kv_put(key, value, 0, None);
             s.index
         })
@@ -138,12 +142,14 @@ impl ConsulDouble {
     /// Check-and-set write with Consul's rules (`cas = 0`: only if absent).
     pub fn kv_cas(&self, key: &str, value: impl Into<Vec<u8>>, cas: u64) -> bool {
         let value = value.into();
-        self.shared.write(|s| s.kv_put(key, value, 0, Some(cas)))
+        self.shared
+            .core
+            .write(|s| s.kv_put(key, value, 0, Some(cas)))
     }
 
     /// Deletes a key; `false` if it did not exist.
     pub fn kv_delete(&self, key: &str) -> bool {
-        self.shared.write(|s| {
+        self.shared.core.write(|s| {
             let existed = s.kv.contains_key(key);
             s.kv_delete(key, None, false);
             existed
@@ -151,17 +157,17 @@ impl ConsulDouble {
     }
 
     pub fn kv_get(&self, key: &str) -> Option<KvEntry> {
-        self.shared.read(|s| s.kv_get(key).1)
+        self.shared.core.read(|s| s.kv_get(key).1)
     }
 
     /// The global Raft index.
     pub fn index(&self) -> u64 {
-        self.shared.read(|s| s.index)
+        self.shared.core.read(|s| s.index)
     }
 
     /// The `X-Consul-Index` a health query for `name` would report now.
     pub fn service_index(&self, name: &str) -> u64 {
-        self.shared.read(|s| s.index_for_service(name))
+        self.shared.core.read(|s| s.index_for_service(name))
     }
 
     /// Adds a fault for requests on any path.
@@ -190,12 +196,12 @@ impl ConsulDouble {
 
     /// Moves every service and missing-key index forward with no data change.
     pub fn spurious_wakeup(&self) -> u64 {
-        self.shared.write(|s| s.touch_all())
+        self.shared.core.write(|s| s.touch_all())
     }
 
     /// A snapshot restore: the index drops to `to` and parked queries return at once.
     pub fn snapshot_restore(&self, to: u64) {
-        self.shared.write(|s| s.restore(to));
+        self.shared.core.write(|s| s.restore(to));
     }
 
     /// Renders `TaggedAddresses` entries with lowercase `address`/`port` keys, as the docs
@@ -208,48 +214,38 @@ impl ConsulDouble {
     /// with ECONNREFUSED. `false`: the same port is bound again.
     pub async fn outage(&self, on: bool) -> io::Result<()> {
         if on {
-            let task = lock(&self.accept).take();
-            if let Some(task) = task {
-                task.abort();
+            if let Some(task) = self.accept.stop() {
                 let _ = task.await; // resolves once the listener has been dropped
             }
-            self.shared.kill_connections();
+            self.shared.core.kill_connections();
             return Ok(());
         }
-        if lock(&self.accept).is_some() {
+        if self.accept.is_running() {
             return Ok(());
         }
         let listener = server::rebind(self.addr).await?;
         let task = server::spawn_accept(self.shared.clone(), listener);
-        if let Some(old) = lock(&self.accept).replace(task) {
-            old.abort();
-        }
+        self.accept.restart(task);
         Ok(())
     }
 
     /// Turns ACLs on with `token` as a full-access token, or off with `None`.
     pub fn set_required_token(&self, token: Option<&str>) {
-        let mut acl = lock(&self.shared.acl);
-        acl.enabled = token.is_some();
-        if let Some(t) = token {
-            acl.tokens.insert(t.to_string(), TokenPolicy::ALL);
-        }
+        lock(&self.shared.acl).require(token, TokenPolicy::ALL);
     }
 
     /// Adds a token with limited rights (effective while ACLs are on).
     pub fn add_token(&self, token: &str, policy: TokenPolicy) {
-        lock(&self.shared.acl)
-            .tokens
-            .insert(token.to_string(), policy);
+        lock(&self.shared.acl).add(token, policy);
     }
 
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.log).clone()
+        self.shared.log.all()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.shared.log).clear();
+        self.shared.log.clear();
     }
 
     /// Requests received on `/v1/health/service/…`, whatever their outcome.
@@ -259,23 +255,19 @@ impl ConsulDouble {
 
     /// Blocking queries parked right now.
     pub fn parked(&self) -> usize {
-        *self.shared.parked.borrow()
+        self.shared.core.parked()
     }
 
     /// Waits until at least `n` blocking queries are parked; `false` if `within` elapses.
     pub async fn wait_for_parked(&self, n: usize, within: Duration) -> bool {
-        let mut rx = self.shared.parked.subscribe();
-        let reached = tokio::time::timeout(within, rx.wait_for(|p| *p >= n)).await;
-        matches!(reached, Ok(Ok(_)))
+        self.shared.core.wait_for_parked(n, within).await
     }
 }
 
 impl Drop for ConsulDouble {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.accept).take() {
-            task.abort();
-        }
-        self.shared.kill_connections();
+        self.accept.stop();
+        self.shared.core.kill_connections();
     }
 }
 

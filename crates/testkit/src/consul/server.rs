@@ -1,6 +1,6 @@
-//! Listener and connections. The accept loop owns the listener, so an outage can drop it
-//! (clients then get ECONNREFUSED) and a later bind on the same port ends the outage.
-//! Connections wrap the socket so a `ResetConnection` fault can close it with an RST.
+//! Listener and connections on the kit's accept loop. An outage drops the listener (clients
+//! then get ECONNREFUSED) and a later bind on the same port ends it. Connections wrap the
+//! socket so a `ResetConnection` fault can close it with an RST.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::shared::Shared;
+use crate::kit::server;
 
 /// Service error that makes hyper drop the connection without answering.
 #[derive(Debug)]
@@ -48,50 +48,25 @@ pub(crate) async fn rebind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub(crate) fn spawn_accept(shared: Arc<Shared>, listener: TcpListener) -> JoinHandle<()> {
     // Connections of this listener die once the kill generation moves past this one, even
     // if their task only starts after the kill.
-    let generation = *shared.conn_kill.borrow();
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve(shared.clone(), stream, generation));
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "consul double: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
+    let generation = *shared.core.conn_kill.borrow();
+    server::spawn_accept(listener, "consul", move |stream| {
+        serve(shared.clone(), stream, generation)
     })
 }
 
 /// Serves one connection until it ends or every connection is killed.
 async fn serve(shared: Arc<Shared>, stream: TcpStream, generation: u64) {
-    let _ = stream.set_nodelay(true);
     let reset = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ConnIo {
         stream,
         reset: reset.clone(),
     });
-    let mut kill = shared.conn_kill.subscribe();
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
         let (shared, reset) = (svc_shared.clone(), reset.clone());
         async move { super::http::handle(shared, req, reset).await }
     });
-    // No header-read timeout: Go's server has none by default, and idle keep-alive
-    // connections of a client must not be cut under it.
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .serve_connection(io, svc);
-    tokio::select! {
-        res = conn => {
-            if let Err(e) = res {
-                tracing::trace!(error = %e, "consul double: connection ended");
-            }
-        }
-        _ = kill.wait_for(|g| *g != generation) => {}
-    }
+    server::serve_http1(io, svc, &shared.core.conn_kill, generation, "consul").await;
 }
 
 /// The socket, plus a flag that turns the close into a TCP reset.

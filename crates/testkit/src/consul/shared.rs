@@ -1,23 +1,15 @@
-//! State shared by the handle and the connection tasks: the store behind a
-//! `std::sync::Mutex` (never held across `.await`), the change signal parked queries wait
-//! on, fault rules, ACL tokens, the request log and counters.
+//! State shared by the handle and the connection tasks: the kit's core (store, change
+//! signal, parked queries, kill switch), fault rules, ACL tokens, the request log and
+//! counters.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use tokio::sync::watch;
-
-use super::faults::{Fault, Rules};
-use super::params::ApiError;
+use super::faults::Fault;
+use super::params::{ApiError, Query};
 use super::state::Store;
-pub(crate) use crate::common::{Parked, Rng};
-
-/// Locks a mutex, ignoring poisoning: a panicking test must not cascade into others.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::kit::{lock, Rng};
+use crate::kit::{Acl, Core, RequestLog, Rules};
 
 /// What a token may do. ACLs are off unless `ConsulDouble::set_required_token` is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,20 +40,16 @@ impl TokenPolicy {
     };
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Acl {
-    pub enabled: bool,
-    pub tokens: HashMap<String, TokenPolicy>,
-}
-
-impl Acl {
+/// Consul's ACL rule: with ACLs off every token may do everything; with them on, a
+/// missing or unknown token is 403 `ACL not found`.
+impl Acl<TokenPolicy> {
     /// The policy of `token`, or 403 `ACL not found` when ACLs are on and it is unknown.
     pub fn policy(&self, token: Option<&str>) -> Result<TokenPolicy, ApiError> {
-        if !self.enabled {
+        if !self.enabled() {
             return Ok(TokenPolicy::ALL);
         }
         token
-            .and_then(|t| self.tokens.get(t).copied())
+            .and_then(|t| self.get(t))
             .ok_or_else(|| ApiError::new(403, "ACL not found"))
     }
 }
@@ -83,9 +71,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// First decoded value of a query parameter (`Some("")` for a bare flag).
     pub fn param(&self, key: &str) -> Option<String> {
-        super::params::Query::parse(&self.query)
-            .get(key)
-            .map(str::to_string)
+        Query::first(&self.query, key)
     }
 
     /// The `index` the client sent, if any and numeric.
@@ -96,19 +82,12 @@ impl RecordedRequest {
 
 /// Everything the handle and the server tasks share.
 pub(crate) struct Shared {
-    pub store: Mutex<Store>,
-    /// Bumped after every write; parked queries re-check their index when it moves.
-    pub changed: watch::Sender<u64>,
+    pub core: Core<Store>,
     pub faults: Mutex<Rules<Fault>>,
-    pub acl: Mutex<Acl>,
-    pub log: Mutex<Vec<RecordedRequest>>,
-    /// Number of blocking queries currently parked.
-    pub parked: watch::Sender<usize>,
+    pub acl: Mutex<Acl<TokenPolicy>>,
+    pub log: RequestLog<RecordedRequest>,
     pub health_queries: AtomicUsize,
-    /// Bumped to drop every open connection (outage, shutdown).
-    pub conn_kill: watch::Sender<u64>,
     pub lowercase_tagged: AtomicBool,
-    rng: Mutex<Rng>,
 }
 
 impl Shared {
@@ -117,42 +96,13 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Shared {
-            store: Mutex::new(Store::new()),
-            changed: watch::channel(0).0,
+            core: Core::new(Store::new(), seed),
             faults: Mutex::default(),
             acl: Mutex::default(),
-            log: Mutex::default(),
-            parked: watch::channel(0).0,
+            log: RequestLog::default(),
             health_queries: AtomicUsize::new(0),
-            conn_kill: watch::channel(0).0,
             lowercase_tagged: AtomicBool::new(false),
-            rng: Mutex::new(Rng::new(seed)),
         }
-    }
-
-    /// Runs a write on the store, then wakes parked queries (outside the lock).
-    pub fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let r = f(&mut lock(&self.store));
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
-        r
-    }
-
-    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        f(&lock(&self.store))
-    }
-
-    pub fn park(&self) -> Parked<'_> {
-        Parked::enter(&self.parked)
-    }
-
-    /// Random extra wait of up to `wait / 16`, as Consul's `RPCQueryTimeout` adds.
-    pub fn jitter(&self, wait: Duration) -> Duration {
-        let max = u64::try_from((wait / 16).as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(lock(&self.rng).up_to(max))
-    }
-
-    pub fn kill_connections(&self) {
-        self.conn_kill.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     pub fn count_health(&self) {

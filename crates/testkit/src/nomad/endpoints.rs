@@ -97,7 +97,7 @@ pub(crate) fn register(ctx: &Ctx<'_>, path_id: Option<&str>) -> Result<Reply, Ap
     ctx.allow(true)?;
     let id = job::str_of(&job, "ID").to_string();
     if ctx.conflict {
-        ctx.shared.write(|s| s.foreign_write(&id));
+        ctx.shared.core.write(|s| s.foreign_write(&id));
     }
     let enforce = field(&req, "EnforceIndex").and_then(Value::as_bool) == Some(true);
     let jmi = field(&req, "JobModifyIndex")
@@ -119,7 +119,7 @@ pub(crate) fn plan(ctx: &Ctx<'_>, path_id: &str) -> Result<Reply, ApiError> {
     job::canonicalize(&mut new)?;
     let want_diff = field(&req, "Diff").and_then(Value::as_bool) == Some(true);
     let id = job::str_of(&new, "ID").to_string();
-    let (index, body) = ctx.shared.read(|s| {
+    let (index, body) = ctx.shared.core.read(|s| {
         let entry = s.jobs.get(&id);
         let current = entry.map(|e| e.current());
         // An unchanged spec keeps the current version, so its allocations are ignored.
@@ -261,6 +261,7 @@ pub(crate) async fn deployment(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiErro
 fn deployment_update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     let index = ctx
         .shared
+        .core
         .read(|s| s.deployment(id).map_or(s.index, |d| d.modify_index));
     let body = json!({"EvalID": "", "EvalCreateIndex": 0, "DeploymentModifyIndex": index,
                       "RevertedJobVersion": null, "Index": index});
@@ -271,6 +272,7 @@ fn deployment_update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
 pub(crate) fn promote(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     ctx.allow(true)?;
     ctx.shared
+        .core
         .write(|s| s.request_promotion(id))
         .map_err(ApiError::internal)?;
     deployment_update(ctx, id)

@@ -26,8 +26,8 @@ impl NomadFault {
     pub const ACL_TOKEN_NOT_FOUND: NomadFault = NomadFault::Status(403, "ACL token not found");
 }
 
-/// Active rules: the Consul double's rule bookkeeping over Nomad's faults.
-pub(crate) type Rules = crate::consul::faults::Rules<NomadFault>;
+/// Active rules: the kit's rule bookkeeping over Nomad's faults.
+pub(crate) type Rules = crate::kit::Rules<NomadFault>;
 
 /// What goes wrong with one request; the first rule of each kind wins.
 #[derive(Clone, Debug, Default)]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::endpoints;
 use super::params::{decode, ApiError, Blocking, Query};
@@ -121,28 +121,9 @@ impl Ctx<'_> {
             .is_some_and(|n| !n.is_empty() && n != "default" && n != "*")
     }
 
-    /// Runs `read` until its index passes `b.index` or the wait (plus jitter) expires; a
-    /// timeout returns the same index and data.
+    /// The kit's blocking query (Nomad has no reason to answer early).
     pub async fn block<T>(&self, b: Blocking, read: impl Fn(&Store) -> (u64, T)) -> (u64, T) {
-        let shared = self.shared;
-        let deadline = Instant::now() + b.wait + shared.jitter(b.wait);
-        let mut changes = shared.changed.subscribe();
-        loop {
-            changes.borrow_and_update();
-            let (index, data) = shared.read(&read);
-            if b.index == 0 || index > b.index || Instant::now() >= deadline {
-                return (index, data);
-            }
-            let _parked = shared.park();
-            tokio::select! {
-                res = changes.changed() => {
-                    if res.is_err() {
-                        sleep_until(deadline).await;
-                    }
-                }
-                _ = sleep_until(deadline) => {}
-            }
-        }
+        self.shared.core.block(b, |_| false, read).await
     }
 }
 
@@ -172,7 +153,7 @@ pub(crate) async fn handle(
     let path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().unwrap_or("").to_string();
     let token = token_of(&parts.headers);
-    lock(&shared.log).push(NomadRequest {
+    shared.log.push(NomadRequest {
         method: parts.method.to_string(),
         path: path.clone(),
         query: raw_query.clone(),

@@ -43,14 +43,15 @@ mod tests;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::consul::{ConsulDouble, Times};
+use crate::consul::ConsulDouble;
+use crate::kit::server::AcceptTask;
+use crate::kit::Times;
 
 pub use alloc::{AllocInfo, AllocSlot, Health};
 pub use faults::NomadFault;
@@ -94,7 +95,7 @@ impl Default for Timing {
 pub struct NomadDouble {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    accept: Mutex<Option<JoinHandle<()>>>,
+    accept: AcceptTask,
 }
 
 impl NomadDouble {
@@ -107,7 +108,7 @@ impl NomadDouble {
         Ok(NomadDouble {
             shared,
             addr,
-            accept: Mutex::new(Some(task)),
+            accept: AcceptTask::new(task),
         })
     }
 
@@ -123,7 +124,7 @@ impl NomadDouble {
     /// Sets the clients' pace. The seed fixes the sync order of every later wave and,
     /// mixed with the current index (so IDs never repeat), the IDs generated from now on.
     pub fn set_timing(&self, timing: Timing) {
-        self.shared.write(|s| {
+        self.shared.core.write(|s| {
             s.rng = state::Rng::new(timing.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ s.index);
             s.timing = timing;
         });
@@ -132,7 +133,7 @@ impl NomadDouble {
     /// Chooses the port each new allocation registers in Consul (where the test's backend
     /// for that group/version listens). Called under the store lock: don't call the double.
     pub fn set_port_allocator(&self, f: impl Fn(&AllocSlot) -> u16 + Send + Sync + 'static) {
-        self.shared.write(|s| s.ports = Some(Arc::new(f)));
+        self.shared.core.write(|s| s.ports = Some(Arc::new(f)));
     }
 
     /// Registers a job as `POST /v1/jobs` without `EnforceIndex` does (a `Job` object, not
@@ -151,12 +152,12 @@ impl NomadDouble {
 
     /// The current version of a job, as `GET /v1/job/:id` returns it.
     pub fn job(&self, id: &str) -> Option<Value> {
-        self.shared.read(|s| s.job(id).cloned())
+        self.shared.core.read(|s| s.job(id).cloned())
     }
 
     /// Every version of a job, oldest first.
     pub fn job_versions(&self, id: &str) -> Vec<Value> {
-        self.shared.read(|s| {
+        self.shared.core.read(|s| {
             s.jobs
                 .get(id)
                 .map(|e| e.versions.clone())
@@ -172,7 +173,7 @@ impl NomadDouble {
                 .map(|d| d.to_json())
                 .collect()
         };
-        self.shared.read(all)
+        self.shared.core.read(all)
     }
 
     pub fn latest_deployment(&self, job: &str) -> Option<Value> {
@@ -186,13 +187,13 @@ impl NomadDouble {
                 .get(job)
                 .map(|e| e.allocs.iter().map(|a| a.info()).collect())
         };
-        self.shared.read(infos).unwrap_or_default()
+        self.shared.core.read(infos).unwrap_or_default()
     }
 
     /// The next deployment created fails: its new or updated allocations turn unhealthy
     /// (new ones keep `critical` checks). With `AutoRevert`, the job then reverts.
     pub fn fail_next_deployment(&self) {
-        self.shared.write(|s| s.fail_next = true);
+        self.shared.core.write(|s| s.fail_next = true);
     }
 
     /// Fails a running deployment now, as `POST /v1/deployment/fail/:id` does.
@@ -202,7 +203,7 @@ impl NomadDouble {
 
     /// Promotes a running deployment's canaries, as `POST /v1/deployment/promote/:id`.
     pub fn promote_deployment(&self, id: &str) -> Result<(), String> {
-        self.shared.write(|s| s.request_promotion(id))
+        self.shared.core.write(|s| s.request_promotion(id))
     }
 
     /// Waits until the job's latest deployment has `status`; returns it, or `None` at
@@ -232,7 +233,7 @@ impl NomadDouble {
     /// Waits until no rollout works on the job and every allocation has a health verdict.
     pub async fn wait_settled(&self, job: &str, within: Duration) -> bool {
         let settled = || {
-            self.shared.read(|s| {
+            self.shared.core.read(|s| {
                 let e = s.jobs.get(job)?;
                 let pending = e.allocs.iter().any(|a| a.health == Health::Pending);
                 (e.rolling.is_none() && !pending && e.stopping.is_empty()).then_some(())
@@ -242,7 +243,7 @@ impl NomadDouble {
     }
 
     async fn wait_for<T>(&self, within: Duration, check: impl Fn() -> Option<T>) -> Option<T> {
-        let mut changes = self.shared.changed.subscribe();
+        let mut changes = self.shared.core.changed.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             changes.borrow_and_update();
@@ -274,61 +275,51 @@ impl NomadDouble {
 
     /// Turns ACLs on with `token` as a management token, or off with `None`.
     pub fn set_required_token(&self, token: Option<&str>) {
-        let mut acl = lock(&self.shared.acl);
-        acl.enabled = token.is_some();
-        if let Some(t) = token {
-            acl.tokens.insert(t.to_string(), true);
-        }
+        lock(&self.shared.acl).require(token, true);
     }
 
     /// Adds a token; `write: false` makes it read-only (writes get 403 `Permission denied`).
     pub fn add_token(&self, token: &str, write: bool) {
-        lock(&self.shared.acl)
-            .tokens
-            .insert(token.to_string(), write);
+        lock(&self.shared.acl).add(token, write);
     }
 
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<NomadRequest> {
-        lock(&self.shared.log).clone()
+        self.shared.log.all()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.shared.log).clear();
+        self.shared.log.clear();
     }
 
     /// The Raft index.
     pub fn index(&self) -> u64 {
-        self.shared.read(|s| s.index)
+        self.shared.core.read(|s| s.index)
     }
 
     /// Blocking queries parked right now.
     pub fn parked(&self) -> usize {
-        *self.shared.parked.borrow()
+        self.shared.core.parked()
     }
 
     /// Waits until at least `n` blocking queries are parked; `false` if `within` elapses.
     pub async fn wait_for_parked(&self, n: usize, within: Duration) -> bool {
-        let mut rx = self.shared.parked.subscribe();
-        let reached = tokio::time::timeout(within, rx.wait_for(|p| *p >= n)).await;
-        matches!(reached, Ok(Ok(_)))
+        self.shared.core.wait_for_parked(n, within).await
     }
 }
 
 impl Drop for NomadDouble {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.accept).take() {
-            task.abort();
-        }
+        self.accept.stop();
         self.shared.abort_all();
-        self.shared.kill_connections();
+        self.shared.core.kill_connections();
     }
 }
 
 /// Fails a running deployment (`Deployment marked as failed`), stops its rollout and,
 /// with `AutoRevert`, registers the last stable version.
 pub(crate) fn fail_deployment(shared: &Arc<Shared>, id: &str) -> Result<(), String> {
-    let (job, revert) = shared.write(|s| {
+    let (job, revert) = shared.core.write(|s| {
         let d = s
             .deployment(id)
             .ok_or_else(|| "deployment not found".to_string())?;

@@ -1,11 +1,8 @@
-//! Query strings, Go durations and blocking parameters, with Nomad's errors
-//! (`command/agent/http.go` `parseWait`): 400 `Invalid wait time` / `Invalid index`.
+//! Nomad's reading of the shared query parameters (its `wait` rule: 400 `Invalid wait time`
+//! for a negative wait too), its own error answers and Go's duration formatting.
 
-use std::time::Duration;
-
-/// The Consul double's error type, query parser, blocking parameters and limits (Nomad uses the
-/// same defaults: 5 min wait, clamped at 10 min). Only the parsing of `wait` differs, below.
-pub(crate) use crate::consul::params::{decode, ApiError, Blocking, Query, DEFAULT_WAIT, MAX_WAIT};
+use crate::kit::params::{self, NegativeWait};
+pub(crate) use crate::kit::params::{decode, ApiError, Blocking, Query};
 
 /// Nomad's own error answers.
 impl ApiError {
@@ -21,12 +18,6 @@ impl ApiError {
         let items: String = errors.iter().map(|e| format!("\t* {e}\n")).collect();
         Self::internal(format!("{n} {plural} occurred:\n{items}\n"))
     }
-}
-
-/// Go's `time.ParseDuration` in nanoseconds, non-negative only (the Consul double's parser,
-/// which also takes signed values).
-pub(crate) fn parse_go_duration(s: &str) -> Option<u64> {
-    crate::consul::params::parse_go_duration(s).and_then(|ns| u64::try_from(ns).ok())
 }
 
 /// Formats nanoseconds the way Go's `Duration.String` does for whole units (`10s`, `1m0s`).
@@ -46,28 +37,16 @@ pub(crate) fn go_duration_string(ns: u64) -> String {
     }
 }
 
-/// Parses `index` and `wait` with Nomad's errors, default and clamp.
+/// Parses `index` and `wait` with Nomad's errors, default and clamp: a negative wait is
+/// invalid.
 pub(crate) fn blocking(q: &Query) -> Result<Blocking, ApiError> {
-    let wait = match q.get("wait") {
-        None | Some("") => DEFAULT_WAIT,
-        Some(w) => match parse_go_duration(w) {
-            None => return Err(ApiError::bad_request("Invalid wait time")),
-            Some(0) => DEFAULT_WAIT,
-            Some(ns) => Duration::from_nanos(ns).min(MAX_WAIT),
-        },
-    };
-    let index = match q.get("index") {
-        None | Some("") => 0,
-        Some(i) => i
-            .parse()
-            .map_err(|_| ApiError::bad_request("Invalid index"))?,
-    };
-    Ok(Blocking { index, wait })
+    params::blocking(q, NegativeWait::Invalid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kit::params::{parse_go_duration, MAX_WAIT};
 
     #[test]
     fn durations_and_blocking_errors() {

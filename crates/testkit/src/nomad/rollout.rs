@@ -24,7 +24,7 @@ struct Rolling {
 
 impl Drop for Rolling {
     fn drop(&mut self) {
-        self.shared.write(|s| {
+        self.shared.core.write(|s| {
             if let Some(e) = s
                 .jobs
                 .get_mut(&self.job)
@@ -45,9 +45,9 @@ pub(crate) async fn run(shared: Arc<Shared>, job: String, gen: u64) {
     loop {
         sync_job(&shared, &job).await;
         wait_verdicts(&shared, &job).await;
-        let mut changes = shared.changed.subscribe();
+        let mut changes = shared.core.changed.subscribe();
         changes.borrow_and_update();
-        match shared.write(|s| s.step(&job, gen)) {
+        match shared.core.write(|s| s.step(&job, gen)) {
             Step::Continue => {}
             Step::WaitPromotion => {
                 let _ = changes.changed().await;
@@ -69,7 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>, job: String, gen: u64) {
 /// in a seeded random order, `sync_gap` apart, the last one `straggler` late.
 async fn sync_job(shared: &Arc<Shared>, job: &str) {
     sync_stopped(shared, job);
-    let (ids, timing, seed) = shared.write(|s| {
+    let (ids, timing, seed) = shared.core.write(|s| {
         s.waves += 1;
         let ids: Vec<String> = s.jobs.get(job).map_or_else(Vec::new, |e| {
             e.allocs.iter().map(|a| a.id.clone()).collect()
@@ -98,7 +98,7 @@ async fn sync_job(shared: &Arc<Shared>, job: &str) {
 
 /// Starts the health timer of a pending allocation (once per health epoch).
 fn start_timer(shared: &Arc<Shared>, job: &str, alloc: &str) {
-    let due = shared.write(|s| {
+    let due = shared.core.write(|s| {
         let delay = s.timing.health_delay;
         let a = s
             .jobs
@@ -118,7 +118,7 @@ fn start_timer(shared: &Arc<Shared>, job: &str, alloc: &str) {
     let (s, job, alloc) = (shared.clone(), job.to_string(), alloc.to_string());
     spawn_timer(shared, async move {
         tokio::time::sleep(delay).await;
-        let Some((doomed, services)) = s.read(|st| st.health_due(&job, &alloc, epoch)) else {
+        let Some((doomed, services)) = s.core.read(|st| st.health_due(&job, &alloc, epoch)) else {
             return;
         };
         if let (false, Some(consul)) = (doomed, &s.consul) {
@@ -126,16 +126,17 @@ fn start_timer(shared: &Arc<Shared>, job: &str, alloc: &str) {
                 consul.set_check(id, CheckStatus::Passing);
             }
         }
-        s.write(|st| st.resolve_health(&job, &alloc, epoch, !doomed));
+        s.core
+            .write(|st| st.resolve_health(&job, &alloc, epoch, !doomed));
     });
 }
 
 /// Waits until no allocation of the job awaits a health verdict.
 async fn wait_verdicts(shared: &Shared, job: &str) {
-    let mut changes = shared.changed.subscribe();
+    let mut changes = shared.core.changed.subscribe();
     loop {
         changes.borrow_and_update();
-        let pending = shared.read(|s| {
+        let pending = shared.core.read(|s| {
             let e = s.jobs.get(job);
             e.is_some_and(|e| e.allocs.iter().any(|a| a.health == Health::Pending))
         });

@@ -22,7 +22,7 @@ pub const ENFORCE_PREFIX: &str = "Enforcing job modify index";
 pub(crate) type PortFn = Arc<dyn Fn(&AllocSlot) -> u16 + Send + Sync>;
 
 /// The doubles' seedable random source; Nomad adds UUID-shaped ids.
-pub(crate) use crate::common::Rng;
+pub(crate) use crate::kit::Rng;
 
 impl Rng {
     /// A UUID-shaped id, as Nomad uses for evaluations, allocations and deployments.

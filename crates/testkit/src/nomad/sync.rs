@@ -109,7 +109,7 @@ fn wanted(
     job_id: &str,
     alloc_id: &str,
 ) -> Option<(Vec<ServiceSpec>, Vec<ServiceSpec>, Health)> {
-    shared.read(|s| {
+    shared.core.read(|s| {
         let e = s.jobs.get(job_id)?;
         let a = e.allocs.iter().find(|a| a.id == alloc_id)?;
         let want = desired(&e.versions[a.version as usize], a);
@@ -145,7 +145,7 @@ pub(crate) fn sync_alloc(shared: &Shared, job_id: &str, alloc_id: &str) {
             consul.register(spec);
         }
     }
-    shared.write(|s| {
+    shared.core.write(|s| {
         let e = s.jobs.get_mut(job_id);
         if let Some(a) = e.and_then(|e| e.allocs.iter_mut().find(|a| a.id == alloc_id)) {
             a.registered = want;
@@ -156,7 +156,7 @@ pub(crate) fn sync_alloc(shared: &Shared, job_id: &str, alloc_id: &str) {
 /// Deregisters the services of allocations the scheduler stopped (before their
 /// `shutdown_delay`, as Nomad does).
 pub(crate) fn sync_stopped(shared: &Shared, job_id: &str) {
-    let stopped = shared.write(|s| {
+    let stopped = shared.core.write(|s| {
         s.jobs
             .get_mut(job_id)
             .map(|e| std::mem::take(&mut e.stopping))

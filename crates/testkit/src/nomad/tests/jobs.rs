@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::super::{reference_job, set_active, NomadDouble, NomadFault, ENFORCE_PREFIX};
 use super::{call, get, post, reference, LIMIT};
-use crate::consul::Times;
+use crate::kit::Times;
 
 #[tokio::test]
 async fn job_read_shape_and_404() {

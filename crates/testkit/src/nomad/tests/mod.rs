@@ -1,5 +1,5 @@
-//! Tests of the Nomad double through a minimal raw HTTP/1.1 client, and of what it does
-//! to the Consul double.
+//! Tests of the Nomad double through the kit's minimal raw HTTP/1.1 client, and of what
+//! it does to the Consul double.
 
 mod jobs;
 mod plans;
@@ -10,45 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::consul::ConsulDouble;
+use crate::kit::raw::{parse, send, End, Resp};
 
 use super::{reference_job, NomadDouble, Timing};
 
 /// Upper bound for any wait in these tests.
 pub(super) const LIMIT: Duration = Duration::from_secs(5);
-
-#[derive(Debug)]
-pub(super) struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let found = self
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name));
-        found.map(|(_, v)| v.as_str())
-    }
-
-    pub fn index(&self) -> u64 {
-        let raw = self.header("x-nomad-index").expect("X-Nomad-Index present");
-        raw.parse().expect("numeric index")
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("valid JSON body")
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
 
 /// Sends one request with `Connection: close` and reads the whole answer.
 pub(super) async fn call(
@@ -58,36 +27,12 @@ pub(super) async fn call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: nomad\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).await.expect("write head");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(LIMIT * 2, s.read_to_end(&mut raw)).await;
-    read.expect("answer in time").expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("complete head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok());
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Resp {
-        status: status.unwrap_or(0),
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
+    let sent = send(addr, method, target, headers, body, LIMIT * 2).await;
+    let (raw, end) = sent.expect("connect");
+    assert_eq!(end, End::Eof, "answer in time");
+    let resp = parse(&raw, end);
+    assert_ne!(resp.status, 0, "complete head");
+    resp
 }
 
 pub(super) async fn get(addr: SocketAddr, target: &str) -> Resp {

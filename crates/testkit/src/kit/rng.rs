@@ -1,6 +1,4 @@
-//! Pieces both doubles use: a seedable random source and the parked-query counter guard.
-
-use tokio::sync::watch;
+//! A seedable random source for jitter, shuffles and generated IDs.
 
 /// splitmix64: tiny, seedable, good enough for jitter and shuffles.
 #[derive(Debug, Clone)]
@@ -25,22 +23,5 @@ impl Rng {
             Some(n) => self.next_u64() % n,
             None => self.next_u64(),
         }
-    }
-}
-
-/// Decrements the parked count when a parked query wakes or is dropped.
-pub(crate) struct Parked<'a>(&'a watch::Sender<usize>);
-
-impl<'a> Parked<'a> {
-    /// Counts one more parked query until the guard drops.
-    pub fn enter(count: &'a watch::Sender<usize>) -> Parked<'a> {
-        count.send_modify(|n| *n += 1);
-        Parked(count)
-    }
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
