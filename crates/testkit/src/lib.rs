@@ -5,9 +5,10 @@
 //!
 //! [`ConsulDouble`] serves the Consul agent HTTP API that the watcher and the operator
 //! commands use (health and catalog service reads with real blocking queries, agent
-//! register/deregister, KV with check-and-set), following `shared/consul-api.md`. Tests
-//! change the catalog through synchronous methods while a client is parked, and inject
-//! the failure modes of section G with [`Fault`]:
+//! register/deregister, KV with check-and-set), with Consul's answers, headers and errors.
+//! Tests change the catalog through synchronous methods while a client is parked, and
+//! inject with [`Fault`] what a real Consul or the network in between can do to a client
+//! (error statuses, delays, stalled or cut bodies, resets, index resets):
 //!
 //! ```ignore
 //! let consul = ConsulDouble::start().await?;

@@ -1,5 +1,6 @@
 //! Fault injection: rules that make the next N requests (or all, until cleared) misbehave
-//! the way a real Consul or the network between does (spec section G, items 2-7 and 9).
+//! the way a real Consul or the network between does: error statuses, delays, stalled,
+//! trickled or cut bodies, broken JSON, resets, index anomalies and leader headers.
 
 use std::future::Future;
 use std::pin::Pin;

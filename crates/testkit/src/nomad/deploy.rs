@@ -1,4 +1,4 @@
-//! Deployments (`nomad/structs/deployment.go`): created when a version of a job with an
+//! Deployments, with Nomad's statuses and rules: created when a version of a job with an
 //! update block is registered, cancelled by a newer version, failed by unhealthy
 //! allocations (then, with `AutoRevert`, the whole job goes back to the last stable
 //! version as a new version), successful once every group is placed and healthy. `step`

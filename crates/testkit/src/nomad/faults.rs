@@ -1,5 +1,6 @@
 //! Fault injection: rules that make the next N matching requests (or all, until cleared)
-//! fail the way a Nomad agent does (section G, item 17).
+//! fail the way a Nomad agent does: error statuses, delays, a registration that loses its
+//! `EnforceIndex` race, a plan that reports a destructive update.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Jobs as JSON with Go field names. A submitted job is canonicalised the way the agent
-//! does before storing it (`api/jobs.go` `Canonicalize`: name, namespace, type, counts, a
+//! does before storing it (Nomad's `Canonicalize`: name, namespace, type, counts, a
 //! default `Update` for service jobs merged into each group, check names), so a job read
 //! back and re-submitted compares equal. Unknown fields are kept as sent.
 

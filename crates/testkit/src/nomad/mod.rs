@@ -1,6 +1,5 @@
 //! [`NomadDouble`]: an in-process Nomad HTTP API (jobs, plans, deployments) that applies
-//! registered jobs to a [`ConsulDouble`] the way Nomad clients do, following section F of
-//! `shared/consul-api.md`.
+//! registered jobs to a [`ConsulDouble`] the way Nomad clients do:
 //!
 //! - A registration is compare-and-set (`EnforceIndex`, exact conflict bodies); an
 //!   unchanged spec makes no new version.

@@ -2,9 +2,9 @@
 //! annotations describe exactly what a registration then does.
 //!
 //! Per allocation (`genericAllocUpdateFn`): same job version → ignore; else, if
-//! `tasksUpdated` (`scheduler/util.go`) finds a change a driver cannot apply in place →
+//! the scheduler's `tasksUpdated` finds a change a driver cannot apply in place →
 //! destructive; otherwise in place (service tags and meta, update block, count...). Then
-//! per group (`reconcile_cluster.go`): indexes ≥ Count stop, missing ones are placed,
+//! per group (the cluster reconciler): indexes ≥ Count stop, missing ones are placed,
 //! destructive updates wait for canaries or go `MaxParallel` at a time (the rest counted as
 //! ignore), in-place updates all go at once.
 

@@ -1,5 +1,5 @@
 //! The store: jobs with their versions, allocations and deployments, under one Raft-like
-//! index. Registration follows `nomad/job_endpoint.go` `Register`: the `EnforceIndex`
+//! index. Registration follows Nomad's `Register` endpoint: the `EnforceIndex`
 //! check, no new version for an unchanged spec, a new version (and a cancelled older
 //! deployment) otherwise. Allocation and deployment changes live in `alloc.rs` and
 //! `deploy.rs`, on the same store.
@@ -15,7 +15,8 @@ use super::job;
 use super::params::ApiError;
 use super::Timing;
 
-/// Prefix Nomad's `api/jobs.go` matches on to detect a lost compare-and-set.
+/// Prefix of the error a lost compare-and-set gets; Nomad's API client matches on it to
+/// detect the conflict.
 pub const ENFORCE_PREFIX: &str = "Enforcing job modify index";
 
 /// Chooses the port of a new allocation (the test's backends must listen there).
@@ -122,7 +123,7 @@ impl Store {
         self.jobs.get(id).map(JobEntry::current)
     }
 
-    /// `EnforceIndex` with the exact error texts of `nomad/job_endpoint.go`.
+    /// `EnforceIndex` with the exact error texts of Nomad's `Register` endpoint.
     fn enforce(&self, id: &str, jmi: u64) -> Result<(), ApiError> {
         let err = |tail: String| Err(ApiError::internal(format!("{ENFORCE_PREFIX} {tail}")));
         match self.job(id).map(|j| job::u64_of(j, "JobModifyIndex")) {

@@ -1,5 +1,5 @@
-//! What a Nomad client does in Consul for its allocations
-//! (`command/agent/consul/service_client.go`): one registration per service with ID
+//! What a Nomad client's Consul service sync does for its allocations: one registration
+//! per service with ID
 //! `_nomad-task-<allocID>-<group-<name>|task>-<service>-<portLabel>`, `external-source =
 //! nomad` in `Meta`, canary tags and meta while a canary, checks that start `critical`.
 //! A sync deregisters IDs that are no longer wanted first, then (re-)registers the
