@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::daemon::Daemon;
 use zerodown::demo::{spawn_backend, Backend};
-use zerodown::double::{random_order, CheckStatus, ConsulDouble, ServiceSpec};
+use zerodown_testkit::{random_order, CheckStatus, ConsulDouble, ServiceSpec};
 
 const SERVICE: &str = "hello-service";
 

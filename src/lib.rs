@@ -27,7 +27,6 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
-pub mod double;
 pub mod hsms;
 pub mod http;
 pub mod ops;

@@ -1,6 +1,7 @@
-//! The attack suite (request smuggling, limits, slow clients, HTTP/2 abuse). Every case goes through the proxy as raw bytes to a recording upstream
-//! (`common/raw.rs`); each test asserts what the upstream received — or that it received nothing —
-//! and what the client got back, including whether its connection was closed.
+//! The attack suite: hostile and ambiguous requests against the proxy. Every case goes through the
+//! proxy as raw bytes to a recording upstream (`common/raw.rs`); each test asserts what the upstream
+//! received — or that it received nothing — and what the client got back, including whether its
+//! connection was closed.
 //!
 //! - `attack/framing.rs`: request re-framing and the ambiguous requests refused with 400.
 //! - `attack/headers.rs`: hop-by-hop stripping both ways, forwarding headers, underscores, Host.

@@ -11,7 +11,7 @@ use common::load::{check_no_old_after_new, until_version, Load};
 use common::*;
 use tokio::time::Instant;
 use zerodown::config::ActiveSelector;
-use zerodown::double::{random_order, ConsulDouble, Fault, Times};
+use zerodown_testkit::{random_order, ConsulDouble, Fault, Times};
 
 struct Fleet {
     consul: ConsulDouble,
@@ -245,9 +245,9 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
     let gen = d.publisher.load_full().generation;
     // Both active instances fail their checks: `?passing` drops them.
     f.consul
-        .set_check("v1-a", zerodown::double::CheckStatus::Critical);
+        .set_check("v1-a", zerodown_testkit::CheckStatus::Critical);
     f.consul
-        .set_check("v1-b", zerodown::double::CheckStatus::Critical);
+        .set_check("v1-b", zerodown_testkit::CheckStatus::Critical);
     eventually("empty-pool hold published", || async {
         matches!(
             d.publisher.load_full().active.hold,
@@ -258,9 +258,9 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
     assert!(d.publisher.load_full().generation > gen);
     tokio::time::sleep(Duration::from_millis(50)).await;
     f.consul
-        .set_check("v1-a", zerodown::double::CheckStatus::Passing);
+        .set_check("v1-a", zerodown_testkit::CheckStatus::Passing);
     f.consul
-        .set_check("v1-b", zerodown::double::CheckStatus::Passing);
+        .set_check("v1-b", zerodown_testkit::CheckStatus::Passing);
     eventually("hold released", || async {
         d.publisher.load_full().active.hold.is_none()
     })

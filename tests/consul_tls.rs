@@ -11,7 +11,7 @@ use common::consul::*;
 use common::*;
 use zerodown::config::{Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::daemon::Daemon;
-use zerodown::double::ConsulDouble;
+use zerodown_testkit::ConsulDouble;
 
 /// Terminates TLS for `localhost` with a fresh self-signed certificate and relays to `backend`.
 /// Returns its address and the certificate's PEM (the CA a client must trust).

@@ -10,7 +10,7 @@ use common::*;
 use zerodown::config::ConsulAddress;
 use zerodown::core::discovery::consul::watch::Watch;
 use zerodown::core::discovery::consul::{ConsulClient, ConsulError};
-use zerodown::double::{ConsulDouble, Fault, Times};
+use zerodown_testkit::{ConsulDouble, Fault, Times};
 
 fn client(consul: &ConsulDouble, token: Option<&str>) -> ConsulClient {
     ConsulClient::new(

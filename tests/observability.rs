@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use common::consul::{register, start as start_consul};
 use common::*;
-use zerodown::double::ConsulDouble;
+use zerodown_testkit::ConsulDouble;
 
 async fn admin_get(d: &zerodown::daemon::Daemon, path: &str) -> (u16, String) {
     get(d.admin_addr.unwrap(), path).await

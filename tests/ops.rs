@@ -11,7 +11,7 @@ use common::*;
 use tokio::time::Instant;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::daemon::Daemon;
-use zerodown::double::{
+use zerodown_testkit::{
     reference_job, CheckStatus, ConsulDouble, NomadDouble, NomadFault, Times, REFERENCE_SERVICE,
 };
 use zerodown::ops::{self, Ctx, Targets};

@@ -13,7 +13,7 @@
 # Always `nomad job plan` first: a tag flip must show no "create/destroy update".
 #
 # The test double's helper `reference_job(image_blue, image_green, version_blue,
-# version_green)` in src/double/nomad/ builds the JSON of this job.
+# version_green)` in crates/testkit/src/nomad/ builds the JSON of this job.
 
 job "hello-service" {
   datacenters = ["dc1"]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use zerodown::config::{Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::daemon::Daemon;
-use zerodown::double::{CheckStatus, ConsulDouble, ServiceSpec};
+use zerodown_testkit::{CheckStatus, ConsulDouble, ServiceSpec};
 
 pub const SERVICE: &str = "hello-service";
 
