@@ -11,10 +11,10 @@ use common::*;
 use tokio::time::Instant;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::daemon::Daemon;
+use zerodown::ops::{self, Ctx, Targets};
 use zerodown_testkit::{
     reference_job, CheckStatus, ConsulDouble, NomadDouble, NomadFault, Times, REFERENCE_SERVICE,
 };
-use zerodown::ops::{self, Ctx, Targets};
 
 struct Fleet {
     consul: Arc<ConsulDouble>,

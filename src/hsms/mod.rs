@@ -7,8 +7,9 @@
 //! - [`relay`]: one equipment session as a pure state machine (events in, actions out, time passed
 //!   in), so the glue only moves bytes and runs timers.
 //! - [`target`]: which version and instances sessions should use.
-//! - [`frontend`]: the listener, its limits, and the session registry `/status` reads;
-//!   `session` and `backend` are the per-connection glue, `tcp` the plain-TCP mode.
+//! - `frontend`: the listener and its limits; `state`: what sessions share and the registry
+//!   `/status` reads; `session` and `backend` are the per-connection glue, `tcp` the plain-TCP
+//!   mode.
 //!
 //! Guarantees: the equipment's control messages (Select, Linktest, Deselect, Separate) are
 //! answered locally, so it never sees a switch; only one backend exchanges data with an equipment
@@ -27,7 +28,9 @@ pub mod codec;
 mod frontend;
 pub mod relay;
 mod session;
+mod state;
 pub mod target;
 mod tcp;
 
-pub use frontend::{serve, BackendView, Hsms, HsmsStatus, SessionView, SwitchView};
+pub use frontend::serve;
+pub use state::{BackendView, Hsms, HsmsStatus, SessionView, SwitchView};

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::backend::{self, BackendEvent, Dial};
 use super::codec::{self, Decoder, Message};
-use super::frontend::{lock, unix_ms, BackendView, Hsms, SessionView, SwitchView};
 use super::relay::{Action, BackendId, BackendState, Event, Relay};
+use super::state::{lock, unix_ms, BackendView, Hsms, SessionView, SwitchView};
 use crate::core::Instance;
 use crate::telemetry::metrics::Lv;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::frontend::{lock, BackendView, Hsms, SessionView};
+use super::state::{lock, BackendView, Hsms, SessionView};
 
 pub async fn run(
     h: &Hsms,

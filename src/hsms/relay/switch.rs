@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
-use super::super::codec;
 use super::{
     after, due, Action, BackendId, BackendState, CloseReason, Direction, DropReason, Event, Relay,
     Role, RollbackReason, Txn,
 };
+use crate::hsms::codec;
 
 impl Relay {
     /// Starts moving the session to backend connection `new`, whose Select result the glue will

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::codec::{Message, RejectReason, SType};
+use crate::hsms::codec::{Message, RejectReason, SType};
 
 /// Identifies one backend connection (the glue never reuses an id).
 pub type BackendId = u64;

@@ -1,0 +1,169 @@
+//! What the HSMS sessions share: config, the core's snapshot, metrics, and a registry of live
+//! sessions for `/status`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::relay::{BackendId, RelayConfig};
+use super::target::{self, Target};
+use crate::config::{HsmsConfig, HsmsMode};
+use crate::core::{Instance, Publisher};
+use crate::telemetry::metrics::Metrics;
+
+/// Shared by every equipment connection.
+pub struct Hsms {
+    pub cfg: HsmsConfig,
+    pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
+    sessions: Mutex<BTreeMap<u64, Arc<Mutex<SessionView>>>>,
+    next_session: AtomicU64,
+    next_backend: AtomicU64,
+    rr: AtomicUsize,
+}
+
+/// One session as `/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionView {
+    pub id: u64,
+    pub equipment: String,
+    /// `not_selected`, `selected`, `switching`, `no_backend` (hsms mode); `connected`,
+    /// `draining` (tcp mode).
+    pub state: String,
+    pub backend: Option<BackendView>,
+    pub open_to_host: usize,
+    pub open_to_equipment: usize,
+    pub queued: usize,
+    pub switches: u64,
+    pub rollbacks: u64,
+    pub last_switch: Option<SwitchView>,
+    /// Why the session is not on the active version, when it is not.
+    pub hold: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub instance: String,
+    pub address: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchView {
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub took_ms: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// `done` or `rolled_back: <reason>`.
+    pub outcome: String,
+}
+
+/// The HSMS part of `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HsmsStatus {
+    pub listen: SocketAddr,
+    pub mode: HsmsMode,
+    /// The version new sessions go to, and the instances that can serve it.
+    pub target_version: Option<String>,
+    pub target_instances: Vec<String>,
+    pub hold: Option<String>,
+    pub sessions: Vec<SessionView>,
+}
+
+impl Hsms {
+    pub fn new(cfg: HsmsConfig, publisher: Arc<Publisher>, metrics: Arc<Metrics>) -> Hsms {
+        Hsms {
+            cfg,
+            publisher,
+            metrics,
+            sessions: Mutex::new(BTreeMap::new()),
+            next_session: AtomicU64::new(1),
+            next_backend: AtomicU64::new(1),
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn relay_config(&self) -> RelayConfig {
+        RelayConfig {
+            t3: self.cfg.t3,
+            t6: self.cfg.t6,
+            t7: self.cfg.t7,
+            drain_bound: self.cfg.drain_bound,
+            max_queued: self.cfg.max_queued,
+        }
+    }
+
+    pub fn backend_id(&self) -> BackendId {
+        self.next_backend.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The target for a session on `serving`, from the current snapshot.
+    pub fn target(&self, serving: Option<&str>) -> Option<Target> {
+        target::choose(&self.publisher.load(), serving)
+    }
+
+    /// One instance of `t`, round-robin over sessions.
+    pub fn pick(&self, t: &Target) -> Option<Arc<Instance>> {
+        let n = t.instances.len();
+        (n > 0).then(|| Arc::clone(&t.instances[self.rr.fetch_add(1, Ordering::Relaxed) % n]))
+    }
+
+    pub(super) fn register(&self, equipment: SocketAddr) -> (u64, Arc<Mutex<SessionView>>) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let view = Arc::new(Mutex::new(SessionView {
+            id,
+            equipment: equipment.to_string(),
+            state: "not_selected".into(),
+            ..SessionView::default()
+        }));
+        lock(&self.sessions).insert(id, Arc::clone(&view));
+        (id, view)
+    }
+
+    pub(super) fn unregister(&self, id: u64) {
+        lock(&self.sessions).remove(&id);
+    }
+
+    pub fn status(&self) -> HsmsStatus {
+        let t = self.target(None).or_else(|| {
+            // A hold only shows for sessions that are on a version: report the first one's.
+            let serving = self
+                .sessions()
+                .into_iter()
+                .find_map(|s| s.backend.map(|b| b.version));
+            self.target(serving.as_deref())
+        });
+        HsmsStatus {
+            listen: self.cfg.listen,
+            mode: self.cfg.mode,
+            target_version: t.as_ref().map(|t| t.version.clone()),
+            target_instances: t
+                .as_ref()
+                .map(|t| t.instances.iter().map(|i| i.id.clone()).collect())
+                .unwrap_or_default(),
+            hold: t.and_then(|t| t.hold),
+            sessions: self.sessions(),
+        }
+    }
+
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let list: Vec<Arc<Mutex<SessionView>>> = lock(&self.sessions).values().cloned().collect();
+        list.iter().map(|v| lock(v).clone()).collect()
+    }
+}
+
+/// Locks ignoring poisoning: every writer replaces whole fields.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
