@@ -39,7 +39,6 @@ pub async fn send(
     request_id: &HeaderValue,
 ) -> Result<Upstreamed, ProxyError> {
     let pool_name = to.pool.as_str();
-    let max_body = to.max_body;
     // Owned, not a guard: it is held across awaits until the response head arrives.
     let snapshot = publisher.load_full();
     let pool = snapshot.pool(to.pool);
@@ -57,26 +56,7 @@ pub async fn send(
         }
         ejected
     };
-    let (parts, body) = req.into_parts();
-    // Bodiless idempotent requests can be replayed after a connection dies under them, as nginx does.
-    let template = if body.is_end_stream() && parts.method.is_idempotent() {
-        Some(parts.clone())
-    } else {
-        None
-    };
-    let verdict = Arc::new(BodyVerdict::default());
-    let upstream_body = if body.is_end_stream() {
-        UpstreamBody::Empty
-    } else {
-        UpstreamBody::Stream(Box::new(Guarded::new(
-            body,
-            max_body,
-            settings.body_idle_timeout,
-            settings.body_timeout,
-            Arc::clone(&verdict),
-        )))
-    };
-    let mut pending = Some(Request::from_parts(parts, upstream_body));
+    let (mut pending, template, verdict) = prepare(req, to.max_body, settings);
     let start = pool.next_start();
     let mut tried = Tried::default();
     let mut attempts = 0;
@@ -94,11 +74,8 @@ pub async fn send(
         attempts += 1;
         tried.insert(i);
         let span = tracing::debug_span!("upstream", addr = %up.address);
-        let mut sender = match ConnPool::of(up)
-            .checkout(&up.address, settings.limits)
-            .instrument(span.clone())
-            .await
-        {
+        let checkout = ConnPool::of(up).checkout(&up.address, settings.limits);
+        let mut sender = match checkout.instrument(span.clone()).await {
             Ok((sender, _reused)) => sender,
             Err(e) => {
                 metrics.connect_errors.get_or_create(&pool_label).inc();
@@ -110,20 +87,19 @@ pub async fn send(
                 continue;
             }
         };
-        let Some(mut req) = pending.take().or_else(|| {
+        let replay = || {
             template
                 .clone()
                 .map(|p| Request::from_parts(p, UpstreamBody::Empty))
-        }) else {
+        };
+        let Some(req) = pending.take().or_else(replay) else {
             break;
         };
-        if !req.headers().contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(&up.address) {
-                req.headers_mut().insert(header::HOST, h);
-            }
-        }
         let in_flight = up.begin();
-        let sent = tokio::time::timeout(settings.response_timeout, sender.try_send_request(req));
+        let sent = tokio::time::timeout(
+            settings.response_timeout,
+            sender.try_send_request(with_host(req, &up.address)),
+        );
         match sent.instrument(span).await {
             Err(_) => {
                 return Err(ProxyError::Timeout {
@@ -173,6 +149,48 @@ pub async fn send(
             failures.join(", ")
         },
     })
+}
+
+/// The request to send first, the head to replay it from when that is safe (bodiless and
+/// idempotent, as nginx does), and where a limit-breaking client body is recorded.
+fn prepare(
+    req: Request<Incoming>,
+    max_body: u64,
+    settings: &Settings,
+) -> (
+    Option<Request<UpstreamBody>>,
+    Option<http::request::Parts>,
+    Arc<BodyVerdict>,
+) {
+    let (parts, body) = req.into_parts();
+    let template = (body.is_end_stream() && parts.method.is_idempotent()).then(|| parts.clone());
+    let verdict = Arc::new(BodyVerdict::default());
+    let upstream_body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Stream(Box::new(Guarded::new(
+            body,
+            max_body,
+            settings.body_idle_timeout,
+            settings.body_timeout,
+            Arc::clone(&verdict),
+        )))
+    };
+    (
+        Some(Request::from_parts(parts, upstream_body)),
+        template,
+        verdict,
+    )
+}
+
+/// A request without a Host (HTTP/1.0, HTTP/2 without authority) names the instance.
+fn with_host(mut req: Request<UpstreamBody>, address: &str) -> Request<UpstreamBody> {
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(h) = HeaderValue::from_str(address) {
+            req.headers_mut().insert(header::HOST, h);
+        }
+    }
+    req
 }
 
 /// The error for a request whose own body broke a limit.
