@@ -39,8 +39,8 @@ pub enum ConsulError {
     Timeout(Duration),
     #[error("HTTP exchange with Consul failed: {0}")]
     Http(String),
-    #[error("{0}")]
-    Status(String),
+    #[error("{message}")]
+    Status { code: u16, message: String },
     #[error("Consul sent an invalid X-Consul-Index {0:?}")]
     BadIndex(String),
     #[error("Consul's answer is not the expected JSON: {0}")]
@@ -64,7 +64,20 @@ impl ConsulError {
             400 => format!("Consul refused the query for {what} (400 {text})"),
             code => format!("Consul answered {code} for {what}: {text}"),
         };
-        ConsulError::Status(msg)
+        ConsulError::Status {
+            code: status.as_u16(),
+            message: msg,
+        }
+    }
+
+    /// Consul (or the way to it) is down or overloaded, rather than refusing this client: worth
+    /// probing for its return instead of waiting out the whole backoff.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ConsulError::Connect { .. } | ConsulError::Timeout(_) | ConsulError::Http(_) => true,
+            ConsulError::Status { code, .. } => *code >= 500 || *code == 429,
+            _ => false,
+        }
     }
 }
 

@@ -29,6 +29,9 @@ use crate::config::{
 use crate::core::{Candidates, Instance, SourceInfo};
 use crate::telemetry::metrics::Lv;
 
+/// A recovery probe that takes longer than this counts as Consul still down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Builds the client the source and the operator commands use: TLS and the ACL token resolved from
 /// the config and the standard variables. Errors name the setting to fix.
 pub fn client(cfg: &ConsulSourceConfig) -> Result<ConsulClient, SetupError> {
@@ -389,7 +392,11 @@ async fn run_watch(
                 if out.status.error(&msg) {
                     tracing::error!(target: "zerodown::source", watch = %w.what, error = %e, retry_in_ms = delay.as_millis() as u64, "consul watch failed: the last good pools keep serving");
                 }
-                tokio::time::sleep(delay).await;
+                if e.is_unavailable() {
+                    watch::wait_for_recovery(&me.client, delay, PROBE_TIMEOUT).await;
+                } else {
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }

@@ -95,6 +95,39 @@ impl Backoff {
     }
 }
 
+/// Between error retries the watch probes Consul every `PROBE_MIN..PROBE_MAX` (uniformly
+/// jittered) with `GET /v1/status/leader`, the cheapest call that proves a leader is back, and
+/// reads again as soon as one is: recovery shows within `PROBE_MAX` plus one read, however long
+/// the outage and however grown the backoff. The fleet arithmetic is in the README.
+pub const PROBE_MIN: Duration = Duration::from_millis(400);
+pub const PROBE_MAX: Duration = Duration::from_millis(800);
+
+/// Waits `delay` (the backoff) after a failure, returning early when a probe finds Consul
+/// answering with a leader. Only worth it for [`ConsulError::is_unavailable`] errors: a refusal
+/// (ACL, bad request) is not fixed by Consul coming back.
+pub async fn wait_for_recovery(client: &ConsulClient, delay: Duration, probe_timeout: Duration) {
+    let end = Instant::now() + delay;
+    loop {
+        let jitter = PROBE_MIN + (PROBE_MAX - PROBE_MIN).mul_f64(fastrand::f64());
+        let next = (Instant::now() + jitter).min(end);
+        tokio::time::sleep_until(next).await;
+        if next >= end {
+            return;
+        }
+        if let Ok(Ok(r)) = tokio::time::timeout(
+            probe_timeout,
+            client.get("/v1/status/leader", probe_timeout),
+        )
+        .await
+        {
+            let leader = String::from_utf8_lossy(&r.body);
+            if r.status == StatusCode::OK && leader.trim().trim_matches('"').contains(':') {
+                return;
+            }
+        }
+    }
+}
+
 /// A repeating blocking query on one endpoint.
 pub struct Watch {
     /// Path and fixed query, e.g. `/v1/health/service/web?passing&dc=dc1`.
