@@ -216,3 +216,63 @@ fn bad_files_are_named() {
         .to_string();
     assert!(err.contains("holds no PEM certificate"), "{err}");
 }
+
+/// Everything the server sends on `s` after `bytes`, until it closes (or 5 s pass).
+async fn answer_to(
+    mut s: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    bytes: &[u8],
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test]
+async fn alpn_decides_the_protocol_on_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = self_signed();
+    let d = start_tls(config(
+        dir.path(),
+        write_pem(dir.path(), &pem),
+        &[("v1", backend("v1").await.to_string(), "v1", "active")],
+    ))
+    .await;
+    let addr = d.tls_addr.unwrap();
+    // Negotiated h2, then HTTP/1.1 bytes: an invalid h2 preface, never an HTTP/1.1 answer.
+    let (s, _) = connect(addr, &pem.der, &[b"h2"]).await;
+    let got = answer_to(s, b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(
+        !got.starts_with(b"HTTP/1.1"),
+        "h2 was negotiated but HTTP/1.1 answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    // Negotiated http/1.1, then the h2 preface: never an h2 SETTINGS frame.
+    let (s, _) = connect(addr, &pem.der, &[b"http/1.1"]).await;
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let got = answer_to(s, &preface).await;
+    let settings_frame = got.len() >= 9 && got[3] == 4 && got[5..9] == [0, 0, 0, 0];
+    assert!(
+        !settings_frame,
+        "http/1.1 was negotiated but h2 answered: {got:?}"
+    );
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 4"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // And each protocol still works as negotiated.
+    let (s, _) = connect(addr, &pem.der, &[b"http/1.1"]).await;
+    let got = answer_to(
+        s,
+        b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}

@@ -52,6 +52,8 @@ pub struct LimitsSection {
     pub connection_wait: Opt<String>,
     pub body_idle_timeout: Opt<String>,
     pub body_timeout: Opt<String>,
+    pub body_min_rate: Opt<u64>,
+    pub body_min_rate_grace: Opt<String>,
     pub max_requests_per_connection: Opt<u64>,
     pub max_connection_age: Opt<String>,
     pub underscore_headers: Opt<String>,
@@ -158,4 +160,5 @@ pub struct RouteSection {
     pub pool: Spanned<String>,
     pub rewrite: Opt<String>,
     pub max_body_bytes: Opt<u64>,
+    pub body_min_rate: Opt<u64>,
 }

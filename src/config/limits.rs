@@ -36,6 +36,11 @@ pub struct LimitsConfig {
     /// Longest time to receive a whole request body.
     #[serde(serialize_with = "super::duration::serialize")]
     pub body_timeout: Duration,
+    /// Slowest average request-body rate accepted (bytes per second) once `body_min_rate_grace`
+    /// has passed; slower clients get 408. 0 turns it off (a route can too).
+    pub body_min_rate: u64,
+    #[serde(serialize_with = "super::duration::serialize")]
+    pub body_min_rate_grace: Duration,
     /// After this many requests an HTTP/1 connection is closed gracefully (`Connection: close`).
     pub max_requests_per_connection: u64,
     /// A connection older than this is closed gracefully after its current request.
@@ -57,6 +62,8 @@ impl Default for LimitsConfig {
             connection_wait: Duration::from_millis(100),
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(300),
+            body_min_rate: 500,
+            body_min_rate_grace: Duration::from_secs(5),
             max_requests_per_connection: 10_000,
             max_connection_age: Duration::from_secs(3600),
             underscore_headers: Underscores::Drop,

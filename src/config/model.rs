@@ -141,6 +141,9 @@ pub struct Route {
     /// Raises (or lowers) `limits.max_body_bytes` for this route.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Overrides `limits.body_min_rate` for this route (0: off, e.g. for slow uploaders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_min_rate: Option<u64>,
 }
 
 impl Default for Config {
@@ -198,12 +201,14 @@ pub fn default_routes() -> Vec<Route> {
             pool: PoolName::Standby,
             rewrite: Some("/hello".into()),
             max_body_bytes: None,
+            body_min_rate: None,
         },
         Route {
             prefix: "/".into(),
             pool: PoolName::Active,
             rewrite: None,
             max_body_bytes: None,
+            body_min_rate: None,
         },
     ]
 }

@@ -120,6 +120,14 @@ fn limits(src: &Source, lim: LimitsSection, c: &mut LimitsConfig) -> Result<(), 
         positive(src, v, "limits.body_timeout")
     })?;
     set(
+        &mut c.body_min_rate,
+        lim.body_min_rate,
+        |v| Ok(*v.get_ref()),
+    )?;
+    set(&mut c.body_min_rate_grace, lim.body_min_rate_grace, |v| {
+        dur(src, v, "limits.body_min_rate_grace")
+    })?;
+    set(
         &mut c.max_requests_per_connection,
         lim.max_requests_per_connection,
         |v| at_least_one(src, v, "limits.max_requests_per_connection"),
@@ -658,6 +666,7 @@ fn route_table(
             pool,
             rewrite,
             max_body_bytes: r.max_body_bytes.map(|v| *v.get_ref()),
+            body_min_rate: r.body_min_rate.map(|v| *v.get_ref()),
         });
     }
     if out.is_empty() {

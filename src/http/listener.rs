@@ -43,6 +43,35 @@ impl ListenerSettings {
     }
 }
 
+/// The connection builders of one settings generation: the cleartext port serves HTTP/1.1 and h2c
+/// (prior knowledge, told apart by the preface); a TLS connection serves exactly the protocol ALPN
+/// negotiated (`h2`, else HTTP/1.1), so a broken preface on one is never read as the other.
+pub struct Builders {
+    any: auto::Builder<TokioExecutor>,
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub fn new(s: &ListenerSettings) -> Builders {
+        let any = builder(s);
+        Builders {
+            h1: any.clone().http1_only(),
+            h2: any.clone().http2_only(),
+            any,
+        }
+    }
+}
+
+/// The protocol a connection is served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// Cleartext: HTTP/1.1 or h2c by prior knowledge.
+    Either,
+    Http1,
+    Http2,
+}
+
 pub fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -89,7 +118,7 @@ pub async fn serve(
 ) {
     let proto = if tls.is_some() { "https" } else { "http" };
     let mut settings = Arc::clone(&shared.settings.borrow_and_update());
-    let mut builder = Arc::new(builder(&settings));
+    let mut builder = Arc::new(Builders::new(&settings));
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut backoff = Duration::from_millis(5);
     let mut last_refusal_log: Option<Instant> = None;
@@ -116,7 +145,7 @@ pub async fn serve(
         };
         if shared.settings.has_changed().unwrap_or(false) {
             settings = Arc::clone(&shared.settings.borrow_and_update());
-            builder = Arc::new(self::builder(&settings));
+            builder = Arc::new(Builders::new(&settings));
         }
         let permit = match Arc::clone(&shared.permits).try_acquire_owned() {
             Ok(p) => p,
@@ -154,11 +183,17 @@ pub async fn serve(
             let _alive = alive;
             open.inc();
             match tls {
-                None => conn.run(stream).await,
+                None => conn.run(stream, Serve::Either).await,
                 Some(acceptor) => {
                     let timeout = conn.settings.header_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => conn.run(s).await,
+                        Ok(Ok(s)) => {
+                            let alpn = match s.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Serve::Http2,
+                                _ => Serve::Http1,
+                            };
+                            conn.run(s, alpn).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "TLS handshake failed")
                         }
@@ -187,7 +222,7 @@ pub async fn serve(
 /// One accepted client connection.
 struct Conn {
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     settings: Arc<ListenerSettings>,
     shutdown: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
@@ -195,7 +230,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run<IO>(mut self, io: IO)
+    async fn run<IO>(mut self, io: IO, serve: Serve)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -205,11 +240,18 @@ impl Conn {
         let peer_addr = self.peer;
         let served = Arc::new(AtomicU64::new(0));
         let max_requests = self.settings.limits.max_requests_per_connection;
+        // HTTP/2 has no `Connection: close`: at the cap the connection sends a graceful GOAWAY
+        // (streams already open finish), as nginx does after `keepalive_requests`.
+        let at_cap = Arc::new(tokio::sync::Notify::new());
+        let cap = Arc::clone(&at_cap);
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let proxy = Arc::clone(&proxy);
             let peer = Arc::clone(&peer);
             let n = served.fetch_add(1, Ordering::Relaxed) + 1;
             let http1 = req.version() < Version::HTTP_2;
+            if !http1 && n == max_requests {
+                cap.notify_one();
+            }
             async move {
                 let mut resp = proxy.handle(req, &peer).await;
                 if http1 && n >= max_requests {
@@ -226,7 +268,12 @@ impl Conn {
             peer_addr,
             &self.proxy.metrics,
         );
-        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        let builder = match serve {
+            Serve::Either => &self.builder.any,
+            Serve::Http1 => &self.builder.h1,
+            Serve::Http2 => &self.builder.h2,
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let age = tokio::time::sleep(self.settings.limits.max_connection_age);
         tokio::pin!(age);
@@ -244,6 +291,10 @@ impl Conn {
                     closing = true;
                 }
                 _ = &mut age, if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = at_cap.notified(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

@@ -245,3 +245,36 @@ async fn h2_local_error_reset_limit_defaults_to_1024() {
         "{resets} streams reset before the GOAWAY, expected 512..=1024 for the default limit of 1024: {g:?}"
     );
 }
+
+#[tokio::test]
+async fn h2_streams_per_connection_are_capped_with_a_graceful_goaway() {
+    let up = Recorder::echo().await;
+    let d = proxy_to(&up, |c| c.limits.max_requests_per_connection = 5).await;
+    let addr = d.daemon.public_addr;
+    let mut h = H2::connect(addr).await;
+    let block = get_block(HOST, "/capped");
+    for i in 0..5u32 {
+        h.send(&frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block))
+            .await
+            .unwrap();
+    }
+    let mut seen = [0usize; 16];
+    let goaway = h
+        .until_goaway(Duration::from_secs(5), &mut seen)
+        .await
+        .unwrap()
+        .expect("GOAWAY after the stream cap, not a bare close");
+    assert_eq!(goaway.code, NO_ERROR, "a graceful GOAWAY: {goaway:?}");
+    // The streams up to the cap are answered (a HEADERS frame each), before or after GOAWAY.
+    let mut headers = seen[HEADERS as usize];
+    while headers < 5 {
+        match tokio::time::timeout(Duration::from_secs(5), h.next_frame()).await {
+            Ok(Some(f)) if f.kind == HEADERS => headers += 1,
+            Ok(Some(_)) => {}
+            other => panic!("only {headers} of 5 streams answered: {other:?}"),
+        }
+    }
+    // Other connections are unaffected.
+    let mut s = h2_client(addr).await;
+    h2_get_ok(&mut s, addr, "a new connection after the capped one").await;
+}

@@ -119,6 +119,7 @@ fn routes_with(c: &mut zerodown::config::Config, prefix: &str, max: u64) {
             pool: PoolName::Active,
             rewrite: None,
             max_body_bytes: Some(max),
+            body_min_rate: None,
         },
     );
 }

@@ -342,3 +342,75 @@ async fn slow_clients_cannot_starve_others_under_the_connection_cap() {
     }
     drop(slow);
 }
+
+#[tokio::test]
+async fn a_body_below_the_minimum_rate_is_a_client_408_not_an_upstream_timeout() {
+    let up = Recorder::echo().await;
+    let d = proxy_to(&up, |c| {
+        c.limits.body_min_rate = 500;
+        c.limits.body_min_rate_grace = SHORT;
+        // Neither of the other body timers, nor the upstream's, may be the one that fires.
+        c.limits.body_idle_timeout = Duration::from_secs(30);
+        c.limits.body_timeout = Duration::from_secs(60);
+        c.upstream.response_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let addr = d.daemon.public_addr;
+    // 10 bytes a second (slowhttptest -B style): far below 500 B/s once the grace has passed.
+    let got = drip(
+        addr,
+        b"POST /slow-body HTTP/1.1\r\nHost: example.test\r\nContent-Length: 8192\r\n\r\n",
+        |_| b"s".to_vec(),
+        Duration::from_millis(100),
+        60,
+    )
+    .await;
+    assert!(
+        got.held < SHORT + SLACK,
+        "a body below the minimum rate was held {:?} (grace {SHORT:?})",
+        got.held
+    );
+    assert_eq!(
+        status_of(&got.answer),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&got.answer)
+    );
+    let m = d.daemon.metrics.render();
+    assert!(
+        m.contains("zerodown_requests_refused_total{reason=\"slow request body\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("zerodown_upstream_timeouts_total{pool=\"active\"} 0"),
+        "the upstream was blamed:\n{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_route_can_turn_the_minimum_rate_off() {
+    let up = Recorder::echo().await;
+    let d = proxy_to(&up, |c| {
+        c.limits.body_min_rate = 500;
+        c.limits.body_min_rate_grace = Duration::from_millis(100);
+        c.routes.push(zerodown::config::Route {
+            prefix: "/upload".into(),
+            pool: zerodown::config::PoolName::Active,
+            rewrite: None,
+            max_body_bytes: None,
+            body_min_rate: Some(0),
+        });
+    })
+    .await;
+    let addr = d.daemon.public_addr;
+    let mut c = Client::connect(addr).await;
+    c.send(b"POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    for b in [b"a", b"b", b"c", b"d", b"e"] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send(b).await.unwrap();
+    }
+    let r = c.response_within(SLACK).await.expect("answer");
+    assert_eq!(r.status(), 200, "{}", r.head_text());
+}

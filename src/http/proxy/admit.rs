@@ -23,6 +23,7 @@ pub struct Routed {
     /// The target to send, when it differs from the client's (rewritten or absolute form).
     pub uri: Option<Uri>,
     pub max_body: u64,
+    pub body_min_rate: u64,
 }
 
 /// Refuses what must never reach an upstream, then routes. Returns the request's host too.
@@ -68,6 +69,7 @@ pub fn route(
         route: Lv::A(Arc::clone(matched.prefix)),
         uri,
         max_body: matched.max_body_bytes.unwrap_or(settings.max_body_bytes),
+        body_min_rate: matched.body_min_rate.unwrap_or(settings.body_min_rate),
     };
     let declared = body.size_hint().exact().or_else(|| {
         parts

@@ -17,7 +17,9 @@ use crate::config::PoolName;
 use crate::core::balance::{self, Tried};
 use crate::core::{Endpoint, InFlight, Member, Publisher};
 use crate::http::error::ProxyError;
-use crate::http::upstream::{BodyVerdict, ConnPool, Cutoff, Guarded, Sender, UpstreamBody};
+use crate::http::upstream::{
+    BodyLimits, BodyVerdict, ConnPool, Cutoff, Guarded, Sender, UpstreamBody,
+};
 use crate::telemetry::metrics::{Lv, Metrics};
 
 /// A request whose connection died before it was written is retried at most this often.
@@ -27,6 +29,7 @@ const MAX_STALE_RETRIES: usize = 4;
 pub struct Target {
     pub pool: PoolName,
     pub max_body: u64,
+    pub body_min_rate: u64,
 }
 
 /// Sends an admitted request to a member of the target pool, retrying on another when safe.
@@ -56,7 +59,7 @@ pub async fn send(
         }
         ejected
     };
-    let (mut pending, template, verdict) = prepare(req, to.max_body, settings);
+    let (mut pending, template, verdict) = prepare(req, &to, settings);
     let start = pool.next_start();
     let mut tried = Tried::default();
     let mut attempts = 0;
@@ -155,7 +158,7 @@ pub async fn send(
 /// idempotent, as nginx does), and where a limit-breaking client body is recorded.
 fn prepare(
     req: Request<Incoming>,
-    max_body: u64,
+    to: &Target,
     settings: &Settings,
 ) -> (
     Option<Request<UpstreamBody>>,
@@ -168,13 +171,14 @@ fn prepare(
     let upstream_body = if body.is_end_stream() {
         UpstreamBody::Empty
     } else {
-        UpstreamBody::Stream(Box::new(Guarded::new(
-            body,
-            max_body,
-            settings.body_idle_timeout,
-            settings.body_timeout,
-            Arc::clone(&verdict),
-        )))
+        let limits = BodyLimits {
+            max_bytes: to.max_body,
+            idle: settings.body_idle_timeout,
+            total: settings.body_timeout,
+            min_rate: to.body_min_rate,
+            grace: settings.body_min_rate_grace,
+        };
+        UpstreamBody::Stream(Box::new(Guarded::new(body, limits, Arc::clone(&verdict))))
     };
     (
         Some(Request::from_parts(parts, upstream_body)),
@@ -197,7 +201,7 @@ fn with_host(mut req: Request<UpstreamBody>, address: &str) -> Request<UpstreamB
 fn client_fault(cut: Cutoff) -> ProxyError {
     match cut {
         Cutoff::TooLarge => ProxyError::PayloadTooLarge,
-        Cutoff::TimedOut => ProxyError::BodyTimeout,
+        Cutoff::TimedOut | Cutoff::TooSlow => ProxyError::BodyTimeout,
         Cutoff::Malformed => ProxyError::BadRequest("invalid chunked body"),
     }
 }

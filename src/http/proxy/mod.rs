@@ -77,6 +77,7 @@ impl Proxy {
                 let to = attempt::Target {
                     pool: routed.pool,
                     max_body: routed.max_body,
+                    body_min_rate: routed.body_min_rate,
                 };
                 attempt::send(
                     &self.publisher,
@@ -117,9 +118,23 @@ impl Proxy {
         request_id: HeaderValue,
     ) -> Response<ProxyBody> {
         let status = err.status();
-        if let ProxyError::Timeout { .. } = &err {
-            let pool = [("pool", Lv::S(outcome.pool))];
-            self.metrics.timeouts.get_or_create(&pool).inc();
+        match &err {
+            ProxyError::Timeout { .. } => {
+                let pool = [("pool", Lv::S(outcome.pool))];
+                self.metrics.timeouts.get_or_create(&pool).inc();
+            }
+            // The client's fault, never the upstream's: its own counter and a warning.
+            ProxyError::BodyTimeout => {
+                let reason = [("reason", Lv::S("slow request body"))];
+                self.metrics.requests_refused.get_or_create(&reason).inc();
+                tracing::warn!(
+                    target: "zerodown::proxy",
+                    request_id = request_id.to_str().unwrap_or(""),
+                    status = 408,
+                    "the client sent its request body too slowly (below the minimum rate, idle, or past body_timeout)"
+                );
+            }
+            _ => {}
         }
         if status.is_server_error() {
             tracing::warn!(

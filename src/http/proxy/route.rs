@@ -19,6 +19,8 @@ pub struct Matched<'a> {
     pub path_and_query: Cow<'a, str>,
     /// The route's own body limit, if it sets one.
     pub max_body_bytes: Option<u64>,
+    /// The route's own minimum body rate, if it sets one.
+    pub body_min_rate: Option<u64>,
 }
 
 impl RouteTable {
@@ -67,6 +69,7 @@ impl RouteTable {
         Some(Matched {
             prefix: label,
             max_body_bytes: route.max_body_bytes,
+            body_min_rate: route.body_min_rate,
             pool: route.pool,
             path_and_query,
         })
@@ -109,12 +112,14 @@ mod tests {
                 pool: PoolName::Active,
                 rewrite: Some("/".into()),
                 max_body_bytes: None,
+                body_min_rate: None,
             },
             Route {
                 prefix: "/api/next".into(),
                 pool: PoolName::Standby,
                 rewrite: None,
                 max_body_bytes: None,
+                body_min_rate: None,
             },
         ]);
         assert_eq!(

@@ -22,6 +22,8 @@ pub struct Settings {
     pub max_body_bytes: u64,
     pub body_idle_timeout: Duration,
     pub body_timeout: Duration,
+    pub body_min_rate: u64,
+    pub body_min_rate_grace: Duration,
     pub underscores: Underscores,
     pub trusted_proxies: Vec<Cidr>,
 }
@@ -47,6 +49,8 @@ impl Settings {
             max_body_bytes: c.limits.max_body_bytes,
             body_idle_timeout: c.limits.body_idle_timeout,
             body_timeout: c.limits.body_timeout,
+            body_min_rate: c.limits.body_min_rate,
+            body_min_rate_grace: c.limits.body_min_rate_grace,
             underscores: c.limits.underscore_headers,
             trusted_proxies: c.limits.trusted_proxies.clone(),
         }

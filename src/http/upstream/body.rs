@@ -1,5 +1,5 @@
-//! The body sent upstream: the client's streaming body under a size limit and idle/total timeouts,
-//! or nothing (replayable on retry). When the client's body breaks a limit, the cut-off is recorded
+//! The body sent upstream: the client's streaming body under a size limit, idle/total timeouts
+//! and a minimum average rate after a grace period, or nothing (replayable on retry). When the client's body breaks a limit, the cut-off is recorded
 //! in a [`BodyVerdict`] so the proxy answers 413/408 instead of blaming the upstream.
 
 use std::future::Future;
@@ -24,6 +24,8 @@ pub enum Cutoff {
     TimedOut,
     /// The client's framing was invalid (e.g. a bad chunk size).
     Malformed,
+    /// The client sent slower than the minimum rate after the grace period.
+    TooSlow,
 }
 
 impl BodyVerdict {
@@ -32,6 +34,7 @@ impl BodyVerdict {
             Cutoff::TooLarge => 1,
             Cutoff::TimedOut => 2,
             Cutoff::Malformed => 3,
+            Cutoff::TooSlow => 4,
         };
         self.0.store(v, Ordering::Relaxed);
     }
@@ -41,6 +44,7 @@ impl BodyVerdict {
             1 => Some(Cutoff::TooLarge),
             2 => Some(Cutoff::TimedOut),
             3 => Some(Cutoff::Malformed),
+            4 => Some(Cutoff::TooSlow),
             _ => None,
         }
     }
@@ -56,32 +60,44 @@ pub enum BodyError {
     Client(#[from] hyper::Error),
 }
 
+/// The limits one request body is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    pub idle: Duration,
+    pub total: Duration,
+    /// Bytes per second, on average since the body started, once `grace` has passed; 0: off.
+    pub min_rate: u64,
+    pub grace: Duration,
+}
+
 /// A client body with limits.
 pub struct Guarded {
     inner: Incoming,
     remaining: u64,
-    limit: u64,
-    idle: Duration,
+    limits: BodyLimits,
     idle_timer: Pin<Box<Sleep>>,
     total_timer: Pin<Box<Sleep>>,
+    /// Fires when the average rate would drop below the minimum if nothing more arrived.
+    rate_timer: Option<Pin<Box<Sleep>>>,
+    started: Instant,
+    received: u64,
     verdict: Arc<BodyVerdict>,
 }
 
 impl Guarded {
-    pub fn new(
-        inner: Incoming,
-        limit: u64,
-        idle: Duration,
-        total: Duration,
-        verdict: Arc<BodyVerdict>,
-    ) -> Guarded {
+    pub fn new(inner: Incoming, limits: BodyLimits, verdict: Arc<BodyVerdict>) -> Guarded {
+        let started = Instant::now();
         Guarded {
             inner,
-            remaining: limit,
-            limit,
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            total_timer: Box::pin(tokio::time::sleep(total)),
+            remaining: limits.max_bytes,
+            limits,
+            idle_timer: Box::pin(tokio::time::sleep(limits.idle)),
+            total_timer: Box::pin(tokio::time::sleep(limits.total)),
+            rate_timer: (limits.min_rate > 0)
+                .then(|| Box::pin(tokio::time::sleep_until(started + limits.grace))),
+            started,
+            received: 0,
             verdict,
         }
     }
@@ -89,9 +105,29 @@ impl Guarded {
     fn cut(&self, c: Cutoff) -> BodyError {
         self.verdict.set(c);
         match c {
-            Cutoff::TooLarge => BodyError::TooLarge(self.limit),
-            Cutoff::TimedOut | Cutoff::Malformed => BodyError::TimedOut,
+            Cutoff::TooLarge => BodyError::TooLarge(self.limits.max_bytes),
+            Cutoff::TimedOut | Cutoff::Malformed | Cutoff::TooSlow => BodyError::TimedOut,
         }
+    }
+
+    /// True when the body has fallen below the minimum rate; otherwise re-arms the rate timer
+    /// for the moment it would, if nothing more arrived.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.rate_timer.as_mut() else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64);
+        let due = self.started + earned;
+        if due <= Instant::now() {
+            return true;
+        }
+        timer.as_mut().reset(due);
+        // Registers the waker for the new deadline.
+        let _ = timer.as_mut().poll(cx);
+        false
     }
 }
 
@@ -124,6 +160,9 @@ impl Body for UpstreamBody {
         if g.total_timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(g.cut(Cutoff::TimedOut))));
         }
+        if g.too_slow(cx) {
+            return Poll::Ready(Some(Err(g.cut(Cutoff::TooSlow))));
+        }
         match Pin::new(&mut g.inner).poll_frame(cx) {
             Poll::Pending => {
                 if g.idle_timer.as_mut().poll(cx).is_ready() {
@@ -138,8 +177,9 @@ impl Body for UpstreamBody {
                         return Poll::Ready(Some(Err(g.cut(Cutoff::TooLarge))));
                     }
                     g.remaining -= n;
+                    g.received += n;
                 }
-                let deadline = Instant::now() + g.idle;
+                let deadline = Instant::now() + g.limits.idle;
                 g.idle_timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }

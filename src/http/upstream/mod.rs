@@ -15,7 +15,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub use body::{BodyVerdict, Cutoff, Guarded, UpstreamBody};
+pub use body::{BodyLimits, BodyVerdict, Cutoff, Guarded, UpstreamBody};
 
 use crate::core::{Endpoint, EndpointState};
 
