@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::hsms::{two_versions, Rig};
 use serde_json::Value;
+use zerodown::hsms::SessionView;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/secsgem/equipment.py");
 const SESSIONS: usize = 4;
@@ -73,6 +74,31 @@ fn require_secsgem() -> bool {
     }
     eprintln!("skipped: secsgem not installed ({why}); `pip install secsgem` to run this test");
     false
+}
+
+/// One line per session: id, state, backend version, open transactions, switches, rollbacks.
+fn brief(sessions: &[SessionView]) -> String {
+    let list: Vec<String> = sessions
+        .iter()
+        .map(|s| {
+            format!(
+                "#{} {} on {} open {}/{} queued {} switches {} rollbacks {}{}",
+                s.id,
+                s.state,
+                s.backend.as_ref().map_or("-", |b| b.version.as_str()),
+                s.open_to_host,
+                s.open_to_equipment,
+                s.queued,
+                s.switches,
+                s.rollbacks,
+                s.hold
+                    .as_ref()
+                    .map(|h| format!(" hold {h}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    format!("[{}]", list.join("; "))
 }
 
 /// Kills the script if the test ends early.
@@ -200,13 +226,13 @@ fn judge(report: &Value, flips: &[f64], first: &str, second: &str) -> Vec<String
             match inside.as_slice() {
                 [(v, _)] if *v == want => {}
                 [] => bad.push(format!(
-                    "session {i}: no reply from {want} in window {k} ({from}..{to} ms)"
+                    "session {i}: no reply from {want} in window {k} ({from:.0}..{to:.0} ms)"
                 )),
                 [(v, at)] => bad.push(format!(
                     "session {i}: changed to {v} at {at} ms in window {k}, which belongs to {want}"
                 )),
                 more => bad.push(format!(
-                    "session {i}: versions mixed in window {k} ({from}..{to} ms): changes {more:?} \
+                    "session {i}: versions mixed in window {k} ({from:.0}..{to:.0} ms): changes {more:?} \
                      (an old-version reply after a new-version one)"
                 )),
             }
@@ -271,10 +297,12 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
     }
 
     // Steady state on v1, then FLIPS flips, each window WINDOW long. After each flip every
-    // session must report the new version within CONVERGE.
+    // session must report the new version within CONVERGE; if not, flipping stops there and the
+    // failure is reported with what the equipment saw.
+    let mut bad = Vec::new();
     let mut flips = Vec::new();
     let mut next = tokio::time::Instant::now() + WINDOW;
-    for k in 0..FLIPS {
+    'flips: for k in 0..FLIPS {
         tokio::time::sleep_until(next).await;
         let want = if k % 2 == 0 { "v2" } else { "v1" };
         let at = since_t0();
@@ -291,24 +319,28 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
             {
                 break;
             }
-            assert!(
-                tokio::time::Instant::now() < by,
-                "flip {k}: sessions not all on {want} within {CONVERGE:?}: {s:?}"
-            );
+            if tokio::time::Instant::now() >= by {
+                bad.push(format!(
+                    "flip {k} (at {at:.0} ms): sessions not all on {want} within {CONVERGE:?}: {}",
+                    brief(&s)
+                ));
+                break 'flips;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        next += WINDOW;
+        // A slow convergence still leaves the next window a useful length.
+        next = (next + WINDOW).max(tokio::time::Instant::now() + WINDOW / 2);
     }
     let sessions = hsms.sessions();
-    for s in &sessions {
-        assert_eq!(
-            (s.switches, s.rollbacks),
-            (FLIPS as u64, 0),
-            "session {} switched {} times with {} rollbacks: {s:?}",
-            s.id,
-            s.switches,
-            s.rollbacks
-        );
+    if flips.len() == FLIPS {
+        for s in &sessions {
+            if (s.switches, s.rollbacks) != (FLIPS as u64, 0) {
+                bad.push(format!(
+                    "session {} switched {} times with {} rollbacks (want {FLIPS}, 0)",
+                    s.id, s.switches, s.rollbacks
+                ));
+            }
+        }
     }
     drop(stdin);
 
@@ -343,7 +375,7 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
     let report: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("script output is not JSON ({e}): {stdout}\nstderr:\n{tail}"));
 
-    let inflight: Vec<usize> = (0..FLIPS)
+    let inflight: Vec<usize> = (0..flips.len())
         .map(|k| {
             report["per_session"]
                 .as_array()
@@ -364,16 +396,17 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
         .filter_map(|s| s.last_switch.as_ref().map(|l| l.took_ms))
         .collect();
     eprintln!(
-        "secsgem: {} S1F1/S1F2 transactions ({per_session:?} per session), {FLIPS} flips at {flips:.0?} ms, \
-         sessions with an S1F1 open at each flip {inflight:?}, last switch took {took:?} ms, totals {}, control messages received {}, \
-         undecodable {}",
+        "secsgem: {} S1F1/S1F2 transactions ({per_session:?} per session), {} flips at \
+         {flips:.0?} ms, sessions with an S1F1 open at each flip {inflight:?}, last switch took \
+         {took:?} ms; totals {}; control messages received {}; undecodable {}",
         report["totals"]["replies"],
+        flips.len(),
         report["totals"],
         report["control_received"],
         report["undecodable"]
     );
 
-    let mut bad = judge(&report, &flips, "v1", "v2");
+    bad.extend(judge(&report, &flips, "v1", "v2"));
     for (k, n) in inflight.iter().enumerate() {
         if *n == 0 {
             bad.push(format!(
