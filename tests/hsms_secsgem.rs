@@ -226,7 +226,7 @@ fn judge(report: &Value, flips: &[f64], first: &str, second: &str) -> Vec<String
             match inside.as_slice() {
                 [(v, _)] if *v == want => {}
                 [] => bad.push(format!(
-                    "session {i}: no reply from {want} in window {k} ({from:.0}..{to:.0} ms)"
+                    "session {i}: did not move to {want} in window {k} ({from:.0}..{to:.0} ms)"
                 )),
                 [(v, at)] => bad.push(format!(
                     "session {i}: changed to {v} at {at} ms in window {k}, which belongs to {want}"
@@ -500,7 +500,7 @@ fn the_judge_catches_timeouts_mixing_and_missing_switches() {
     let bad = judge(&report(stuck, zero.clone(), ok.clone()), &flips, "v1", "v2");
     assert!(
         bad.iter()
-            .any(|b| b.contains("no reply from v1 in window 1")),
+            .any(|b| b.contains("did not move to v1 in window 1")),
         "{bad:?}"
     );
 
