@@ -1,6 +1,7 @@
 //! A demo HSMS host: the backend side of the HSMS front-end, answering many equipment-facing
-//! sessions (zerodown's) at once. It answers S1F1 with S1F2 naming its version, S6F11 with
-//! S6F12 (accepted), and any other W-bit primary with an empty secondary, after `delay`.
+//! sessions (zerodown's) at once. It answers S1F1 with S1F2 naming its version, S1F13 with S1F14
+//! and S6F11 with S6F12 (both accepted), and any other W-bit primary with an empty secondary,
+//! after `delay`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +125,8 @@ fn reply(m: &Message, version: &str) -> Message {
     let body = match (h.stream, h.function) {
         // S1F2 On Line Data: <L[2] <A MDLN> <A SOFTREV>>, SOFTREV naming the version.
         (1, 1) => list(&[ascii("zerodown-demo"), ascii(version)]),
+        // S1F14 Establish Communications Acknowledge: <L[2] <B 0> <L[0]>> (COMMACK accepted).
+        (1, 13) => Bytes::from_static(&[0x01, 0x02, 0x21, 0x01, 0x00, 0x01, 0x00]),
         // S6F12 Event Report Acknowledge: <B 0> (accepted).
         (6, 11) => Bytes::from_static(&[0x21, 0x01, 0x00]),
         _ => Bytes::new(),
