@@ -2,7 +2,9 @@
 //! admin API together, applies reloads, and drains on shutdown. Signals are translated into calls here by the CLI, which keeps
 //! this testable in-process.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ pub use crate::http::listener::ListenerSettings;
 use crate::http::proxy::{Proxy, Settings};
 use crate::http::{listener, tls};
 use crate::telemetry::metrics::Metrics;
+use crate::upgrade::Offer;
 
 /// The sockets a daemon serves, bound by the caller (on `127.0.0.1:0` in tests).
 pub struct Listeners {
@@ -45,6 +48,9 @@ pub struct Daemon {
     pub hsms_addr: Option<SocketAddr>,
     /// The HSMS front-end, when the config has one.
     pub hsms: Option<Arc<Hsms>>,
+    /// 1 for a process started fresh; one more than its predecessor's after an upgrade.
+    pub generation: u64,
+    offer: Arc<Offer>,
     config: Mutex<Config>,
     source: Mutex<JoinHandle<()>>,
     settings: watch::Sender<Arc<ListenerSettings>>,
@@ -96,6 +102,11 @@ impl Daemon {
     /// Builds everything that can fail first, then spawns the source, the listeners and the
     /// admin API, so a failed start leaves no task behind.
     pub fn run(cfg: Config, l: Listeners) -> Result<Daemon, SetupError> {
+        Daemon::run_as(cfg, l, 1)
+    }
+
+    /// As [`Daemon::run`], as process generation `generation` (after `generation - 1` upgrades).
+    pub fn run_as(cfg: Config, l: Listeners, generation: u64) -> Result<Daemon, SetupError> {
         let addr = |l: &TcpListener| l.local_addr().map_err(SetupError::Listener);
         let public_addr = addr(&l.public)?;
         let tls_addr = l.tls.as_ref().map(addr).transpose()?;
@@ -111,6 +122,11 @@ impl Daemon {
         };
         let source = discovery::from_config(&cfg.source, &cfg.pools)?;
         let admin_token = cfg.server.admin_token()?;
+        let listen_inode = crate::upgrade::fds::inode(&l.public);
+        let offer = Arc::new(Offer::new(
+            generation,
+            offer(&l).map_err(SetupError::Listener)?,
+        ));
 
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(SourceStatus::default());
@@ -140,17 +156,15 @@ impl Daemon {
             shutdown: shutdown_rx.clone(),
             drain: drain_rx,
         };
-        let mut listeners = vec![tokio::spawn(listener::serve(
-            l.public,
-            None,
-            shared.clone(),
-        ))];
+        // A successor shares its sockets with the running process: it must not take connections
+        // until it can serve them, or they would get 503s while its first pools load.
+        let gate = Gate {
+            pools: (generation > 1).then(|| publisher.subscribe()),
+            shutdown: shutdown_rx.clone(),
+        };
+        let mut listeners = vec![gate.spawn(listener::serve(l.public, None, shared.clone()))];
         if let (Some(sock), Some(t)) = (l.tls, &tls) {
-            listeners.push(tokio::spawn(listener::serve(
-                sock,
-                Some(Arc::clone(t)),
-                shared,
-            )));
+            listeners.push(gate.spawn(listener::serve(sock, Some(Arc::clone(t)), shared)));
         }
         let hsms = match (&cfg.hsms, l.hsms) {
             (Some(h), Some(sock)) => {
@@ -159,7 +173,7 @@ impl Daemon {
                     Arc::clone(&publisher),
                     Arc::clone(&metrics),
                 ));
-                listeners.push(tokio::spawn(crate::hsms::serve(
+                listeners.push(gate.spawn(crate::hsms::serve(
                     Arc::clone(&front),
                     sock,
                     shutdown_rx.clone(),
@@ -176,7 +190,8 @@ impl Daemon {
                 Arc::clone(&metrics),
                 admin_token,
             )
-            .with_hsms(hsms.clone());
+            .with_hsms(hsms.clone())
+            .with_generation(generation);
             tokio::spawn(admin::serve(sock, state, shutdown_rx))
         });
         tracing::info!(
@@ -185,6 +200,10 @@ impl Daemon {
             admin = ?admin_addr,
             tls = ?tls_addr,
             hsms = ?hsms_addr,
+            generation,
+            pid = std::process::id(),
+            // The same inode across generations proves the socket was never closed.
+            listen_inode,
             source = %source_name(&cfg),
             version = env!("CARGO_PKG_VERSION"),
             "zerodown started"
@@ -199,6 +218,8 @@ impl Daemon {
             tls_addr,
             hsms_addr,
             hsms,
+            generation,
+            offer,
             config: Mutex::new(cfg),
             source: Mutex::new(source),
             settings,
@@ -270,6 +291,7 @@ impl Daemon {
 
     /// Stops accepting, lets in-flight requests finish within the drain timeout, then stops.
     pub async fn shutdown(self) {
+        self.offer.close();
         self.shutdown.send_replace(true);
         for l in self.listeners {
             let _ = l.await;
@@ -282,6 +304,45 @@ impl Daemon {
             a.abort();
         }
     }
+}
+
+impl Daemon {
+    /// Copies of the listening sockets, for a successor (see [`crate::upgrade`]).
+    pub fn offer(&self) -> Arc<Offer> {
+        Arc::clone(&self.offer)
+    }
+}
+
+/// Holds a listener back until the first pools are loaded (when `pools` is set).
+struct Gate {
+    pools: Option<watch::Receiver<u64>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Gate {
+    fn spawn(&self, serve: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        let (pools, mut shutdown) = (self.pools.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            if let Some(mut pools) = pools {
+                tokio::select! {
+                    _ = pools.wait_for(|g| *g >= 1) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+            serve.await
+        })
+    }
+}
+
+/// Duplicates every listener's socket (the same socket, another descriptor).
+fn offer(l: &Listeners) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
+    let mut out = vec![("public", l.public.as_fd().try_clone_to_owned()?)];
+    for (name, sock) in [("admin", &l.admin), ("tls", &l.tls), ("hsms", &l.hsms)] {
+        if let Some(s) = sock {
+            out.push((name, s.as_fd().try_clone_to_owned()?));
+        }
+    }
+    Ok(out)
 }
 
 fn source_name(c: &Config) -> String {

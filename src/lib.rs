@@ -18,7 +18,9 @@
 //! - [`telemetry`]: logging setup and Prometheus metrics.
 //! - [`ops`]: the operator commands (status, switch, deploy, rollback, diagnose).
 //! - [`cli`]: the `zerodown` command line.
-//! - [`demo`]: built-in demo instances.
+//! - [`hsms`]: the HSMS front-end (equipment sessions switched at a transaction boundary).
+//! - [`upgrade`]: handing the listening sockets to a new zerodown process.
+//! - [`demo`]: built-in demo instances (HTTP and HSMS hosts, an equipment load).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -31,3 +33,4 @@ pub mod hsms;
 pub mod http;
 pub mod ops;
 pub mod telemetry;
+pub mod upgrade;

@@ -35,6 +35,7 @@ pub struct AdminState {
     /// Bearer token `/status`, `/consul-status` and `/metrics` require, when set.
     token: Option<Arc<str>>,
     hsms: Option<Arc<Hsms>>,
+    generation: u64,
 }
 
 impl AdminState {
@@ -51,7 +52,14 @@ impl AdminState {
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
             hsms: None,
+            generation: 1,
         }
+    }
+
+    /// The process generation `/status` reports (1, plus one per upgrade).
+    pub fn with_generation(mut self, generation: u64) -> AdminState {
+        self.generation = generation;
+        self
     }
 
     /// Adds the HSMS front-end's sessions and pools to `/status`.
@@ -175,10 +183,12 @@ pub fn status(state: &AdminState) -> StatusDoc {
     StatusDoc {
         generation: snap.generation,
         hsms: state.hsms.as_ref().map(|h| h.status()),
+        pid: std::process::id(),
         pools: Pools {
             active: pool_doc(&snap.active, health),
             standby: pool_doc(&snap.standby, health),
         },
+        process_generation: state.generation,
         ready: is_ready(&snap),
         source: snap.source.as_ref().map(SourceInfoDoc::from),
         source_status: state.source_status.state().into(),

@@ -23,7 +23,11 @@ pub struct StatusDoc {
     /// The HSMS front-end, when the config has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hsms: Option<HsmsStatus>,
+    /// The serving process (it changes at an upgrade).
+    pub pid: u32,
     pub pools: Pools,
+    /// 1 for a process started fresh, plus one per upgrade.
+    pub process_generation: u64,
     /// The active pool has members (what `/ready` answers).
     pub ready: bool,
     /// Where the current snapshot came from; `null` before the first load.
@@ -316,6 +320,7 @@ mod tests {
         StatusDoc {
             generation: 2,
             hsms: None,
+            pid: 4242,
             pools: Pools {
                 active: PoolDoc {
                     hold: Some(HoldDoc::from(&Hold::Version {
@@ -332,6 +337,7 @@ mod tests {
                     version: None,
                 },
             },
+            process_generation: 3,
             ready: true,
             source: Some(SourceInfoDoc::from(&SourceInfo {
                 kind: "file",

@@ -25,7 +25,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy daemon.
-    Serve(ServeArgs),
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        upgrade: UpgradeArgs,
+    },
     /// Validate a config file, print the effective configuration, exit 0 (valid) or 64 (invalid).
     CheckConfig {
         /// The config file to check.
@@ -97,6 +102,20 @@ pub struct ServeArgs {
     /// Watch this Consul service (switches the source to consul).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
+}
+
+/// Taking over from a running zerodown without closing its sockets.
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    /// Take the listening sockets of the zerodown running on server.upgrade_socket; once this
+    /// process serves, the old one stops accepting, drains and exits. SIGUSR2 to the running
+    /// process starts this for you.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// How long this process may take to load its first pools before it gives up (and the old
+    /// one keeps serving).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub upgrade_timeout: String,
 }
 
 #[derive(Debug, Clone, Args)]

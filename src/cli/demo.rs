@@ -121,6 +121,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
                 path.display()
             );
         },
+        super::serve::Start::Bind,
     );
     let _ = std::fs::remove_dir_all(&dir);
     drop(backends);

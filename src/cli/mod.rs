@@ -6,14 +6,17 @@ mod demo;
 mod ops;
 mod serve;
 
-pub use args::{Cli, Command, DemoArgs, OpsArgs, ServeArgs, EXIT_USAGE};
+pub use args::{Cli, Command, DemoArgs, OpsArgs, ServeArgs, UpgradeArgs, EXIT_USAGE};
 
 use std::process::ExitCode;
 
 /// Runs the parsed command; the binary's `main` only calls this.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve {
+            serve: args,
+            upgrade,
+        } => serve::run(args, upgrade),
         Command::CheckConfig { file } => check::run(&file),
         Command::Demo(args) => demo::run(args),
         Command::Status(a) => ops::status(a),

@@ -1,17 +1,20 @@
 //! `zerodown serve`: load config, bind, run the daemon, and turn signals into reloads and drains.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
-use super::args::{ServeArgs, EXIT_USAGE};
+use super::args::{ServeArgs, UpgradeArgs, EXIT_USAGE};
 use crate::config::{
-    process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
+    duration, process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
 use crate::daemon::{Daemon, Listeners};
-use crate::telemetry;
+use crate::{telemetry, upgrade};
 
 /// The config file (or the embedded defaults) with the command-line flags applied on top.
 pub fn effective_config(args: &ServeArgs) -> Result<Config, ConfigError> {
@@ -76,7 +79,7 @@ fn consul_from_flags(
     Ok(c)
 }
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub fn run(args: ServeArgs, upgrade: UpgradeArgs) -> ExitCode {
     let cfg = match effective_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -84,15 +87,37 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    run_with(cfg, move || effective_config(&args), |_| {})
+    let start = if upgrade.upgrade {
+        match duration::parse(&upgrade.upgrade_timeout) {
+            Ok(t) => Start::Upgrade { timeout: t },
+            Err(e) => {
+                eprintln!("zerodown: --upgrade-timeout: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    } else {
+        Start::Bind
+    };
+    run_with(cfg, move || effective_config(&args), |_| {}, start)
 }
 
-/// Runs a daemon on `cfg` until SIGTERM/SIGINT; SIGHUP calls `reload_config` and applies the result.
-/// `on_started` runs once the listeners are bound (the demo prints its instructions there).
+/// Where a daemon's listening sockets come from.
+pub enum Start {
+    /// Bound from the config (or taken from systemd's `LISTEN_FDS`, matched by address).
+    Bind,
+    /// Taken from the running zerodown on `server.upgrade_socket`.
+    Upgrade { timeout: Duration },
+}
+
+/// Runs a daemon on `cfg` until SIGTERM/SIGINT (or until a successor took over); SIGHUP calls
+/// `reload_config` and applies the result; SIGUSR2 starts a successor (`serve --upgrade` with
+/// this process's arguments). `on_started` runs once the listeners are bound (the demo prints
+/// its instructions there).
 pub fn run_with(
     cfg: Config,
     reload_config: impl Fn() -> Result<Config, ConfigError>,
     on_started: impl FnOnce(&Daemon),
+    start: Start,
 ) -> ExitCode {
     telemetry::init(&cfg.log);
     // One thread: a current-thread runtime, with no cross-thread wake-ups to pay for.
@@ -112,25 +137,49 @@ pub fn run_with(
         }
     };
     rt.block_on(async move {
-        let listeners = match bind(&cfg).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("zerodown: {e}");
-                return ExitCode::FAILURE;
-            }
+        let upgrade_socket = cfg.server.upgrade_socket.clone();
+        let (listeners, predecessor, generation) = match start {
+            Start::Bind => match bind(&cfg, HashMap::new()).await {
+                Ok(l) => (l, None, 1),
+                Err(e) => {
+                    eprintln!("zerodown: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Start::Upgrade { timeout } => match take_over(&cfg, timeout).await {
+                Ok((l, inherited)) => {
+                    let g = inherited.manifest.generation + 1;
+                    (l, Some((inherited, timeout)), g)
+                }
+                Err(e) => {
+                    eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
+                    return ExitCode::FAILURE;
+                }
+            },
         };
-        let daemon = match Daemon::run(cfg, listeners) {
+        let daemon = match Daemon::run_as(cfg, listeners, generation) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("zerodown: cannot start: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         };
+        if let Some((inherited, timeout)) = predecessor {
+            if let Err(e) = become_ready(&daemon, inherited, timeout).await {
+                eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
+                return ExitCode::FAILURE;
+            }
+        }
         on_started(&daemon);
-        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        let (handed_tx, mut handed_over) = watch::channel(false);
+        if let Some(path) = upgrade_socket {
+            tokio::spawn(upgrade::serve_control(path, daemon.offer(), handed_tx));
+        }
+        let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined2()),
         ) else {
             eprintln!("zerodown: cannot install signal handlers");
             return ExitCode::FAILURE;
@@ -146,36 +195,137 @@ pub fn run_with(
                         tracing::error!(target: "zerodown::server", error = %e, "config reload rejected: the running config keeps serving");
                     }
                 }
+                _ = usr2.recv() => spawn_successor(),
+                Ok(()) = handed_over.changed() => {
+                    tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "handed over to the next generation: draining");
+                    break;
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
         }
         tracing::info!(target: "zerodown::server", "shutdown signal received");
+        let generation = daemon.generation;
         daemon.shutdown().await;
+        tracing::info!(target: "zerodown::server", generation, pid = std::process::id(), "stopped");
         ExitCode::SUCCESS
     })
 }
 
-/// Binds every listener the config names; the error names the address and the setting to change.
-async fn bind(cfg: &Config) -> Result<Listeners, String> {
-    async fn one(addr: SocketAddr, what: &str, fix: &str) -> Result<TcpListener, String> {
-        TcpListener::bind(addr).await.map_err(|e| {
-            format!("cannot listen on {addr}{what}: {e} (choose another address with {fix})")
-        })
+/// Takes the running process's sockets; any the config names that it did not have are bound.
+async fn take_over(
+    cfg: &Config,
+    timeout: Duration,
+) -> Result<(Listeners, upgrade::Inherited), String> {
+    let Some(path) = cfg.server.upgrade_socket.clone() else {
+        return Err(
+            "--upgrade needs server.upgrade_socket in the config (the running zerodown's socket)"
+                .into(),
+        );
+    };
+    let took = tokio::task::spawn_blocking(move || upgrade::receive(&path));
+    let mut inherited = match tokio::time::timeout(timeout, took).await {
+        Ok(Ok(Ok(i))) => i,
+        Ok(Ok(Err(e))) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => {
+            return Err(format!(
+                "no answer from the running zerodown within {timeout:?}"
+            ))
+        }
+    };
+    let named = std::mem::take(&mut inherited.listeners);
+    tracing::info!(target: "zerodown::upgrade", from_pid = inherited.manifest.pid, generation = inherited.manifest.generation + 1, sockets = ?inherited.manifest.listeners, "took the listening sockets");
+    let listeners = bind(cfg, named).await?;
+    Ok((listeners, inherited))
+}
+
+/// Waits for the first pools (bounded), then tells the predecessor to stop accepting.
+async fn become_ready(
+    daemon: &Daemon,
+    inherited: upgrade::Inherited,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut first = daemon.publisher.subscribe();
+    if tokio::time::timeout(timeout, first.wait_for(|g| *g >= 1))
+        .await
+        .is_err()
+    {
+        return Err(format!(
+            "no pools loaded within --upgrade-timeout {timeout:?} (is the source reachable?)"
+        ));
     }
-    let public = one(cfg.server.listen, "", "--listen or server.listen").await?;
+    tokio::task::spawn_blocking(move || inherited.ready())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot tell the running zerodown: {e}"))?;
+    tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "serving; the previous generation drains");
+    Ok(())
+}
+
+/// SIGUSR2: starts `zerodown serve --upgrade` with this process's arguments.
+fn spawn_successor() {
+    let Ok(exe) = std::env::current_exe() else {
+        tracing::error!(target: "zerodown::upgrade", "SIGUSR2: cannot find this binary to start a successor");
+        return;
+    };
+    let mut args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--upgrade")
+        .collect();
+    args.push("--upgrade".into());
+    match std::process::Command::new(&exe).args(&args).spawn() {
+        Ok(child) => {
+            tracing::info!(target: "zerodown::upgrade", pid = child.id(), binary = %exe.display(), "SIGUSR2: started a successor")
+        }
+        Err(e) => {
+            tracing::error!(target: "zerodown::upgrade", error = %e, "SIGUSR2: cannot start a successor")
+        }
+    }
+}
+
+/// Every listener the config names: taken from `inherited` (by name) or from systemd's
+/// `LISTEN_FDS` (by address) when there, else bound. The error names the address and the setting.
+async fn bind(
+    cfg: &Config,
+    mut inherited: HashMap<String, std::net::TcpListener>,
+) -> Result<Listeners, String> {
+    let mut activated = systemd_sockets();
+    let mut one = |name: &'static str, addr: SocketAddr, what: &'static str, fix: &'static str| {
+        let taken = inherited
+            .remove(name)
+            // Port 0 in the config means "any": the inherited socket keeps its port.
+            .filter(|l| {
+                l.local_addr()
+                    .is_ok_and(|a| a == addr || (addr.port() == 0 && a.ip() == addr.ip()))
+            })
+            .or_else(|| activated.remove(&addr));
+        async move {
+            let listener = match taken {
+                Some(l) => l
+                    .set_nonblocking(true)
+                    .and_then(|_| TcpListener::from_std(l)),
+                None => TcpListener::bind(addr).await,
+            };
+            listener.map_err(|e| {
+                format!("cannot listen on {addr}{what}: {e} (choose another address with {fix})")
+            })
+        }
+    };
+    let public = one("public", cfg.server.listen, "", "--listen or server.listen").await?;
     let admin = one(
+        "admin",
         cfg.server.admin_listen,
         " for the admin API",
         "--admin-listen or server.admin_listen",
     )
     .await?;
     let tls = match &cfg.tls {
-        Some(t) => Some(one(t.listen, " for HTTPS", "tls.listen").await?),
+        Some(t) => Some(one("tls", t.listen, " for HTTPS", "tls.listen").await?),
         None => None,
     };
     let hsms = match &cfg.hsms {
-        Some(h) => Some(one(h.listen, " for HSMS", "hsms.listen").await?),
+        Some(h) => Some(one("hsms", h.listen, " for HSMS", "hsms.listen").await?),
         None => None,
     };
     Ok(Listeners {
@@ -184,4 +334,25 @@ async fn bind(cfg: &Config) -> Result<Listeners, String> {
         tls,
         hsms,
     })
+}
+
+/// Sockets systemd passed (`LISTEN_FDS`), by the address they listen on.
+fn systemd_sockets() -> HashMap<SocketAddr, std::net::TcpListener> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = HashMap::new();
+    for i in 0..fds.len() {
+        match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => {
+                if let Ok(addr) = l.local_addr() {
+                    tracing::info!(target: "zerodown::server", %addr, "listening socket from systemd");
+                    out.insert(addr, l);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(target: "zerodown::server", fd = i + 3, error = %e, "LISTEN_FDS: not a TCP listening socket")
+            }
+        }
+    }
+    out
 }

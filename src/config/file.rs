@@ -39,6 +39,7 @@ pub struct ServerSection {
     pub header_timeout: Opt<String>,
     pub keepalive_timeout: Opt<String>,
     pub admin_token_file: Opt<String>,
+    pub upgrade_socket: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// File holding a bearer token required by `/status`, `/consul-status` and `/metrics`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
+    /// Unix socket (mode 0600) a successor started with `serve --upgrade` takes the listening
+    /// sockets from; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -158,6 +162,7 @@ impl Default for Config {
                 header_timeout: Duration::from_secs(10),
                 keepalive_timeout: Duration::from_secs(75),
                 admin_token_file: None,
+                upgrade_socket: None,
             },
             limits: LimitsConfig::default(),
             http2: Http2Config::default(),

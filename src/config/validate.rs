@@ -88,6 +88,9 @@ fn server(
     set(&mut cfg.admin_token_file, s.admin_token_file, |v| {
         Ok(Some(base.join(v.get_ref())))
     })?;
+    set(&mut cfg.upgrade_socket, s.upgrade_socket, |v| {
+        Ok(Some(base.join(v.get_ref())))
+    })?;
     Ok(())
 }
 

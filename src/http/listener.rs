@@ -3,7 +3,7 @@
 //! with hyper's limits and timers set, close connections that reach their request or age limit,
 //! and drain gracefully on shutdown.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,11 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     pub drain: watch::Receiver<Duration>,
 }
+
+/// While draining, an HTTP/1 connection gets this long to send one more request (answered with
+/// `Connection: close`) before it is closed as idle: a client writing just as the connection
+/// closed would otherwise see its request fail.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Refusals beyond the connection cap are logged at most this often.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -244,17 +249,26 @@ impl Conn {
         // (streams already open finish), as nginx does after `keepalive_requests`.
         let at_cap = Arc::new(tokio::sync::Notify::new());
         let cap = Arc::clone(&at_cap);
+        // Set while draining: HTTP/1 answers say `Connection: close`, so a client that sends on
+        // a keep-alive connection is answered and told, rather than racing an idle close.
+        let draining = Arc::new(AtomicBool::new(false));
+        let saw_h2 = Arc::new(AtomicBool::new(false));
+        let (drain_flag, h2_flag) = (Arc::clone(&draining), Arc::clone(&saw_h2));
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let proxy = Arc::clone(&proxy);
             let peer = Arc::clone(&peer);
             let n = served.fetch_add(1, Ordering::Relaxed) + 1;
             let http1 = req.version() < Version::HTTP_2;
-            if !http1 && n == max_requests {
-                cap.notify_one();
+            if !http1 {
+                h2_flag.store(true, Ordering::Relaxed);
+                if n == max_requests {
+                    cap.notify_one();
+                }
             }
+            let close = http1 && (n >= max_requests || drain_flag.load(Ordering::Relaxed));
             async move {
                 let mut resp = proxy.handle(req, &peer).await;
-                if http1 && n >= max_requests {
+                if close {
                     // hyper closes the connection after a response that says so.
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -278,6 +292,9 @@ impl Conn {
         let age = tokio::time::sleep(self.settings.limits.max_connection_age);
         tokio::pin!(age);
         let mut closing = false;
+        let idle_close = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(idle_close);
+        let mut idle_armed = false;
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -286,7 +303,18 @@ impl Conn {
                     }
                     return;
                 }
-                _ = self.shutdown.wait_for(|s| *s), if !closing => {
+                _ = self.shutdown.wait_for(|s| *s), if !closing && !idle_armed => {
+                    draining.store(true, Ordering::Relaxed);
+                    if saw_h2.load(Ordering::Relaxed) {
+                        // GOAWAY names the last stream: no race with a client's next request.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    } else {
+                        idle_close.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
+                        idle_armed = true;
+                    }
+                }
+                _ = &mut idle_close, if idle_armed && !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

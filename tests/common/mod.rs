@@ -5,6 +5,7 @@
 pub mod consul;
 pub mod hsms;
 pub mod load;
+pub mod proc;
 
 use std::future::Future;
 use std::net::SocketAddr;
