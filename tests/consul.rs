@@ -117,8 +117,8 @@ async fn twenty_tag_flips_under_load_never_mix_versions() {
     }
     let active = active_load.finish().await;
     let standby = standby_load.finish().await;
-    let ca = check_no_old_after_new(&active, &switches, &av, "active");
-    let cs = check_no_old_after_new(&standby, &switches, &sv, "standby");
+    let ca = check_no_old_after_new(&active, &switches, &av, "active").checked;
+    let cs = check_no_old_after_new(&standby, &switches, &sv, "standby").checked;
     assert!(ca > 300 && cs > 20, "too few requests checked: {ca}, {cs}");
     // The single-version gate held each pool while both versions were among its candidates.
     let held = d
@@ -177,7 +177,8 @@ async fn kv_selector_switches_three_proxies_with_one_write() {
     let mut checked = 0;
     for (i, l) in loads.into_iter().enumerate() {
         let records = l.finish().await;
-        checked += check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}"));
+        checked +=
+            check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}")).checked;
     }
     assert!(checked > 100, "too few requests checked: {checked}");
     eprintln!("kv selector, 3 proxies: first-to-last spread per switch {spreads:?}");

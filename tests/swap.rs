@@ -54,8 +54,9 @@ async fn twenty_swaps_under_load_drop_nothing_and_never_go_back() {
     }
     let active = active_load.finish().await;
     let standby = standby_load.finish().await;
-    let checked_a = check_no_old_after_new(&active, &switches, &active_versions, "active");
-    let checked_s = check_no_old_after_new(&standby, &switches, &standby_versions, "standby");
+    let checked_a = check_no_old_after_new(&active, &switches, &active_versions, "active").checked;
+    let checked_s =
+        check_no_old_after_new(&standby, &switches, &standby_versions, "standby").checked;
     assert!(
         active.len() > 1000,
         "too little load to prove anything: {} requests",
