@@ -92,14 +92,22 @@ async fn pools_come_from_one_untagged_passing_query() {
     assert_eq!(later.param("wait").as_deref(), Some("2000ms"));
 }
 
+const ACTIVE_CONNS: usize = 32;
+const STANDBY_CONNS: usize = 8;
+/// Requests each connection finishes on the new version before the next switch.
+const PER_CONN: usize = 3;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_tag_flips_under_load_never_mix_versions() {
     let f = fleet().await;
     let d = start(&f.consul, |_, _| {}).await;
     let addr = d.public_addr;
-    let active_load = Load::start(addr, "/hello", 32);
-    let standby_load = Load::start(addr, "/standby", 4);
-    let mut switches = vec![Instant::now()];
+    let t0 = Instant::now();
+    let active_load = Load::start(addr, "/hello", ACTIVE_CONNS);
+    let standby_load = Load::start(addr, "/standby", STANDBY_CONNS);
+    active_load.until_each_conn("v1", PER_CONN).await;
+    standby_load.until_each_conn("v2", PER_CONN).await;
+    let mut switches = vec![t0];
     let (mut av, mut sv) = (vec!["v1"], vec!["v2"]);
     for k in 1..=20u64 {
         let (active, standby) = if k % 2 == 1 {
@@ -113,13 +121,26 @@ async fn twenty_tag_flips_under_load_never_mix_versions() {
         f.flip(active, k).await;
         until_version(addr, "/hello", active).await;
         until_version(addr, "/standby", standby).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        active_load.until_each_conn(active, PER_CONN).await;
+        standby_load.until_each_conn(standby, PER_CONN).await;
     }
     let active = active_load.finish().await;
     let standby = standby_load.finish().await;
-    let ca = check_no_old_after_new(&active, &switches, &av, "active").checked;
-    let cs = check_no_old_after_new(&standby, &switches, &sv, "standby").checked;
-    assert!(ca > 300 && cs > 20, "too few requests checked: {ca}, {cs}");
+    let a = check_no_old_after_new(&active, &switches, &av, "active");
+    let s = check_no_old_after_new(&standby, &switches, &sv, "standby");
+    assert!(
+        a.min_checked() >= (PER_CONN - 1) * ACTIVE_CONNS
+            && s.min_checked() >= (PER_CONN - 1) * STANDBY_CONNS,
+        "too few requests checked in some window: {:?}, {:?}",
+        a.per_window,
+        s.per_window
+    );
+    assert!(
+        a.min_in_flight() >= ACTIVE_CONNS / 2 && s.min_in_flight() >= STANDBY_CONNS / 2,
+        "some flip began with few requests in flight: {:?}, {:?}",
+        a.in_flight,
+        s.in_flight
+    );
     // The single-version gate held each pool while both versions were among its candidates.
     let held = d
         .publisher
@@ -128,11 +149,20 @@ async fn twenty_tag_flips_under_load_never_mix_versions() {
         .any(|s| s.reason.contains("update"));
     assert!(held);
     eprintln!(
-        "tag flips: {} + {} requests, {ca} + {cs} checked, zero errors",
+        "tag flips: {} + {} requests, {} + {} checked (fewest per window {} + {}), in flight at \
+         each flip >= {} + {}, zero errors",
         active.len(),
-        standby.len()
+        standby.len(),
+        a.checked,
+        s.checked,
+        a.min_checked(),
+        s.min_checked(),
+        a.min_in_flight(),
+        s.min_in_flight()
     );
 }
+
+const KV_CONNS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_selector_switches_three_proxies_with_one_write() {
@@ -143,11 +173,15 @@ async fn kv_selector_switches_three_proxies_with_one_write() {
     for _ in 0..3 {
         proxies.push(start(&f.consul, |s, _| s.active_selector = ActiveSelector::Kv).await);
     }
+    let t0 = Instant::now();
     let loads: Vec<Load> = proxies
         .iter()
-        .map(|d| Load::start(d.public_addr, "/hello", 12))
+        .map(|d| Load::start(d.public_addr, "/hello", KV_CONNS))
         .collect();
-    let mut switches = vec![Instant::now()];
+    for l in &loads {
+        l.until_each_conn("v1", PER_CONN).await;
+    }
+    let mut switches = vec![t0];
     let mut versions = vec!["v1"];
     let mut spreads = Vec::new();
     for k in 1..=10 {
@@ -172,16 +206,26 @@ async fn kv_selector_switches_three_proxies_with_one_write() {
                 .unwrap()
                 .saturating_sub(*seen.iter().min().unwrap()),
         );
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        for l in &loads {
+            l.until_each_conn(version, PER_CONN).await;
+        }
     }
     let mut checked = 0;
     for (i, l) in loads.into_iter().enumerate() {
         let records = l.finish().await;
-        checked +=
-            check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}")).checked;
+        let w = check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}"));
+        assert!(
+            w.min_checked() >= (PER_CONN - 1) * KV_CONNS && w.min_in_flight() >= KV_CONNS / 2,
+            "proxy {i}: checked per window {:?}, in flight at each switch {:?}",
+            w.per_window,
+            w.in_flight
+        );
+        checked += w.checked;
     }
-    assert!(checked > 100, "too few requests checked: {checked}");
-    eprintln!("kv selector, 3 proxies: first-to-last spread per switch {spreads:?}");
+    assert!(checked > 1000, "too few requests checked: {checked}");
+    eprintln!(
+        "kv selector, 3 proxies: {checked} checked; first-to-last spread per switch {spreads:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +233,7 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     let f = fleet().await;
     let d = start(&f.consul, |_, _| {}).await;
     let addr = d.public_addr;
+    let t0 = Instant::now();
     let load = Load::start(addr, "/hello", 16);
     // 500 bursts, 429, a reset connection, broken bodies: one kind at a time (kinds injected
     // together would stack on the same request).
@@ -227,10 +272,18 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     );
     f.consul.outage(false).await.unwrap();
     // A flip made after the outage is picked up.
+    let t_flip = Instant::now();
     f.flip("v2", 7).await;
     until_version(addr, "/hello", "v2").await;
+    load.until_each_conn("v2", PER_CONN).await;
     let records = load.finish().await;
-    assert!(records.len() > 100);
+    let w = check_no_old_after_new(&records, &[t0, t_flip], &["v1", "v2"], "active");
+    assert!(
+        records.len() > 500 && w.min_checked() >= 16 * (PER_CONN - 1),
+        "{} requests, {} checked after the flip",
+        records.len(),
+        w.checked
+    );
     let st = d.status.state();
     assert!(
         st.consecutive_errors == 0 && st.stale_since_ms.is_none(),
@@ -242,7 +295,9 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
 async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
     let f = fleet().await;
     let d = start(&f.consul, |_, _| {}).await;
+    let t0 = Instant::now();
     let load = Load::start(d.public_addr, "/hello", 8);
+    load.until_each_conn("v1", PER_CONN).await;
     let gen = d.publisher.load_full().generation;
     // Both active instances fail their checks: `?passing` drops them.
     f.consul
@@ -266,6 +321,9 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
         d.publisher.load_full().active.hold.is_none()
     })
     .await;
+    load.until_each_conn("v1", PER_CONN).await;
     let records = load.finish().await;
-    assert!(records.iter().all(|r| r.version == "v1"));
+    // One window, v1 throughout.
+    let w = check_no_old_after_new(&records, &[t0], &["v1"], "active");
+    assert_eq!(w.per_window, vec![records.len()]);
 }
