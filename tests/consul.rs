@@ -97,6 +97,17 @@ const STANDBY_CONNS: usize = 8;
 /// Requests each connection finishes on the new version before the next switch.
 const PER_CONN: usize = 3;
 
+/// `zerodown_gate_holds_total{kind="version"}` for `pool`, from the daemon's exposition.
+fn version_holds(d: &zerodown::daemon::Daemon, pool: &str) -> u64 {
+    let want = format!("zerodown_gate_holds_total{{pool=\"{pool}\",kind=\"version\"}} ");
+    let text = d.metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no {want:?} in\n{text}"));
+    line[want.len()..].trim().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_tag_flips_under_load_never_mix_versions() {
     let f = fleet().await;
@@ -141,16 +152,19 @@ async fn twenty_tag_flips_under_load_never_mix_versions() {
         a.in_flight,
         s.in_flight
     );
-    // The single-version gate held each pool while both versions were among its candidates.
-    let held = d
-        .publisher
-        .history()
-        .iter()
-        .any(|s| s.reason.contains("update"));
-    assert!(held);
+    // Each flip moves the four instances one at a time, 3 ms apart: after any of the first three
+    // moves some pool has both versions among its candidates, so a proxy that sees the flip
+    // midway must hold that pool (serve one version, the other waiting) rather than mix them.
+    // The proxy's blocking query wakes on the first move, so most flips are seen midway (each
+    // of 20 was on an idle machine, 28-33 holds in all); half is the floor.
+    let holds = (version_holds(&d, "active"), version_holds(&d, "standby"));
+    assert!(
+        holds.0 + holds.1 >= 10,
+        "the single-version gate held a pool in fewer than half of 20 flips: {holds:?}"
+    );
     eprintln!(
         "tag flips: {} + {} requests, {} + {} checked (fewest per window {} + {}), in flight at \
-         each flip >= {} + {}, zero errors",
+         each flip >= {} + {}, version holds (active, standby) {holds:?}, zero errors",
         active.len(),
         standby.len(),
         a.checked,
