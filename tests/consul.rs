@@ -11,6 +11,7 @@ use common::load::{check_no_old_after_new, until_version, Load};
 use common::*;
 use tokio::time::Instant;
 use zerodown::config::ActiveSelector;
+use zerodown::daemon::Daemon;
 use zerodown_testkit::{random_order, ConsulDouble, Fault, Times};
 
 struct Fleet {
@@ -92,14 +93,33 @@ async fn pools_come_from_one_untagged_passing_query() {
     assert_eq!(later.param("wait").as_deref(), Some("2000ms"));
 }
 
+const ACTIVE_CONNS: usize = 32;
+const STANDBY_CONNS: usize = 8;
+/// Requests each connection finishes on the new version before the next switch.
+const PER_CONN: usize = 3;
+
+/// `zerodown_gate_holds_total{kind="version"}` for `pool`, from the daemon's exposition.
+fn version_holds(d: &zerodown::daemon::Daemon, pool: &str) -> u64 {
+    let want = format!("zerodown_gate_holds_total{{pool=\"{pool}\",kind=\"version\"}} ");
+    let text = d.metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no {want:?} in\n{text}"));
+    line[want.len()..].trim().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_tag_flips_under_load_never_mix_versions() {
     let f = fleet().await;
     let d = start(&f.consul, |_, _| {}).await;
     let addr = d.public_addr;
-    let active_load = Load::start(addr, "/hello", 32);
-    let standby_load = Load::start(addr, "/standby", 4);
-    let mut switches = vec![Instant::now()];
+    let t0 = Instant::now();
+    let active_load = Load::start(addr, "/hello", ACTIVE_CONNS);
+    let standby_load = Load::start(addr, "/standby", STANDBY_CONNS);
+    active_load.until_each_conn("v1", PER_CONN).await;
+    standby_load.until_each_conn("v2", PER_CONN).await;
+    let mut switches = vec![t0];
     let (mut av, mut sv) = (vec!["v1"], vec!["v2"]);
     for k in 1..=20u64 {
         let (active, standby) = if k % 2 == 1 {
@@ -113,26 +133,74 @@ async fn twenty_tag_flips_under_load_never_mix_versions() {
         f.flip(active, k).await;
         until_version(addr, "/hello", active).await;
         until_version(addr, "/standby", standby).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        active_load.until_each_conn(active, PER_CONN).await;
+        standby_load.until_each_conn(standby, PER_CONN).await;
     }
     let active = active_load.finish().await;
     let standby = standby_load.finish().await;
-    let ca = check_no_old_after_new(&active, &switches, &av, "active");
-    let cs = check_no_old_after_new(&standby, &switches, &sv, "standby");
-    assert!(ca > 300 && cs > 20, "too few requests checked: {ca}, {cs}");
-    // The single-version gate held each pool while both versions were among its candidates.
-    let held = d
-        .publisher
-        .history()
-        .iter()
-        .any(|s| s.reason.contains("update"));
-    assert!(held);
+    let a = check_no_old_after_new(&active, &switches, &av, "active");
+    let s = check_no_old_after_new(&standby, &switches, &sv, "standby");
+    assert!(
+        a.min_checked() >= (PER_CONN - 1) * ACTIVE_CONNS
+            && s.min_checked() >= (PER_CONN - 1) * STANDBY_CONNS,
+        "too few requests checked in some window: {:?}, {:?}",
+        a.per_window,
+        s.per_window
+    );
+    assert!(
+        a.min_in_flight() >= ACTIVE_CONNS / 2 && s.min_in_flight() >= STANDBY_CONNS / 2,
+        "some flip began with few requests in flight: {:?}, {:?}",
+        a.in_flight,
+        s.in_flight
+    );
+    // Each flip moves the four instances one at a time, 3 ms apart: after any of the first three
+    // moves some pool has both versions among its candidates, so a proxy that sees the flip
+    // midway must hold that pool (serve one version, the other waiting) rather than mix them.
+    // The proxy's blocking query wakes on the first move, so most flips are seen midway (each
+    // of 20 was on an idle machine, 28-33 holds in all); half is the floor.
+    let holds = (version_holds(&d, "active"), version_holds(&d, "standby"));
+    assert!(
+        holds.0 + holds.1 >= 10,
+        "the single-version gate held a pool in fewer than half of 20 flips: {holds:?}"
+    );
     eprintln!(
-        "tag flips: {} + {} requests, {ca} + {cs} checked, zero errors",
+        "tag flips: {} + {} requests, {} + {} checked (fewest per window {} + {}), in flight at \
+         each flip >= {} + {}, version holds (active, standby) {holds:?}, zero errors",
         active.len(),
-        standby.len()
+        standby.len(),
+        a.checked,
+        s.checked,
+        a.min_checked(),
+        s.min_checked(),
+        a.min_in_flight(),
+        s.min_in_flight()
     );
 }
+
+/// When each proxy first answers `version` on `/hello`, from `t0`, polled concurrently.
+async fn first_seen(proxies: &[Daemon], version: &'static str, t0: Instant) -> Vec<Duration> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, d) in proxies.iter().enumerate() {
+        let addr = d.public_addr;
+        set.spawn(async move {
+            until_version(addr, "/hello", version).await;
+            (i, t0.elapsed())
+        });
+    }
+    let mut seen = vec![Duration::ZERO; proxies.len()];
+    while let Some(r) = set.join_next().await {
+        let (i, at) = r.unwrap();
+        seen[i] = at;
+    }
+    seen
+}
+
+/// All proxies hold a blocking query on the one key; the write wakes all of them at once, so the
+/// spread is scheduling: at most 85 ms seen with two CPU hogs on a 2-core machine. A proxy that
+/// missed the wake-up would stay on the old version until its 2 s wait expired (its query began
+/// at the previous switch, a few hundred ms earlier), well past this bound.
+const KV_SPREAD_BOUND: Duration = Duration::from_millis(500);
+const KV_CONNS: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_selector_switches_three_proxies_with_one_write() {
@@ -143,11 +211,15 @@ async fn kv_selector_switches_three_proxies_with_one_write() {
     for _ in 0..3 {
         proxies.push(start(&f.consul, |s, _| s.active_selector = ActiveSelector::Kv).await);
     }
+    let t0 = Instant::now();
     let loads: Vec<Load> = proxies
         .iter()
-        .map(|d| Load::start(d.public_addr, "/hello", 12))
+        .map(|d| Load::start(d.public_addr, "/hello", KV_CONNS))
         .collect();
-    let mut switches = vec![Instant::now()];
+    for l in &loads {
+        l.until_each_conn("v1", PER_CONN).await;
+    }
+    let mut switches = vec![t0];
     let mut versions = vec!["v1"];
     let mut spreads = Vec::new();
     for k in 1..=10 {
@@ -159,28 +231,35 @@ async fn kv_selector_switches_three_proxies_with_one_write() {
         let cas = f.consul.kv_get(&key).unwrap().modify_index;
         switches.push(Instant::now());
         versions.push(version);
+        let t_write = Instant::now();
         assert!(f.consul.kv_cas(&key, group, cas), "cas write refused");
-        let t0 = Instant::now();
-        let mut seen = Vec::new();
-        for d in &proxies {
-            until_version(d.public_addr, "/hello", version).await;
-            seen.push(t0.elapsed());
+        let seen = first_seen(&proxies, version, t_write).await;
+        spreads.push(*seen.iter().max().unwrap() - *seen.iter().min().unwrap());
+        for l in &loads {
+            l.until_each_conn(version, PER_CONN).await;
         }
-        spreads.push(
-            seen.iter()
-                .max()
-                .unwrap()
-                .saturating_sub(*seen.iter().min().unwrap()),
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let mut checked = 0;
     for (i, l) in loads.into_iter().enumerate() {
         let records = l.finish().await;
-        checked += check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}"));
+        let w = check_no_old_after_new(&records, &switches, &versions, &format!("proxy {i}"));
+        assert!(
+            w.min_checked() >= (PER_CONN - 1) * KV_CONNS && w.min_in_flight() >= KV_CONNS / 2,
+            "proxy {i}: checked per window {:?}, in flight at each switch {:?}",
+            w.per_window,
+            w.in_flight
+        );
+        checked += w.checked;
     }
-    assert!(checked > 100, "too few requests checked: {checked}");
-    eprintln!("kv selector, 3 proxies: first-to-last spread per switch {spreads:?}");
+    assert!(checked > 1000, "too few requests checked: {checked}");
+    let worst = *spreads.iter().max().unwrap();
+    eprintln!(
+        "kv selector, 3 proxies: {checked} checked; first-to-last spread per switch {spreads:?}"
+    );
+    assert!(
+        worst < KV_SPREAD_BOUND,
+        "a proxy lagged the others by {worst:?} after one KV write: {spreads:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,6 +267,7 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     let f = fleet().await;
     let d = start(&f.consul, |_, _| {}).await;
     let addr = d.public_addr;
+    let t0 = Instant::now();
     let load = Load::start(addr, "/hello", 16);
     // 500 bursts, 429, a reset connection, broken bodies: one kind at a time (kinds injected
     // together would stack on the same request).
@@ -226,10 +306,18 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     );
     f.consul.outage(false).await.unwrap();
     // A flip made after the outage is picked up.
+    let t_flip = Instant::now();
     f.flip("v2", 7).await;
     until_version(addr, "/hello", "v2").await;
+    load.until_each_conn("v2", PER_CONN).await;
     let records = load.finish().await;
-    assert!(records.len() > 100);
+    let w = check_no_old_after_new(&records, &[t0, t_flip], &["v1", "v2"], "active");
+    assert!(
+        records.len() > 500 && w.min_checked() >= 16 * (PER_CONN - 1),
+        "{} requests, {} checked after the flip",
+        records.len(),
+        w.checked
+    );
     let st = d.status.state();
     assert!(
         st.consecutive_errors == 0 && st.stale_since_ms.is_none(),
@@ -241,7 +329,9 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
 async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
     let f = fleet().await;
     let d = start(&f.consul, |_, _| {}).await;
+    let t0 = Instant::now();
     let load = Load::start(d.public_addr, "/hello", 8);
+    load.until_each_conn("v1", PER_CONN).await;
     let gen = d.publisher.load_full().generation;
     // Both active instances fail their checks: `?passing` drops them.
     f.consul
@@ -265,6 +355,9 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
         d.publisher.load_full().active.hold.is_none()
     })
     .await;
+    load.until_each_conn("v1", PER_CONN).await;
     let records = load.finish().await;
-    assert!(records.iter().all(|r| r.version == "v1"));
+    // One window, v1 throughout.
+    let w = check_no_old_after_new(&records, &[t0], &["v1"], "active");
+    assert_eq!(w.per_window, vec![records.len()]);
 }

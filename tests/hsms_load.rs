@@ -158,8 +158,9 @@ async fn twenty_switches_under_hsms_and_http_load_lose_nothing_and_never_mix() {
             }
         }
     }
-    let checked_a = check_no_old_after_new(&active, &switches, &versions, "active");
-    let checked_s = check_no_old_after_new(&standby, &switches, &standby_versions, "standby");
+    let checked_a = check_no_old_after_new(&active, &switches, &versions, "active").checked;
+    let checked_s =
+        check_no_old_after_new(&standby, &switches, &standby_versions, "standby").checked;
     took.sort_unstable();
     assert_eq!(
         took.len(),

@@ -91,14 +91,23 @@ async fn nomad_fleet() -> Fleet {
     }
 }
 
+const ACTIVE_CONNS: usize = 16;
+const STANDBY_CONNS: usize = 8;
+/// Requests each connection finishes on the new version before the next step.
+const PER_CONN: usize = 3;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_switch_rollback_under_load_drop_nothing() {
     let f = nomad_fleet().await;
     let ctx = f.ctx(Duration::from_secs(20));
     let addr = f.daemon.public_addr;
-    let active = Load::start(addr, "/hello", 16);
-    let standby = Load::start(addr, "/standby", 4);
+    let t0 = Instant::now();
+    let active = Load::start(addr, "/hello", ACTIVE_CONNS);
+    let standby = Load::start(addr, "/standby", STANDBY_CONNS);
+    active.until_each_conn("v1", PER_CONN).await;
+    standby.until_each_conn("v2", PER_CONN).await;
 
+    let t_deploy = Instant::now();
     let msg = ops::deploy::deploy(&ctx, "v3", "hello:v3").await.unwrap();
     assert!(msg.contains("deployed v3"), "{msg}");
     assert_eq!(
@@ -110,29 +119,68 @@ async fn deploy_switch_rollback_under_load_drop_nothing() {
         "v1",
         "a deploy never touches the active group"
     );
+    until_version(addr, "/standby", "v3").await;
+    standby.until_each_conn("v3", PER_CONN).await;
+    active.until_each_conn("v1", PER_CONN).await;
 
     let t_switch = Instant::now();
     let s = ops::switch::switch(&ctx, false, None).await.unwrap();
     assert_eq!((s.from.as_str(), s.to.as_str()), ("v1", "v3"));
     let job = f.nomad.job(REFERENCE_SERVICE).unwrap();
     assert!(job["TaskGroups"].to_string().contains("hello:v3"));
+    active.until_each_conn("v3", PER_CONN).await;
+    standby.until_each_conn("v1", PER_CONN).await;
 
     let t_rollback = Instant::now();
     let r = ops::switch::rollback(&ctx, false).await.unwrap();
     assert_eq!((r.from.as_str(), r.to.as_str()), ("v3", "v1"));
+    active.until_each_conn("v1", PER_CONN).await;
+    standby.until_each_conn("v3", PER_CONN).await;
 
     let records = active.finish().await;
-    standby.finish().await;
-    let checked = check_no_old_after_new(
+    let standby_records = standby.finish().await;
+    let a = check_no_old_after_new(
         &records,
-        &[Instant::now(), t_switch, t_rollback],
+        &[t0, t_switch, t_rollback],
         &["v1", "v3", "v1"],
         "active",
     );
+    let s = check_no_old_after_new(
+        &standby_records,
+        &[t0, t_deploy, t_switch, t_rollback],
+        &["v2", "v3", "v1", "v3"],
+        "standby",
+    );
     assert!(
-        records.len() > 200 && checked > 20,
-        "{} requests, {checked} checked",
-        records.len()
+        records.len() > 500 && standby_records.len() > 250,
+        "{} + {} requests",
+        records.len(),
+        standby_records.len()
+    );
+    assert!(
+        a.min_checked() >= (PER_CONN - 1) * ACTIVE_CONNS
+            && s.min_checked() >= (PER_CONN - 1) * STANDBY_CONNS,
+        "too few requests checked in some window: {:?}, {:?}",
+        a.per_window,
+        s.per_window
+    );
+    assert!(
+        a.min_in_flight() >= ACTIVE_CONNS / 2 && s.min_in_flight() >= STANDBY_CONNS / 2,
+        "some step began with few requests in flight: {:?}, {:?}",
+        a.in_flight,
+        s.in_flight
+    );
+    eprintln!(
+        "deploy, switch, rollback: {} + {} requests, {} + {} checked (fewest per window {} + {}), \
+         in flight at each step >= {} + {}",
+        records.len(),
+        standby_records.len(),
+        a.checked,
+        s.checked,
+        a.min_checked(),
+        s.min_checked(),
+        a.min_in_flight(),
+        s.min_in_flight()
     );
 }
 

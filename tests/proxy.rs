@@ -151,27 +151,102 @@ async fn slow_upstream_is_504() {
     assert!(body.contains("gateway timeout"), "{body}");
 }
 
+/// The `x-request-id` values a `headers_echo` upstream reports it received.
+fn ids_seen_upstream(echo_body: &str) -> Vec<&str> {
+    echo_body
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-request-id: "))
+        .collect()
+}
+
+fn response_id(headers: &http::HeaderMap) -> &str {
+    let ids: Vec<_> = headers.get_all("x-request-id").iter().collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one x-request-id on the response: {headers:?}"
+    );
+    ids[0].to_str().unwrap()
+}
+
 #[tokio::test]
 async fn request_id_is_passed_through_or_generated() {
     let echo = headers_echo().await;
     let d = start(&[("e", echo.to_string(), "v1", "active")], |_| {}).await;
     let mut c = Conn::open(d.daemon.public_addr).await.unwrap();
-    let (_, body) = c
-        .send(
+
+    // A client's id reaches the upstream and comes back, unchanged.
+    let (status, headers, body) = c
+        .exchange(
             http::Request::get("/x").header("x-request-id", "abc-123"),
             Bytes::new(),
         )
         .await
         .unwrap();
-    assert!(body.contains("x-request-id: abc-123"), "{body}");
+    assert_eq!(status, 200);
+    assert_eq!(ids_seen_upstream(&body), ["abc-123"], "{body}");
+    assert_eq!(response_id(&headers), "abc-123");
+
+    // Without one (or with an empty or oversized one), the proxy generates an id: 20 hex digits,
+    // the same one to the upstream and back to the client, and a new one per request.
+    let too_long = "x".repeat(201);
+    let mut generated = Vec::new();
+    for sent in [None, Some(""), Some(too_long.as_str()), None] {
+        let mut req = http::Request::get("/x");
+        if let Some(v) = sent {
+            req = req.header("x-request-id", v);
+        }
+        let (status, headers, body) = c.exchange(req, Bytes::new()).await.unwrap();
+        assert_eq!(status, 200);
+        let id = response_id(&headers).to_string();
+        assert!(
+            id.len() == 20 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "generated id {id:?} for {sent:?}"
+        );
+        assert_eq!(ids_seen_upstream(&body), [id.as_str()], "{body}");
+        generated.push(id);
+    }
+    generated.sort();
+    generated.dedup();
+    assert_eq!(generated.len(), 4, "ids repeat: {generated:?}");
+
     let (_, body) = c.get("/x").await.unwrap();
-    assert!(body.contains("x-request-id: "), "{body}");
     assert!(body.contains("x-real-ip: 127.0.0.1"), "{body}");
     assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
     assert!(body.contains("x-forwarded-proto: http"), "{body}");
     assert!(
         body.contains(&format!("x-forwarded-host: {}", d.daemon.public_addr)),
         "{body}"
+    );
+}
+
+/// The proxy's own error answers carry the id too, so a failed request can be found in the log.
+#[tokio::test]
+async fn request_id_comes_back_on_a_proxy_error() {
+    let d = start(
+        &[("dead", dead_address().to_string(), "v1", "active")],
+        |_| {},
+    )
+    .await;
+    let mut c = Conn::open(d.daemon.public_addr).await.unwrap();
+    let (status, headers, _) = c
+        .exchange(
+            http::Request::get("/x").header("x-request-id", "abc-123"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(response_id(&headers), "abc-123");
+    let (status, headers, _) = c
+        .exchange(http::Request::get("/x"), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(status, 502);
+    let id = response_id(&headers);
+    assert!(
+        id.len() == 20 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id:?}"
     );
 }
 

@@ -1,14 +1,18 @@
-//! The live-swap proof for the file source: continuous requests over 32+ keep-alive connections
-//! while active and standby swap 20 times. Every request must get 200, and once a response from the
-//! new version has been seen, no request started afterwards may get the old version.
+//! The live-swap proof for the file source: continuous requests over 32 + 8 keep-alive connections
+//! while active and standby swap 20 times. Every request must get a 200 within its deadline, no
+//! connection may stall, every response must carry a version allowed in its window, and once a
+//! response from the new version has been seen, no request started afterwards may get the old one.
 
 mod common;
-
-use std::time::Duration;
 
 use common::load::{check_no_old_after_new, until_version, Load};
 use common::*;
 use tokio::time::Instant;
+
+const ACTIVE_CONNS: usize = 32;
+const STANDBY_CONNS: usize = 8;
+/// Requests each connection finishes on the new version before the next switch.
+const PER_CONN: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_swaps_under_load_drop_nothing_and_never_go_back() {
@@ -31,11 +35,14 @@ async fn twenty_swaps_under_load_drop_nothing_and_never_go_back() {
     };
     let d = start(&layout("v1"), |_| {}).await;
     let addr = d.daemon.public_addr;
-    let active_load = Load::start(addr, "/hello", 32);
-    let standby_load = Load::start(addr, "/standby", 4);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    let active_load = Load::start(addr, "/hello", ACTIVE_CONNS);
+    let standby_load = Load::start(addr, "/standby", STANDBY_CONNS);
+    // The steady state, on every connection, before the first switch.
+    active_load.until_each_conn("v1", PER_CONN).await;
+    standby_load.until_each_conn("v2", PER_CONN).await;
 
-    let mut switches = vec![Instant::now()];
+    let mut switches = vec![t0];
     let mut active_versions = vec!["v1"];
     let mut standby_versions = vec!["v2"];
     for k in 1..=20 {
@@ -49,25 +56,45 @@ async fn twenty_swaps_under_load_drop_nothing_and_never_go_back() {
         standby_versions.push(standby);
         write_upstreams(&d.upstreams, &layout(active));
         until_version(addr, "/hello", active).await;
-        // Let the load run on the new pools for a moment.
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        // Every connection runs on the new pools before the next switch.
+        active_load.until_each_conn(active, PER_CONN).await;
+        standby_load.until_each_conn(standby, PER_CONN).await;
     }
     let active = active_load.finish().await;
     let standby = standby_load.finish().await;
-    let checked_a = check_no_old_after_new(&active, &switches, &active_versions, "active");
-    let checked_s = check_no_old_after_new(&standby, &switches, &standby_versions, "standby");
+    let a = check_no_old_after_new(&active, &switches, &active_versions, "active");
+    let s = check_no_old_after_new(&standby, &switches, &standby_versions, "standby");
     assert!(
-        active.len() > 1000,
-        "too little load to prove anything: {} requests",
-        active.len()
-    );
-    assert!(
-        checked_a > 500 && checked_s > 20,
-        "too few requests checked: {checked_a}, {checked_s}"
-    );
-    eprintln!(
-        "served {} active + {} standby requests over 20 swaps; {checked_a} + {checked_s} checked against the epoch rule",
+        active.len() > 2000 && standby.len() > 400,
+        "too little load to prove anything: {} + {} requests",
         active.len(),
         standby.len()
+    );
+    // Each window: every connection finished PER_CONN requests on the new version, so at least
+    // (PER_CONN - 1) per connection started after the first new response.
+    assert!(
+        a.min_checked() >= (PER_CONN - 1) * ACTIVE_CONNS
+            && s.min_checked() >= (PER_CONN - 1) * STANDBY_CONNS,
+        "too few requests checked in some window: {:?}, {:?}",
+        a.per_window,
+        s.per_window
+    );
+    assert!(
+        a.min_in_flight() >= ACTIVE_CONNS / 2 && s.min_in_flight() >= STANDBY_CONNS / 2,
+        "some switch began with few requests in flight: {:?}, {:?}",
+        a.in_flight,
+        s.in_flight
+    );
+    eprintln!(
+        "served {} active + {} standby requests over 20 swaps; {} + {} checked against the window rule \
+         (fewest per window {} + {}), in flight at each switch >= {} + {}",
+        active.len(),
+        standby.len(),
+        a.checked,
+        s.checked,
+        a.min_checked(),
+        s.min_checked(),
+        a.min_in_flight(),
+        s.min_in_flight()
     );
 }

@@ -132,15 +132,29 @@ impl Conn {
         builder: http::request::Builder,
         body: Bytes,
     ) -> Result<(u16, String), hyper::Error> {
+        let (status, _, body) = self.exchange(builder, body).await?;
+        Ok((status, body))
+    }
+
+    /// [`Conn::send`], with the response headers.
+    pub async fn exchange(
+        &mut self,
+        builder: http::request::Builder,
+        body: Bytes,
+    ) -> Result<(u16, http::HeaderMap, String), hyper::Error> {
         self.sender.ready().await?;
         let req = builder
             .header("host", self.addr.to_string())
             .body(Full::new(body))
             .unwrap();
         let resp = self.sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok((
+            parts.status.as_u16(),
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
     }
 }
 

@@ -78,9 +78,13 @@ async fn tag_flip_goes_in_place_one_instance_at_a_time() {
             .iter()
             .all(|i| (i.1[0] == "active") == i.0.contains("-green-"));
         seen.insert(active);
-        if flipped || tokio::time::Instant::now() > deadline {
+        if flipped {
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flip did not finish within {LIMIT:?}; seen {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(seen.len() >= 3, "intermediate mixes were visible: {seen:?}");
@@ -139,6 +143,7 @@ async fn image_deploy_replaces_green_one_at_a_time() {
         (Some("running"), Some("Deployment is running"))
     );
     let mut saw_critical = false;
+    let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
         let now = instances(&consul).await;
         let green: Vec<_> = now.iter().filter(|i| i.0.contains("-green-")).collect();
@@ -153,6 +158,10 @@ async fn image_deploy_replaces_green_one_at_a_time() {
         if new == 2 && fresh_critical == 0 {
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "green was not replaced by two passing v3 instances within {LIMIT:?}: {green:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert!(saw_critical, "new instances start critical");
