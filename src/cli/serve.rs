@@ -171,6 +171,7 @@ pub fn run_with(
             }
         }
         on_started(&daemon);
+        upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
         let (handed_tx, mut handed_over) = watch::channel(false);
         if let Some(path) = upgrade_socket {
             tokio::spawn(upgrade::serve_control(path, daemon.offer(), handed_tx));

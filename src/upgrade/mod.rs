@@ -264,3 +264,54 @@ fn bind_private(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     std::fs::rename(&tmp, path)?;
     Ok(listener)
 }
+
+/// Tells systemd (`Type=notify`) something, when it is listening (`NOTIFY_SOCKET`): `READY=1`
+/// once serving, with `MAINPID=` so that after an upgrade the successor becomes the service's
+/// main process before its predecessor exits.
+pub fn notify_systemd(state: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Err(e) = notify_at(&path, state) {
+            tracing::warn!(target: "zerodown::upgrade", error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// Sends `state` to the notify socket at `path` (`@name`: an abstract socket).
+fn notify_at(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    match path.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        None => {
+            sock.send_to(state.as_bytes(), path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_gets_the_notification_on_a_path_or_an_abstract_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sd = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify_at(path.as_os_str(), "READY=1\nMAINPID=42").unwrap();
+        let mut buf = [0u8; 64];
+        let n = sd.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nMAINPID=42");
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("zerodown-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let sd = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+        notify_at(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        let n = sd.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+}
