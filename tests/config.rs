@@ -70,7 +70,7 @@ fn bad_files_name_file_line_and_key() {
             Some("3:1"),
             "unknown field `listen_port`, expected one of `listen`, `admin_listen`, \
              `health_path`, `threads`, `drain_timeout`, `header_timeout`, `keepalive_timeout`, \
-             `admin_token_file` (in `listen_port = 8080`)",
+             `admin_token_file`, `upgrade_socket` (in `listen_port = 8080`)",
         ),
         (
             "bad-listen.toml",
