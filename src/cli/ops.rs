@@ -55,7 +55,7 @@ pub fn status(a: OpsArgs) -> ExitCode {
     } else {
         print!("{}", ops::status::render(&r));
     }
-    if r.proxy_error.is_some() || !r.disagreements.is_empty() {
+    if !r.healthy() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
