@@ -2,12 +2,15 @@
 //! config the proxy serves with, so the switch follows the source: the upstreams file, the Consul
 //! KV selector, or the tags of the Nomad job. Every refusal says why and changes nothing.
 
+pub mod change;
 pub mod deploy;
 pub mod diagnose;
 mod error;
 pub mod hsms;
 pub mod http;
 pub mod nomad;
+pub mod record;
+pub mod rollback;
 pub mod status;
 pub mod switch;
 
