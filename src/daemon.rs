@@ -182,9 +182,9 @@ impl Daemon {
         tracing::info!(
             target: "zerodown::server",
             listen = %public_addr,
-            admin = ?admin_addr,
-            tls = ?tls_addr,
-            hsms = ?hsms_addr,
+            admin = admin_addr.map(tracing::field::display),
+            tls = tls_addr.map(tracing::field::display),
+            hsms = hsms_addr.map(tracing::field::display),
             source = %source_name(&cfg),
             version = env!("CARGO_PKG_VERSION"),
             "zerodown started"
