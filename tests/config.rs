@@ -58,6 +58,10 @@ fn check_config_accepts_the_example_and_prints_it() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("listen = \"0.0.0.0:8080\""), "{stdout}");
     assert!(stdout.contains("connect_timeout = \"2s\""), "{stdout}");
+    assert!(
+        stdout.contains("config/upstreams.toml: active v1 (2 instances), standby v2 (2 instances)"),
+        "check-config reads the upstreams file too: {stdout}"
+    );
 }
 
 #[test]
@@ -107,6 +111,14 @@ fn bad_files_name_file_line_and_key() {
             ":3:8: hsms.mode: unknown mode \"udp\" (use \"hsms\" or \"tcp\")",
         ),
         ("bad-hsms-listen.toml", "hsms.listen is missing"),
+        (
+            "bad-upstreams.toml",
+            "tests/data/bad-upstreams-file.toml:3:11: instances.address: \"127.0.0.1\" is not HOST:PORT",
+        ),
+        (
+            "missing-upstreams.toml",
+            "tests/data/no-such-upstreams.toml: cannot read it",
+        ),
     ];
     for (file, expected) in cases {
         let path = format!("tests/data/{file}");
