@@ -670,3 +670,18 @@ async fn kv_switch_refuses_when_the_key_changed_since_it_was_read() {
         "msg-v1 (version v1)\n"
     );
 }
+
+/// The file source has no health checks: diagnose says so instead of "all passing".
+#[tokio::test]
+async fn diagnose_on_the_file_source_claims_no_health_checks() {
+    let v1 = backend("v1").await;
+    let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
+    let checks = ops::diagnose::run(&file_ctx(&d, Duration::from_secs(2))).await;
+    assert!(
+        checks.iter().all(|c| c.name != "health checks"),
+        "{checks:?}"
+    );
+    let file = checks.iter().find(|c| c.name == "upstreams file").unwrap();
+    assert!(file.detail.contains("no health checks"), "{file:?}");
+    assert!(checks.iter().any(|c| c.name == "instances answer" && c.ok));
+}
