@@ -117,6 +117,10 @@ pub struct DemoArgs {
     /// Run the demo without the HSMS listener and hosts.
     #[arg(long)]
     pub no_hsms: bool,
+    /// No access log (one line per request otherwise, which a load test turns into gigabytes);
+    /// swaps, gate holds and errors are still logged.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Flags shared by every operator command.
