@@ -197,9 +197,9 @@ impl Daemon {
         tracing::info!(
             target: "zerodown::server",
             listen = %public_addr,
-            admin = ?admin_addr,
-            tls = ?tls_addr,
-            hsms = ?hsms_addr,
+            admin = admin_addr.map(tracing::field::display),
+            tls = tls_addr.map(tracing::field::display),
+            hsms = hsms_addr.map(tracing::field::display),
             generation,
             pid = std::process::id(),
             // The same inode across generations proves the socket was never closed.

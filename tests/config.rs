@@ -58,6 +58,10 @@ fn check_config_accepts_the_example_and_prints_it() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("listen = \"0.0.0.0:8080\""), "{stdout}");
     assert!(stdout.contains("connect_timeout = \"2s\""), "{stdout}");
+    assert!(
+        stdout.contains("config/upstreams.toml: active v1 (2 instances), standby v2 (2 instances)"),
+        "check-config reads the upstreams file too: {stdout}"
+    );
 }
 
 /// Each bad file: the `file:line:col` of the offending value (none for whole-file rules), and the
@@ -195,4 +199,29 @@ fn missing_file_is_a_clear_error() {
     let (code, _, stderr) = check_config("tests/data/does-not-exist.toml");
     assert_eq!(code, Some(64));
     assert!(stderr.contains("cannot read the file"), "{stderr}");
+}
+
+#[test]
+fn check_config_reads_the_upstreams_file_it_points_to() {
+    let cases = [
+        (
+            "bad-upstreams.toml",
+            "tests/data/bad-upstreams-file.toml:3:11: instances.address: \"127.0.0.1\" is not \
+             HOST:PORT (e.g. \"127.0.0.1:9001\")",
+        ),
+        (
+            "missing-upstreams.toml",
+            "tests/data/no-such-upstreams.toml: cannot read it: No such file or directory (os \
+             error 2)",
+        ),
+    ];
+    for (file, message) in cases {
+        let (code, _, stderr) = check_config(&format!("tests/data/{file}"));
+        assert_eq!(code, Some(64), "{file}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("zerodown: the upstreams file (source.path) is not usable: {message}\n"),
+            "{file}"
+        );
+    }
 }

@@ -1,5 +1,7 @@
 //! Operator commands against the Consul and Nomad doubles and a live proxy: deploy, switch and
-//! rollback under continuous load with zero errors, and every refusal leaving things unchanged.
+//! rollback under continuous load with zero errors, every refusal leaving things unchanged, a
+//! second rollback changing nothing, and a switch the proxy does not follow undone (or, through
+//! Nomad, described with the command that undoes it).
 
 mod common;
 
@@ -11,7 +13,7 @@ use common::*;
 use tokio::time::Instant;
 use zerodown::config::{ActiveSelector, Config, ConsulAddress, ConsulSourceConfig, SourceConfig};
 use zerodown::daemon::Daemon;
-use zerodown::ops::{self, Ctx, Targets};
+use zerodown::ops::{self, Ctx, OpsError, Targets};
 use zerodown_testkit::{
     reference_job, CheckStatus, ConsulDouble, NomadDouble, NomadFault, Times, REFERENCE_SERVICE,
 };
@@ -134,6 +136,21 @@ async fn deploy_switch_rollback_under_load_drop_nothing() {
     let t_rollback = Instant::now();
     let r = ops::switch::rollback(&ctx, false).await.unwrap();
     assert_eq!((r.from.as_str(), r.to.as_str()), ("v3", "v1"));
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+
+    // A retried rollback changes nothing: v3 does not come back.
+    let index = f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"].clone();
+    let again = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    assert!(
+        matches!(again, OpsError::NothingToDo { .. })
+            && again.to_string().contains("v1 already serves"),
+        "{again}"
+    );
+    assert_eq!(
+        f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"],
+        index,
+        "a second rollback changed the job"
+    );
     active.until_each_conn("v1", PER_CONN).await;
     standby.until_each_conn("v3", PER_CONN).await;
 
@@ -396,19 +413,235 @@ async fn file_switch_refusals_and_a_proxy_that_does_not_converge() {
         |_| {},
     )
     .await;
-    let mut ctx = ctx_for(
+    let ctx = ctx_for(
         &d,
         other.daemon.admin_addr.unwrap(),
         Duration::from_millis(800),
     );
+    let before = std::fs::read_to_string(&d.upstreams).unwrap();
     let err = ops::switch::switch(&ctx, false, None)
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("did not report v2 serving /hello"), "{err}");
-    // ...while the proxy that watches the file did switch.
-    until_version(d.daemon.public_addr, "/hello", "v2").await;
-    ctx.timeout = Duration::from_secs(5);
+    assert!(
+        err.contains("did not report v2 serving /hello")
+            && err.contains("restored to its content before the switch"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&d.upstreams).unwrap(),
+        before,
+        "the switch left its change behind"
+    );
+    assert!(
+        !ops::record::file_beside(&d.upstreams).exists(),
+        "a switch that did not happen was recorded"
+    );
+    // The proxy that watches the file followed the switch and then the restore: v1 again.
+    until_version(d.daemon.public_addr, "/hello", "v1").await;
+}
+
+fn file_ctx(d: &TestDaemon, timeout: Duration) -> Ctx {
+    let mut cfg = test_config(&d.upstreams);
+    cfg.server.admin_listen = d.daemon.admin_addr.unwrap();
+    cfg.server.listen = d.daemon.public_addr;
+    Ctx::new(cfg, &Targets::default(), timeout).unwrap()
+}
+
+/// The same proxy stopped and started again on its upstreams file: no swap history.
+async fn restart(d: TestDaemon) -> TestDaemon {
+    let TestDaemon {
+        daemon,
+        upstreams,
+        dir,
+    } = d;
+    daemon.shutdown().await;
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = Daemon::start(test_config(&upstreams), public, Some(admin)).unwrap();
+    let mut rx = daemon.publisher.subscribe();
+    tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    TestDaemon {
+        daemon,
+        upstreams,
+        dir,
+    }
+}
+
+/// A rollback undoes the last switch once: run again, it changes nothing and says so (exit 3 on
+/// the command line) — also after the proxy restarted and forgot its swap history. The hand-kept
+/// file keeps its comments through all of it.
+#[tokio::test]
+async fn rollback_twice_changes_nothing_the_second_time_even_after_a_restart() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let d = start(
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("b", v2.to_string(), "v2", "standby"),
+        ],
+        |_| {},
+    )
+    .await;
+    let text = std::fs::read_to_string(&d.upstreams).unwrap();
+    let hand_kept = format!("# kept by hand: blue is rack 3\n{text}");
+    std::fs::write(&d.upstreams, &hand_kept).unwrap();
+    let ctx = file_ctx(&d, Duration::from_secs(10));
+
+    let err = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    assert!(
+        matches!(err, OpsError::Refused { .. }) && err.to_string().contains("nothing to roll back"),
+        "{err}"
+    );
+
+    let s = ops::switch::switch(&ctx, false, None).await.unwrap();
+    assert_eq!((s.from.as_str(), s.to.as_str()), ("v1", "v2"));
+    assert!(std::fs::read_to_string(&d.upstreams)
+        .unwrap()
+        .starts_with("# kept by hand: blue is rack 3\n"));
+    let r = ops::switch::rollback(&ctx, false).await.unwrap();
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("v2", "v1"));
+    assert_eq!(
+        std::fs::read_to_string(&d.upstreams).unwrap(),
+        hand_kept,
+        "a switch and its rollback leave the file as it was"
+    );
+
+    let err = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    assert!(
+        matches!(err, OpsError::NothingToDo { .. }),
+        "the second rollback: {err}"
+    );
+    assert!(
+        err.to_string().contains("v1 already serves /hello"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&d.upstreams).unwrap(), hand_kept);
+    assert_eq!(
+        get(d.daemon.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+
+    // Switch again, then restart the proxy: its history is gone, the record is not.
+    ops::switch::switch(&ctx, false, None).await.unwrap();
+    let d = restart(d).await;
+    let ctx = file_ctx(&d, Duration::from_secs(10));
+    let status = ctx.proxy_status().await.unwrap();
+    assert!(
+        status.swaps.iter().all(|s| s.active.old_version.is_none()),
+        "a restarted proxy has no version change in its history: {:?}",
+        status.swaps
+    );
+    let r = ops::switch::rollback(&ctx, false).await.unwrap();
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("v2", "v1"));
+    let err = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    assert!(matches!(err, OpsError::NothingToDo { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&d.upstreams).unwrap(), hand_kept);
+}
+
+/// Every instance tagged standby: the proxy holds its last active set. A switch would make two
+/// versions active and never complete, so it refuses before writing anything.
+#[tokio::test]
+async fn a_switch_the_gates_would_not_serve_is_refused_before_anything_is_written() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let d = start(
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("b", v2.to_string(), "v2", "standby"),
+        ],
+        |_| {},
+    )
+    .await;
+    write_upstreams(
+        &d.upstreams,
+        &[
+            ("a", v1.to_string(), "v1", "standby"),
+            ("b", v2.to_string(), "v2", "standby"),
+        ],
+    );
+    eventually("the active pool held", || async {
+        d.daemon.publisher.load_full().active.hold.is_some()
+    })
+    .await;
+    let before = std::fs::read_to_string(&d.upstreams).unwrap();
+    let err = ops::switch::switch(&file_ctx(&d, Duration::from_secs(2)), false, None)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, OpsError::Refused { .. })
+            && text.contains("gates hold")
+            && text.contains("no instance for it")
+            && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&d.upstreams).unwrap(), before);
+    assert_eq!(
+        get(d.daemon.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+}
+
+/// Through the KV selector, a switch the proxy does not follow is undone with a check-and-set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_switch_the_proxy_does_not_follow_is_undone() {
+    let consul = Arc::new(ConsulDouble::start().await.unwrap());
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    common::consul::register(&consul, "a", v1, "v1", &["blue"]);
+    common::consul::register(&consul, "b", v2, "v2", &["green"]);
+    let key = format!("zerodown/{REFERENCE_SERVICE}/active");
+    consul.kv_put(&key, "blue");
+    // A proxy that serves the same instances but does not watch this Consul.
+    let other = start(
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("b", v2.to_string(), "v2", "standby"),
+        ],
+        |_| {},
+    )
+    .await;
+    let t = Targets {
+        admin: Some(other.daemon.admin_addr.unwrap().to_string()),
+        proxy: Some(other.daemon.public_addr.to_string()),
+        ..Targets::default()
+    };
+    let cfg = consul_config(&consul, ActiveSelector::Kv).await;
+    let ctx = Ctx::new(cfg, &t, Duration::from_millis(800)).unwrap();
+    let err = ops::switch::switch(&ctx, false, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("did not report v2") && err.contains("restored to blue"),
+        "{err}"
+    );
+    assert_eq!(consul.kv_get(&key).unwrap().value, b"blue".to_vec());
+}
+
+/// Through Nomad, a switch the proxy does not follow is left in place, and the error names the
+/// job version before it and the command that goes back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nomad_switch_the_proxy_does_not_follow_names_the_undo() {
+    let f = nomad_fleet().await;
+    let job = f.nomad.job(REFERENCE_SERVICE).unwrap();
+    let version = job["Version"].as_u64().unwrap();
+    let err = ops::switch::switch(&f.ctx(Duration::ZERO), false, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("did not report v2")
+            && err.contains("was left")
+            && err.contains(&format!("nomad job revert {REFERENCE_SERVICE} {version}")),
+        "{err}"
+    );
+    assert_ne!(
+        f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"],
+        job["JobModifyIndex"],
+        "the switch was submitted"
+    );
 }
 
 /// Forwards each connection to `upstream`; before forwarding a `PUT` it runs `before_put`, so a
@@ -484,4 +717,19 @@ async fn kv_switch_refuses_when_the_key_changed_since_it_was_read() {
         get(d.public_addr, "/hello").await.1,
         "msg-v1 (version v1)\n"
     );
+}
+
+/// The file source has no health checks: diagnose says so instead of "all passing".
+#[tokio::test]
+async fn diagnose_on_the_file_source_claims_no_health_checks() {
+    let v1 = backend("v1").await;
+    let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
+    let checks = ops::diagnose::run(&file_ctx(&d, Duration::from_secs(2))).await;
+    assert!(
+        checks.iter().all(|c| c.name != "health checks"),
+        "{checks:?}"
+    );
+    let file = checks.iter().find(|c| c.name == "upstreams file").unwrap();
+    assert!(file.detail.contains("no health checks"), "{file:?}");
+    assert!(checks.iter().any(|c| c.name == "instances answer" && c.ok));
 }

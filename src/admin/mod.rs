@@ -136,13 +136,14 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match path {
         "/live" => reply(StatusCode::OK, "text/plain", "live\n".into()),
         "/ready" => {
-            if is_ready(&state.publisher.load()) {
+            let snap = state.publisher.load();
+            if is_ready(&snap) {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    "not ready: no pool loaded yet\n".into(),
+                    not_ready(&snap).into_bytes(),
                 )
             }
         }
@@ -170,6 +171,19 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 /// Ready once the active pool has members: before that every proxied request would be a 503.
 pub fn is_ready(s: &Snapshot) -> bool {
     !s.active.is_empty()
+}
+
+/// Why `/ready` answers 503: nothing loaded yet, or an empty active pool beside a loaded standby.
+fn not_ready(s: &Snapshot) -> String {
+    let standby = &s.standby;
+    if standby.is_empty() {
+        return "not ready: no instance loaded yet (nothing is tagged active or standby)\n".into();
+    }
+    format!(
+        "not ready: the active pool is empty (no instance is tagged active); the standby pool has {} instance(s) of {}\n",
+        standby.members.len(),
+        standby.version.as_deref().unwrap_or("several versions")
+    )
 }
 
 /// The `/status` document.
@@ -261,4 +275,43 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respo
         header::HeaderValue::from_static(content_type),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Candidates, Instance, SourceInfo};
+
+    fn inst(id: &str, version: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            address: format!("127.0.0.1:{}", 9000 + id.len()),
+            version: version.into(),
+            tags: vec![],
+            hsms: None,
+        }
+    }
+
+    #[test]
+    fn not_ready_says_which_pool_is_missing() {
+        let p = Publisher::new(true, Arc::new(Metrics::new()));
+        assert_eq!(
+            not_ready(&p.load()),
+            "not ready: no instance loaded yet (nothing is tagged active or standby)\n"
+        );
+        p.offer(Candidates {
+            active: vec![],
+            standby: vec![inst("a", "v2"), inst("bb", "v2")],
+            source: SourceInfo {
+                kind: "file",
+                origin: "u.toml".into(),
+                index: None,
+            },
+        });
+        assert!(!is_ready(&p.load()));
+        assert_eq!(
+            not_ready(&p.load()),
+            "not ready: the active pool is empty (no instance is tagged active); the standby pool has 2 instance(s) of v2\n"
+        );
+    }
 }

@@ -39,12 +39,13 @@ pub enum Command {
     /// Run the proxy with four built-in demo instances (v1 active, v2 standby).
     Demo(DemoArgs),
     /// What the proxy routes to, beside what Consul (or the upstreams file) holds, with live probes.
+    /// Exits 1 when the two disagree, a route through the proxy answers 5xx, or a pool is empty.
     Status(OpsArgs),
     /// Make the standby group active (and the active group standby), then wait for the proxy.
     Switch {
         #[command(flatten)]
-        ops: OpsArgs,
-        /// Switch even if the standby group is empty, failing or not answering.
+        change: ChangeArgs,
+        /// Switch even if the standby group is empty, failing or not answering, or a gate holds.
         #[arg(long)]
         force: bool,
     },
@@ -56,17 +57,24 @@ pub enum Command {
         #[arg(long)]
         image: String,
         #[command(flatten)]
-        ops: OpsArgs,
+        change: ChangeArgs,
     },
-    /// Switch back to the version that served before the last switch.
+    /// Undo the last switch: make the version that served before it active again. Exits 3,
+    /// changing nothing, when that version already serves.
     Rollback {
         #[command(flatten)]
-        ops: OpsArgs,
+        change: ChangeArgs,
+        /// Roll back even if the standby group is failing or not answering, or a gate holds.
         #[arg(long)]
         force: bool,
     },
     /// Check every link from config to instances, printing the likely cause and fix of each failure.
-    Diagnose(OpsArgs),
+    Diagnose {
+        #[command(flatten)]
+        ops: OpsArgs,
+        #[command(flatten)]
+        nomad: NomadArgs,
+    },
     /// Run one demo instance answering `GET /hello`.
     DemoBackend {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -128,6 +136,10 @@ pub struct DemoArgs {
     /// Run the demo without the HSMS listener and hosts.
     #[arg(long)]
     pub no_hsms: bool,
+    /// No access log (one line per request otherwise, which a load test turns into gigabytes);
+    /// swaps, gate holds and errors are still logged.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Flags shared by every operator command.
@@ -148,16 +160,30 @@ pub struct OpsArgs {
     /// Consul service [default: from the config].
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where Nomad is, for the commands that read or change the job.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NomadArgs {
     /// Nomad address [default: NOMAD_ADDR].
     #[arg(long, value_name = "URL")]
     pub nomad_addr: Option<String>,
     /// Nomad job [default: the service name].
     #[arg(long, value_name = "JOB")]
     pub job: Option<String>,
+}
+
+/// Flags of the commands that change something and wait for the proxy to follow.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub nomad: NomadArgs,
     /// How long to wait for the proxy to serve the new version.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub timeout: String,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
 }

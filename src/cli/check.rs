@@ -1,21 +1,61 @@
-//! `zerodown check-config FILE`.
+//! `zerodown check-config FILE`: the config, and under the file source the upstreams file it
+//! points to, as the proxy would read them.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use super::args::EXIT_USAGE;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, SourceConfig};
+use crate::core::discovery::{file, split_by_tags};
+use crate::core::Instance;
 
 pub fn run(file: &Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(cfg) => {
-            println!("# {}: valid. Effective configuration:", file.display());
-            print!("{}", cfg.render());
-            ExitCode::SUCCESS
-        }
+    let cfg = match Config::load(file) {
+        Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("zerodown: invalid config: {e}");
-            ExitCode::from(EXIT_USAGE)
+            return ExitCode::from(EXIT_USAGE);
         }
+    };
+    let upstreams = match &cfg.source {
+        SourceConfig::File(f) => match upstreams(&cfg, &f.path) {
+            Ok(line) => Some(line),
+            Err(e) => {
+                eprintln!("zerodown: the upstreams file (source.path) is not usable: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        SourceConfig::Consul(_) => None,
+    };
+    println!("# {}: valid. Effective configuration:", file.display());
+    if let Some(line) = upstreams {
+        println!("# {line}");
     }
+    print!("{}", cfg.render());
+    ExitCode::SUCCESS
+}
+
+/// The upstreams file's pools in one line, e.g. `upstreams.toml: active v1 (2 instances), standby
+/// v2 (2 instances)`; an error when it cannot be read or parsed.
+fn upstreams(cfg: &Config, path: &Path) -> Result<String, String> {
+    let list = file::load(path).map_err(|e| match e {
+        ConfigError::Read { origin, source } => format!("{origin}: cannot read it: {source}"),
+        other => other.to_string(),
+    })?;
+    let (active, standby) = split_by_tags(list, &cfg.pools);
+    let pool = |name: &str, members: &[Instance]| {
+        let mut versions: Vec<&str> = members.iter().map(|i| i.version.as_str()).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        match versions.as_slice() {
+            [] => format!("{name} empty"),
+            vs => format!("{name} {} ({} instances)", vs.join(" + "), members.len()),
+        }
+    };
+    Ok(format!(
+        "{}: {}, {}",
+        path.display(),
+        pool("active", &active),
+        pool("standby", &standby)
+    ))
 }

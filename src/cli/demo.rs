@@ -87,14 +87,22 @@ pub fn run(args: DemoArgs) -> ExitCode {
         poll_interval: std::time::Duration::from_millis(500),
     });
     cfg.source = source.clone();
+    let quiet = args.quiet;
+    if quiet {
+        cfg.log.access_log = false;
+    }
     let reload_args = args.serve.clone();
     let hsms = cfg.hsms.clone();
+    let me = invoked_as();
     let code = run_with(
         cfg,
         move || {
             let mut c = effective_config(&reload_args)?;
             c.source = source.clone();
             c.hsms = hsms.clone();
+            if quiet {
+                c.log.access_log = false;
+            }
             Ok(c)
         },
         |d| {
@@ -111,7 +119,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
             );
             let ops = match std::fs::write(&ops_config, text) {
                 Ok(()) => format!(
-                    "  zerodown status -c {0}   -> proxy vs file, with live probes\n  zerodown switch -c {0}   -> make v2 active (zerodown rollback -c ... goes back)\n",
+                    "  {me} status -c {0}   -> proxy vs file, with live probes\n  {me} switch -c {0}   -> make v2 active ({me} rollback -c ... goes back)\n",
                     ops_config.display()
                 ),
                 Err(_) => String::new(),
@@ -126,6 +134,22 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let _ = std::fs::remove_dir_all(&dir);
     drop(backends);
     code
+}
+
+/// The command as the user can type it again: the path this binary was started by (e.g.
+/// `target/debug/zerodown` under `cargo run`), or plain `zerodown` when it was found on PATH.
+fn invoked_as() -> String {
+    let argv0 = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if argv0.is_empty() || !argv0.contains(std::path::MAIN_SEPARATOR) {
+        "zerodown".into()
+    } else if argv0.contains(' ') {
+        format!("'{argv0}'")
+    } else {
+        argv0
+    }
 }
 
 pub fn run_backend(listen: SocketAddr, version: String, message: String) -> ExitCode {

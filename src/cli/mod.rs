@@ -6,7 +6,9 @@ mod demo;
 mod ops;
 mod serve;
 
-pub use args::{Cli, Command, DemoArgs, OpsArgs, ServeArgs, UpgradeArgs, EXIT_USAGE};
+pub use args::{
+    ChangeArgs, Cli, Command, DemoArgs, NomadArgs, OpsArgs, ServeArgs, UpgradeArgs, EXIT_USAGE,
+};
 
 use std::process::ExitCode;
 
@@ -20,14 +22,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check::run(&file),
         Command::Demo(args) => demo::run(args),
         Command::Status(a) => ops::status(a),
-        Command::Switch { ops: a, force } => ops::switch(a, force),
+        Command::Switch { change, force } => ops::switch(change, force),
         Command::Deploy {
             version,
             image,
-            ops: a,
-        } => ops::deploy(a, version, image),
-        Command::Rollback { ops: a, force } => ops::rollback(a, force),
-        Command::Diagnose(a) => ops::diagnose(a),
+            change,
+        } => ops::deploy(change, version, image),
+        Command::Rollback { change, force } => ops::rollback(change, force),
+        Command::Diagnose { ops: a, nomad } => ops::diagnose(a, nomad),
         Command::DemoBackend {
             listen,
             version,

@@ -2,12 +2,15 @@
 
 use std::process::ExitCode;
 
-use super::args::{OpsArgs, ServeArgs, EXIT_USAGE};
+use super::args::{ChangeArgs, NomadArgs, OpsArgs, ServeArgs, EXIT_USAGE};
 use super::serve::effective_config;
 use crate::config::duration;
 use crate::ops::{self, Ctx, OpsError, Targets};
 
-fn context(a: &OpsArgs) -> Result<Ctx, (u8, String)> {
+/// Exit code of a command that had nothing to do (e.g. a rollback whose target already serves).
+pub const EXIT_NOTHING_TO_DO: u8 = 3;
+
+fn context(a: &OpsArgs, nomad: &NomadArgs, timeout: &str) -> Result<Ctx, (u8, String)> {
     let serve = ServeArgs {
         config: a.config.clone(),
         listen: None,
@@ -18,13 +21,12 @@ fn context(a: &OpsArgs) -> Result<Ctx, (u8, String)> {
         service: a.service.clone(),
     };
     let cfg = effective_config(&serve).map_err(|e| (EXIT_USAGE, format!("invalid config: {e}")))?;
-    let timeout =
-        duration::parse(&a.timeout).map_err(|e| (EXIT_USAGE, format!("--timeout: {e}")))?;
+    let timeout = duration::parse(timeout).map_err(|e| (EXIT_USAGE, format!("--timeout: {e}")))?;
     let targets = Targets {
         admin: a.admin.clone(),
         proxy: a.proxy.clone(),
-        nomad_addr: a.nomad_addr.clone(),
-        job: a.job.clone(),
+        nomad_addr: nomad.nomad_addr.clone(),
+        job: nomad.job.clone(),
     };
     Ctx::new(cfg, &targets, timeout).map_err(|e| (EXIT_USAGE, e.to_string()))
 }
@@ -44,8 +46,12 @@ fn fail(code: u8, msg: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The read-only commands wait for no change: each of their calls has its own bound, and this
+/// only fills the context.
+const READ_ONLY_TIMEOUT: &str = "60s";
+
 pub fn status(a: OpsArgs) -> ExitCode {
-    let ctx = match context(&a) {
+    let ctx = match context(&a, &NomadArgs::default(), READ_ONLY_TIMEOUT) {
         Ok(c) => c,
         Err((code, m)) => return fail(code, &m),
     };
@@ -55,7 +61,7 @@ pub fn status(a: OpsArgs) -> ExitCode {
     } else {
         print!("{}", ops::status::render(&r));
     }
-    if r.proxy_error.is_some() || !r.disagreements.is_empty() {
+    if !r.healthy() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -68,7 +74,7 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "from": s.from, "to": s.to, "elapsed_ms": s.elapsed.as_millis() as u64, "how": s.how, "hsms": s.hsms})
+                    serde_json::json!({"ok": true, "from": s.from, "to": s.to, "elapsed_ms": s.elapsed.as_millis() as u64, "how": s.how, "hsms": s.hsms, "notes": s.notes})
                 );
             } else {
                 println!(
@@ -83,40 +89,52 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
                     println!("{what}: {h}");
                 }
             }
+            for n in &s.notes {
+                eprintln!("zerodown: {what}: note: {n}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
+            let nothing = matches!(e, OpsError::NothingToDo { .. });
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
+                    serde_json::json!({"ok": false, "nothing_to_do": nothing, "error": e.to_string()})
                 );
             }
-            fail(1, &format!("{what} refused or failed: {e}"))
+            if nothing {
+                fail(EXIT_NOTHING_TO_DO, &format!("{what}: nothing to do: {e}"))
+            } else {
+                fail(1, &format!("{what} refused or failed: {e}"))
+            }
         }
     }
 }
 
-pub fn switch(a: OpsArgs, force: bool) -> ExitCode {
-    let ctx = match context(&a) {
+fn change_context(c: &ChangeArgs) -> Result<Ctx, (u8, String)> {
+    context(&c.ops, &c.nomad, &c.timeout)
+}
+
+pub fn switch(c: ChangeArgs, force: bool) -> ExitCode {
+    let ctx = match change_context(&c) {
         Ok(c) => c,
         Err((code, m)) => return fail(code, &m),
     };
     let r = runtime().block_on(ops::switch::switch(&ctx, force, None));
-    report_switch(&a, "switch", r)
+    report_switch(&c.ops, "switch", r)
 }
 
-pub fn rollback(a: OpsArgs, force: bool) -> ExitCode {
-    let ctx = match context(&a) {
+pub fn rollback(c: ChangeArgs, force: bool) -> ExitCode {
+    let ctx = match change_context(&c) {
         Ok(c) => c,
         Err((code, m)) => return fail(code, &m),
     };
     let r = runtime().block_on(ops::switch::rollback(&ctx, force));
-    report_switch(&a, "rollback", r)
+    report_switch(&c.ops, "rollback", r)
 }
 
-pub fn diagnose(a: OpsArgs) -> ExitCode {
-    let ctx = match context(&a) {
+pub fn diagnose(a: OpsArgs, nomad: NomadArgs) -> ExitCode {
+    let ctx = match context(&a, &nomad, READ_ONLY_TIMEOUT) {
         Ok(c) => c,
         Err((code, m)) => {
             println!("✗ config: {m}\n  fix: zerodown check-config FILE");
@@ -139,8 +157,9 @@ pub fn diagnose(a: OpsArgs) -> ExitCode {
     }
 }
 
-pub fn deploy(a: OpsArgs, version: String, image: String) -> ExitCode {
-    let ctx = match context(&a) {
+pub fn deploy(c: ChangeArgs, version: String, image: String) -> ExitCode {
+    let a = &c.ops;
+    let ctx = match change_context(&c) {
         Ok(c) => c,
         Err((code, m)) => return fail(code, &m),
     };

@@ -13,6 +13,7 @@ use super::endpoint::Endpoint;
 use super::gate::{decide, unix_ms, Current, Hold, Verdict};
 use super::instance::{Instance, SourceInfo};
 use super::snapshot::{Member, Pool, Snapshot};
+use crate::telemetry::json;
 use crate::telemetry::metrics::{Lv, Metrics};
 
 /// A source's whole view, split into pools (a reset, never a diff).
@@ -335,24 +336,29 @@ fn build(
     }
 }
 
+/// A pool's changes in a swap's log line: `{"added": ["id@addr", …], "removed": […]}`.
+fn changes(d: &PoolDiff) -> impl tracing::Value + '_ {
+    json(serde_json::json!({ "added": d.added, "removed": d.removed }))
+}
+
 fn log_swap(record: &SwapRecord, source: &SourceInfo) {
     tracing::info!(
         target: "zerodown::swap",
         generation = record.generation,
         kind = record.kind,
         reason = %record.reason,
-        active_old = ?record.active.old_version,
-        active_new = ?record.active.new_version,
+        active_old = record.active.old_version.as_deref(),
+        active_new = record.active.new_version.as_deref(),
         active_added = record.active.added_count,
         active_removed = record.active.removed_count,
-        active_changes = ?(&record.active.added, &record.active.removed),
-        standby_old = ?record.standby.old_version,
-        standby_new = ?record.standby.new_version,
+        active_changes = changes(&record.active),
+        standby_old = record.standby.old_version.as_deref(),
+        standby_new = record.standby.new_version.as_deref(),
         standby_added = record.standby.added_count,
         standby_removed = record.standby.removed_count,
-        standby_changes = ?(&record.standby.added, &record.standby.removed),
+        standby_changes = changes(&record.standby),
         source = source.kind,
-        index = ?source.index,
+        index = source.index,
         "pool swap"
     );
 }
@@ -444,7 +450,7 @@ fn log_hold(last: &mut Option<Instant>, pool: &str, old: Option<&Hold>, new: Opt
             target: "zerodown::gate",
             pool,
             serving = %serving,
-            waiting = ?waiting,
+            waiting = json(waiting),
             "several versions among candidates: only the serving version routes until none of it is left"
         ),
     }

@@ -226,7 +226,7 @@ impl Session<'_> {
             max_queued: self.h.cfg.max_queued,
         };
         let tx = backend::spawn(dial, self.events.clone());
-        tracing::info!(target: "zerodown::hsms", backend = bid, instance = %instance.id, version = %instance.version, from = ?self.serving, "selecting a backend");
+        tracing::info!(target: "zerodown::hsms", backend = bid, instance = %instance.id, version = %instance.version, from = self.serving.as_deref(), "selecting a backend");
         self.links.insert(bid, Link { tx, instance });
         self.relay.begin_switch(bid, now);
     }
@@ -284,7 +284,7 @@ impl Session<'_> {
                     .hsms_switches
                     .get_or_create(&[("outcome", Lv::S("rolled_back"))])
                     .inc();
-                tracing::warn!(target: "zerodown::hsms", kept = ?kept, abandoned, to_version = ?version, reason = ?reason, "session switch rolled back: the session stays where it was");
+                tracing::warn!(target: "zerodown::hsms", kept, abandoned, to_version = version.as_deref(), reason = ?reason, "session switch rolled back: the session stays where it was");
                 let mut v = lock(&self.view);
                 v.rollbacks += 1;
                 v.last_switch = Some(SwitchView {
@@ -315,7 +315,7 @@ impl Session<'_> {
             m.hsms_switch_duration
                 .get_or_create(&[("outcome", Lv::S("done"))])
                 .observe(took.as_secs_f64());
-            tracing::info!(target: "zerodown::hsms", from_version = ?previous, to_version = %instance.version, instance = %instance.id, took_ms = took.as_millis() as u64, "session switched");
+            tracing::info!(target: "zerodown::hsms", from_version = previous.as_deref(), to_version = %instance.version, instance = %instance.id, took_ms = took.as_millis() as u64, "session switched");
             let mut v = lock(&self.view);
             v.switches += 1;
             v.last_switch = Some(SwitchView {

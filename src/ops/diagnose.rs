@@ -43,7 +43,10 @@ pub async fn run(ctx: &Ctx) -> Vec<Check> {
     };
     if !entries.is_empty() {
         out.push(tags_and_versions(ctx, &entries));
-        out.push(health_checks(&entries));
+        // The file source has no health checks to report on: the probes below stand in.
+        if !matches!(ctx.mode, Mode::File(_)) {
+            out.push(health_checks(&entries));
+        }
         out.push(instances_answer(&entries).await);
     }
     out.extend(proxy_and_pools(ctx, &entries).await);
@@ -60,7 +63,11 @@ fn upstreams_file(path: &Path, out: &mut Vec<Check>) -> Vec<Entry> {
             out.push(check(
                 "upstreams file",
                 true,
-                format!("{} lists {} instance(s)", path.display(), list.len()),
+                format!(
+                    "{} lists {} instance(s); the file source has no health checks (the probe of each instance below stands in)",
+                    path.display(),
+                    list.len()
+                ),
                 None,
             ));
             list.into_iter()

@@ -45,10 +45,7 @@ pub enum OpsError {
     /// Consul's health answer is not the JSON it documents.
     #[error("Consul's answer is not JSON: {0}")]
     ConsulAnswer(serde_json::Error),
-    /// Consul's KV answer cannot be used for a check-and-set.
-    #[error("Consul KV answer: {0}")]
-    KvAnswer(serde_json::Error),
-    #[error("Consul KV answer has no ModifyIndex")]
+    #[error("Consul's KV answer has no X-Consul-Index")]
     KvNoIndex,
     /// A Nomad call failed or was refused.
     #[error(transparent)]
@@ -70,11 +67,23 @@ pub enum OpsError {
         path: PathBuf,
         error: toml::de::Error,
     },
-    #[error("{0}")]
-    TomlWrite(#[from] toml::ser::Error),
     /// The command refused to act; nothing was changed.
     #[error("{reason}")]
     Refused { reason: String },
+    /// There is nothing to do: what the command would bring about is already so. Nothing was
+    /// changed.
+    #[error("{reason}")]
+    NothingToDo { reason: String },
+    /// The record of the last switch cannot be read.
+    #[error("the record of the last switch ({at}) cannot be read: {error} (remove it, and rollback falls back on the proxy's swap history)")]
+    Record { at: String, error: String },
+    /// The change was made but the proxy did not follow: `outcome` says what was restored, or
+    /// what was left and how to undo it.
+    #[error("{cause}; {outcome}")]
+    NotApplied {
+        cause: Box<OpsError>,
+        outcome: String,
+    },
     /// The change was made, but the proxy did not report it in time.
     #[error("the proxy did not report {what} within {timeout:?} (last seen: {last})")]
     NotConverged {

@@ -22,15 +22,47 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The first `n` characters of the body on one line, for tables.
+    /// The body on one line in at most `n` characters, for tables. A longer body keeps its
+    /// beginning and its end (where e.g. `(version v2)` is), joined by `…`.
     pub fn excerpt(&self, n: usize) -> String {
         let t = self.text();
-        let one_line: String = t
+        let one_line: Vec<char> = t
             .trim()
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        one_line.chars().take(n).collect()
+        if one_line.len() <= n {
+            return one_line.into_iter().collect();
+        }
+        let tail = n / 3;
+        let head = n.saturating_sub(tail + 1);
+        let mut out: String = one_line[..head].iter().collect();
+        out.push('…');
+        out.extend(&one_line[one_line.len() - tail..]);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: &str) -> Answer {
+        Answer {
+            status: 200,
+            body: Bytes::from(body.to_string()),
+            latency: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_excerpt_keeps_the_end_where_the_version_is() {
+        let a = answer("Cristiano Ronaldo is the best player in the world! (version v2)\n");
+        let e = a.excerpt(60);
+        assert_eq!(e.chars().count(), 60);
+        assert!(e.ends_with("(version v2)"), "{e}");
+        assert!(e.starts_with("Cristiano Ronaldo"), "{e}");
+        assert_eq!(answer("short\r\nbody").excerpt(60), "short  body");
     }
 }
 

@@ -2,12 +2,15 @@
 //! config the proxy serves with, so the switch follows the source: the upstreams file, the Consul
 //! KV selector, or the tags of the Nomad job. Every refusal says why and changes nothing.
 
+pub mod change;
 pub mod deploy;
 pub mod diagnose;
 mod error;
 pub mod hsms;
 pub mod http;
 pub mod nomad;
+pub mod record;
+pub mod rollback;
 pub mod status;
 pub mod switch;
 
@@ -265,6 +268,24 @@ pub(crate) fn json_text<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// Now, in Unix milliseconds (the unit of `/status` times).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How long ago a Unix-milliseconds time was, as `3m12s ago`.
+pub fn ago(at_ms: u64) -> String {
+    let secs = now_ms().saturating_sub(at_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m{:02}s ago", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m ago", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 /// Probes an instance: `GET /hello` straight to it.
 pub async fn probe(address: &str) -> Result<http::Answer, http::FetchError> {
     http::get(address, "/hello", Duration::from_secs(3)).await
@@ -305,6 +326,14 @@ mod tests {
 
     fn rule() -> VersionRule {
         VersionRule::new("version", r"^v\d+").unwrap()
+    }
+
+    #[test]
+    fn ages_read_in_the_largest_sensible_unit() {
+        let now = now_ms();
+        assert_eq!(ago(now - 5_000), "5s ago");
+        assert_eq!(ago(now - 192_000), "3m12s ago");
+        assert_eq!(ago(now - 7_500_000), "2h05m ago");
     }
 
     #[test]

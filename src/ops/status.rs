@@ -1,6 +1,8 @@
 //! `zerodown status`: what the proxy routes to, side by side with what Consul (or the upstreams
 //! file) holds, with a live probe of every instance and the answers through the proxy.
-//! Disagreements are spelled out with the proxy's reason. `--json` prints the same report.
+//! Disagreements are spelled out with the proxy's reason, and so is every route that fails and
+//! every empty pool: the report is healthy only when none is left. `--json` prints the same
+//! report.
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{http, json_text, probe, Ctx, Entry, Mode};
+use super::{ago, http, probe, Ctx, Entry, Mode};
 use crate::admin::status::{HoldDoc, StatusDoc};
 
 #[derive(Debug, Serialize)]
@@ -64,6 +66,16 @@ pub struct Report {
     pub hello: Probe,
     pub standby: Probe,
     pub disagreements: Vec<String>,
+    /// What does not work: a route through the proxy that answers 5xx or not at all, an empty
+    /// pool.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// The proxy answered, agrees with its source, serves both routes and has both pools.
+    pub fn healthy(&self) -> bool {
+        self.proxy_error.is_none() && self.disagreements.is_empty() && self.problems.is_empty()
+    }
 }
 
 pub async fn report(ctx: &Ctx) -> Report {
@@ -93,6 +105,10 @@ pub async fn report(ctx: &Ctx) -> Report {
     if let Some(doc) = &proxy {
         disagreements.extend(compare(ctx, doc, &instances));
     }
+    let problems = problems(
+        proxy.as_ref(),
+        &[("/hello", &hello), ("/standby", &standby)],
+    );
     Report {
         mode: ctx.mode.name(),
         proxy,
@@ -101,6 +117,58 @@ pub async fn report(ctx: &Ctx) -> Report {
         hello,
         standby,
         disagreements,
+        problems,
+    }
+}
+
+/// Routes through the proxy that answer 5xx or not at all, and pools without an instance.
+fn problems(proxy: Option<&StatusDoc>, routes: &[(&str, &Probe)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, p) in routes {
+        match (p.status, &p.error) {
+            (Some(s), _) if s >= 500 => {
+                out.push(format!("{path} answers {s} through the proxy: {}", p.body))
+            }
+            (None, Some(e)) => out.push(format!("{path} gets no answer through the proxy: {e}")),
+            _ => {}
+        }
+    }
+    for (name, pool) in proxy.map(|d| d.pools.named()).into_iter().flatten() {
+        if pool.instances.is_empty() {
+            let effect = if name == "active" {
+                "/hello has no instance to go to"
+            } else {
+                "there is nothing to switch to"
+            };
+            out.push(format!("the {name} pool is empty: {effect}"));
+        }
+    }
+    out
+}
+
+/// A gate hold in words, with its age.
+fn hold_text(h: &HoldDoc) -> String {
+    let age = |since: u64| {
+        if since == 0 {
+            String::new()
+        } else {
+            format!(", held since {}", ago(since))
+        }
+    };
+    match h {
+        HoldDoc::Empty { since } => format!(
+            "hold: the source lists no instance, the last set keeps serving{}",
+            age(*since)
+        ),
+        HoldDoc::Version {
+            serving,
+            waiting,
+            since,
+        } => format!(
+            "hold: {serving} keeps serving while the source also lists {}{}",
+            waiting.join(", "),
+            age(*since)
+        ),
     }
 }
 
@@ -208,7 +276,7 @@ pub fn render_with(r: &Report, colour: bool) -> String {
             let none = StatusDoc::default();
             for (pool, v) in r.proxy.as_ref().unwrap_or(&none).pools.named() {
                 let hold = match &v.hold {
-                    Some(h) => p.c("33", &format!("  hold: {} {}", h.kind(), json_text(h))),
+                    Some(h) => p.c("33", &format!("  {}", hold_text(h))),
                     None => String::new(),
                 };
                 out.push_str(&format!(
@@ -266,13 +334,21 @@ pub fn render_with(r: &Report, colour: bool) -> String {
         };
         out.push_str(&format!("  {path:<9} {}\n", ok(pr.ok(), &line)));
     }
-    if r.disagreements.is_empty() {
-        out.push_str(&format!("\n{}\n", p.c("32", "proxy and source agree")));
-    } else {
-        out.push('\n');
-        for d in &r.disagreements {
-            out.push_str(&format!("{} {d}\n", p.c("31;1", "DISAGREE")));
-        }
+    out.push('\n');
+    if r.healthy() {
+        out.push_str(&format!(
+            "{}\n",
+            p.c(
+                "32",
+                "proxy and source agree; both pools serve and both routes answer"
+            )
+        ));
+    }
+    for d in &r.disagreements {
+        out.push_str(&format!("{} {d}\n", p.c("31;1", "DISAGREE")));
+    }
+    for d in &r.problems {
+        out.push_str(&format!("{} {d}\n", p.c("31;1", "PROBLEM")));
     }
     out
 }
@@ -324,6 +400,7 @@ mod tests {
             disagreements: vec![
                 "active: the source tags active on v2 but the proxy serves v1".into(),
             ],
+            problems: vec!["/standby answers 502 through the proxy: bad gateway".into()],
         }
     }
 
@@ -331,13 +408,14 @@ mod tests {
     fn colour_marks_what_is_fine_and_what_is_not() {
         let t = render_with(&report(), true);
         for painted in [
-            "\x1b[32m200 1.5ms\x1b[0m",  // a's probe: fine
-            "\x1b[32mpassing\x1b[0m",    // a's health
-            "\x1b[31mdown\x1b[0m",       // b's probe
-            "\x1b[31mcritical\x1b[0m",   // b's health
-            "\x1b[31m502 1.5ms",         // /standby through the proxy
-            "\x1b[31;1mDISAGREE\x1b[0m", // the disagreement
-            "\x1b[33m  hold: version",   // the gate hold
+            "\x1b[32m200 1.5ms\x1b[0m",         // a's probe: fine
+            "\x1b[32mpassing\x1b[0m",           // a's health
+            "\x1b[31mdown\x1b[0m",              // b's probe
+            "\x1b[31mcritical\x1b[0m",          // b's health
+            "\x1b[31m502 1.5ms",                // /standby through the proxy
+            "\x1b[31;1mDISAGREE\x1b[0m",        // the disagreement
+            "\x1b[33m  hold: v1 keeps serving", // the gate hold
+            "\x1b[31;1mPROBLEM\x1b[0m /standby answers 502",
         ] {
             assert!(t.contains(painted), "missing {painted:?} in:\n{t}");
         }
@@ -352,5 +430,73 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("down") && t.contains("critical"), "{t}");
+        assert!(!t.contains("agree;"), "{t}");
+    }
+
+    fn doc(active: usize, standby: usize) -> StatusDoc {
+        let pool = |n: usize| serde_json::json!({"version": "v1", "instances": vec![serde_json::json!({}); n]});
+        serde_json::from_value(
+            serde_json::json!({"pools": {"active": pool(active), "standby": pool(standby)}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failing_route_or_an_empty_pool_is_a_problem() {
+        let ok = probe(Some(200), None);
+        let routes = |hello: &Probe| -> Vec<String> {
+            problems(Some(&doc(1, 1)), &[("/hello", hello), ("/standby", &ok)])
+        };
+        assert!(routes(&ok).is_empty());
+        assert!(
+            routes(&probe(Some(404), None)).is_empty(),
+            "a 4xx is the app's answer"
+        );
+        let p = routes(&probe(Some(503), None));
+        assert!(
+            p.len() == 1 && p[0].starts_with("/hello answers 503"),
+            "{p:?}"
+        );
+        let p = routes(&probe(None, Some("connection refused")));
+        assert!(
+            p[0].contains("no answer") && p[0].contains("refused"),
+            "{p:?}"
+        );
+        let p = problems(Some(&doc(0, 1)), &[]);
+        assert_eq!(
+            p,
+            ["the active pool is empty: /hello has no instance to go to"]
+        );
+        let p = problems(Some(&doc(1, 0)), &[]);
+        assert_eq!(
+            p,
+            ["the standby pool is empty: there is nothing to switch to"]
+        );
+    }
+
+    #[test]
+    fn a_healthy_report_says_so_and_only_then() {
+        let mut r = report();
+        r.disagreements.clear();
+        r.problems.clear();
+        assert!(r.healthy());
+        assert!(render_with(&r, false).contains("proxy and source agree"));
+        r.problems.push("the standby pool is empty".into());
+        assert!(!r.healthy());
+        assert!(!render_with(&r, false).contains("proxy and source agree"));
+    }
+
+    #[test]
+    fn a_hold_shows_its_age() {
+        let since = super::super::now_ms() - 125_000;
+        let t = hold_text(&HoldDoc::Version {
+            serving: "v1".into(),
+            waiting: vec!["v2".into()],
+            since,
+        });
+        assert_eq!(
+            t,
+            "hold: v1 keeps serving while the source also lists v2, held since 2m05s ago"
+        );
     }
 }

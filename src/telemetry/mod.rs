@@ -1,7 +1,11 @@
 //! Logging: JSON lines (default) or text on stdout, filtered by `RUST_LOG` or the config's level.
 //! The access log has its own target, `zerodown::access`, so it can be filtered or routed apart.
+//! In JSON every field is a value of its own type ([`json`]).
 
+pub mod json;
 pub mod metrics;
+
+pub use self::json::json;
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,10 +22,10 @@ pub fn init(log: &LogConfig) {
         .with_writer(std::io::stdout);
     let _ = match log.format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+            .fmt_fields(json::JsonSpanFields)
+            .event_format(json::JsonLines)
+            .try_init()
+            .map(|()| json::mark_json_values()),
         LogFormat::Text => builder
             .with_target(true)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))

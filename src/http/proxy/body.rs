@@ -85,13 +85,13 @@ impl Drop for Outcome {
             status = self.status.as_u16(),
             route = self.route.as_str(),
             pool = self.pool,
-            upstream = upstream.map_or("", |i| i.address.as_str()),
-            version = upstream.map_or("", |i| i.version.as_str()),
+            upstream = upstream.map(|i| i.address.as_str()),
+            version = upstream.map(|i| i.version.as_str()),
             duration_us = elapsed.as_micros() as u64,
             bytes = self.bytes,
             completed = self.completed,
             peer = %log.peer,
-            request_id = self.request_id.to_str().unwrap_or(""),
+            request_id = self.request_id.to_str().ok(),
         );
     }
 }

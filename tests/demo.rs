@@ -1,0 +1,93 @@
+//! `zerodown demo` as a user runs it: the banner names commands that work as printed (the path
+//! the binary was started by, not a `zerodown` that may not be on PATH), and `--quiet` keeps the
+//! access log out of stdout.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_names_runnable_commands_and_quiet_drops_the_access_log() {
+    let exe = env!("CARGO_BIN_EXE_zerodown");
+    let mut child = Command::new(exe)
+        .args(["demo", "--quiet", "--no-hsms"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, banner) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Stop with Ctrl-C") {
+                let _ = tx.send(text.clone());
+            }
+        }
+    });
+    let mut out = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let banner = tokio::task::spawn_blocking(move || banner.recv_timeout(DEADLINE))
+        .await
+        .unwrap()
+        .expect("no banner");
+    assert!(
+        banner.contains(&format!("{exe} status -c ")),
+        "the banner's commands name this binary: {banner}"
+    );
+    let port: u16 = banner
+        .split("curl localhost:")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the banner");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/hello").await.0, 200);
+    }
+    // The operator command exactly as the banner prints it.
+    let status_cmd = banner
+        .lines()
+        .find(|l| l.contains(" status -c "))
+        .and_then(|l| l.split("->").next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let words: Vec<String> = status_cmd.split_whitespace().map(str::to_string).collect();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(&words[0]).args(&words[1..]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{status_cmd}: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    let stdout = stdout.join().unwrap();
+    assert!(stdout.contains("zerodown started"), "{stdout}");
+    assert!(
+        !stdout.contains("zerodown::access"),
+        "--quiet still logs requests:\n{stdout}"
+    );
+}

@@ -1,0 +1,127 @@
+//! The operator commands through the real binary: exit codes a script can rely on (status 1 on a
+//! failing route or an empty pool, rollback 3 when there is nothing to do) and help texts that
+//! list only the flags a command reads.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs the binary with `args`, off the runtime that serves the proxy.
+async fn zerodown(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_zerodown"))
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The config the operator commands read: the daemon's addresses and its upstreams file.
+fn ops_config(d: &TestDaemon) -> String {
+    let path = d.dir.path().join("zerodown.toml");
+    let text = format!(
+        "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[source]\nkind = \"file\"\npath = \"{}\"\npoll_interval = \"20ms\"\n",
+        d.daemon.public_addr,
+        d.daemon.admin_addr.unwrap(),
+        d.upstreams.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_follow_what_the_commands_found() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
+    let cfg = ops_config(&d);
+
+    // No standby pool: /standby answers 503 and there is nothing to switch to.
+    let (code, out, _) = zerodown(&["status", "-c", &cfg]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PROBLEM the standby pool is empty")
+            && out.contains("PROBLEM /standby answers 503")
+            && !out.contains("agree"),
+        "{out}"
+    );
+
+    write_upstreams(
+        &d.upstreams,
+        &[
+            ("a", v1.to_string(), "v1", "active"),
+            ("b", v2.to_string(), "v2", "standby"),
+        ],
+    );
+    eventually("standby loaded", || async {
+        !d.daemon.publisher.load_full().standby.is_empty()
+    })
+    .await;
+    let (code, out, _) = zerodown(&["status", "-c", &cfg]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("proxy and source agree"), "{out}");
+    assert!(
+        out.contains("(version v2)"),
+        "the table shows the version each instance answers: {out}"
+    );
+
+    let (code, out, err) = zerodown(&["switch", "-c", &cfg, "--timeout", "10s"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("switch: v1 -> v2"), "{out}");
+    let (code, out, err) = zerodown(&["rollback", "-c", &cfg, "--timeout", "10s"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("rollback: v2 -> v1"), "{out}");
+    let (code, out, err) = zerodown(&["rollback", "-c", &cfg, "--json"]).await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("rollback: nothing to do: v1 already serves"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["nothing_to_do"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(
+        get(d.daemon.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+}
+
+#[tokio::test]
+async fn each_help_lists_only_the_flags_its_command_reads() {
+    let help = |cmd: &'static str| async move { zerodown(&[cmd, "--help"]).await.1 };
+    let status = help("status").await;
+    for flag in ["--timeout", "--nomad-addr", "--job", "--force"] {
+        assert!(
+            !status.contains(flag),
+            "status --help lists {flag}:\n{status}"
+        );
+    }
+    assert!(
+        status.contains("--admin") && status.contains("--json"),
+        "{status}"
+    );
+    let diagnose = help("diagnose").await;
+    assert!(
+        diagnose.contains("--nomad-addr") && !diagnose.contains("--timeout"),
+        "{diagnose}"
+    );
+    for cmd in ["switch", "rollback", "deploy"] {
+        let h = help(cmd).await;
+        assert!(
+            h.contains("--timeout") && h.contains("--nomad-addr"),
+            "{cmd}:\n{h}"
+        );
+    }
+}
