@@ -112,14 +112,7 @@ impl Daemon {
         let tls_addr = l.tls.as_ref().map(addr).transpose()?;
         let admin_addr = l.admin.as_ref().map(addr).transpose()?;
         let hsms_addr = l.hsms.as_ref().map(addr).transpose()?;
-        if let (Some(h), None) = (&cfg.hsms, &l.hsms) {
-            return Err(SetupError::HsmsNotListening(h.listen.to_string()));
-        }
-        let tls = match (&cfg.tls, &l.tls) {
-            (Some(t), Some(_)) => Some(Arc::new(ArcSwap::from_pointee(tls::acceptor(t)?))),
-            (Some(t), None) => return Err(SetupError::TlsNotListening(t.listen.to_string())),
-            (None, _) => None,
-        };
+        let tls = tls_for(&cfg, &l)?;
         let source = discovery::from_config(&cfg.source, &cfg.pools)?;
         let admin_token = cfg.server.admin_token()?;
         let listen_inode = crate::upgrade::fds::inode(&l.public);
@@ -134,12 +127,7 @@ impl Daemon {
             cfg.pools.single_version,
             Arc::clone(&metrics),
         ));
-        let reports = Reports {
-            publisher: Arc::clone(&publisher),
-            status: Arc::clone(&status),
-            metrics: Arc::clone(&metrics),
-        };
-        let source = tokio::spawn(source.run(reports));
+        let source = spawn_source(source, &publisher, &status, &metrics);
         let proxy = Arc::new(Proxy::new(
             Arc::clone(&publisher),
             Arc::clone(&metrics),
@@ -173,12 +161,10 @@ impl Daemon {
                     Arc::clone(&publisher),
                     Arc::clone(&metrics),
                 ));
-                listeners.push(gate.spawn(crate::hsms::serve(
-                    Arc::clone(&front),
-                    sock,
-                    shutdown_rx.clone(),
-                    cfg.server.drain_timeout,
-                )));
+                let drain = cfg.server.drain_timeout;
+                let serve =
+                    crate::hsms::serve(Arc::clone(&front), sock, shutdown_rx.clone(), drain);
+                listeners.push(gate.spawn(serve));
                 Some(front)
             }
             _ => None,
@@ -277,11 +263,7 @@ impl Daemon {
         if let Some(source) = source {
             let mut task = self.source.lock().unwrap_or_else(|p| p.into_inner());
             task.abort();
-            *task = tokio::spawn(source.run(Reports {
-                publisher: Arc::clone(&self.publisher),
-                status: Arc::clone(&self.status),
-                metrics: Arc::clone(&self.metrics),
-            }));
+            *task = spawn_source(source, &self.publisher, &self.status, &self.metrics);
             tracing::info!(target: "zerodown::server", source = %source_name(&new), "upstream source restarted");
         }
         *cur = new;
@@ -311,6 +293,32 @@ impl Daemon {
     pub fn offer(&self) -> Arc<Offer> {
         Arc::clone(&self.offer)
     }
+}
+
+/// The TLS acceptor the config asks for; a `[tls]` or `[hsms]` section needs its listener.
+fn tls_for(cfg: &Config, l: &Listeners) -> Result<Option<Arc<ArcSwap<TlsAcceptor>>>, SetupError> {
+    if let (Some(h), None) = (&cfg.hsms, &l.hsms) {
+        return Err(SetupError::HsmsNotListening(h.listen.to_string()));
+    }
+    match (&cfg.tls, &l.tls) {
+        (Some(t), Some(_)) => Ok(Some(Arc::new(ArcSwap::from_pointee(tls::acceptor(t)?)))),
+        (Some(t), None) => Err(SetupError::TlsNotListening(t.listen.to_string())),
+        (None, _) => Ok(None),
+    }
+}
+
+/// Runs `source`, reporting to the publisher, the source status and the metrics.
+fn spawn_source(
+    source: Box<dyn discovery::UpstreamSource>,
+    publisher: &Arc<Publisher>,
+    status: &Arc<SourceStatus>,
+    metrics: &Arc<Metrics>,
+) -> JoinHandle<()> {
+    tokio::spawn(source.run(Reports {
+        publisher: Arc::clone(publisher),
+        status: Arc::clone(status),
+        metrics: Arc::clone(metrics),
+    }))
 }
 
 /// Holds a listener back until the first pools are loaded (when `pools` is set).

@@ -293,3 +293,129 @@ async fn an_old_transaction_past_the_drain_bound_rolls_the_session_back_then_it_
         eq.unsolicited
     );
 }
+
+#[tokio::test]
+async fn a_message_that_stops_arriving_is_cut_at_t8() {
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |c| {
+        c.hsms.as_mut().unwrap().t8 = Duration::from_millis(300);
+    })
+    .await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    // The length and half a header, then nothing.
+    eq.send_raw(&[0, 0, 0, 10, 0, 0, 0x81]).await;
+    let began = tokio::time::Instant::now();
+    assert!(
+        eq.recv(WAIT).await.is_none(),
+        "connection should close at T8"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    let m = rig.daemon.metrics.render();
+    assert!(
+        m.contains("zerodown_hsms_events_total{kind=\"t8_expired\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_cap_are_closed_and_the_others_keep_working() {
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |c| {
+        c.hsms.as_mut().unwrap().max_sessions = 2;
+    })
+    .await;
+    let mut a = Equipment::connect(rig.hsms).await;
+    let mut b = Equipment::connect(rig.hsms).await;
+    assert_eq!(a.select().await, codec::SELECT_OK);
+    assert_eq!(b.select().await, codec::SELECT_OK);
+    let mut c = Equipment::connect(rig.hsms).await;
+    assert!(
+        c.recv(WAIT).await.is_none(),
+        "a third session is closed at once"
+    );
+    assert_eq!(a.s1f1(WAIT).await.as_deref(), Some("v1"));
+    assert_eq!(b.s1f1(WAIT).await.as_deref(), Some("v1"));
+    let m = rig.daemon.metrics.render();
+    assert!(m.contains("zerodown_hsms_sessions_refused_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn tcp_mode_relays_and_closes_old_version_connections_after_the_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut rig = Rig::start(two_versions(Duration::ZERO).await, |c| {
+        let h = c.hsms.as_mut().unwrap();
+        h.mode = zerodown::config::HsmsMode::Tcp;
+        h.tcp_drain = Duration::from_millis(300);
+    })
+    .await;
+    // Plain bytes through: an HSMS Select.req to the v1 host, relayed untouched.
+    let mut s = tokio::net::TcpStream::connect(rig.hsms).await.unwrap();
+    let mut b = bytes::BytesMut::new();
+    codec::encode(&codec::select_req(7), &mut b).unwrap();
+    s.write_all(&b).await.unwrap();
+    let mut got = [0u8; 14];
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got[9], 2, "Select.rsp from the host");
+    rig.flip();
+    // After the switch, the old-version connection is closed once tcp_drain has passed.
+    let began = tokio::time::Instant::now();
+    let mut rest = [0u8; 1];
+    let closed = tokio::time::timeout(WAIT, s.read(&mut rest)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(
+        began.elapsed() >= Duration::from_millis(250),
+        "closed before the drain: {:?}",
+        began.elapsed()
+    );
+    // A new connection goes to v2.
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v2"));
+}
+
+#[tokio::test]
+async fn hsms_holds_on_its_version_when_the_new_one_has_no_hsms_instance() {
+    let (http1, http2) = (backend("v1").await, backend("v2").await);
+    let v1_hsms = common::hsms::host("v1", Duration::ZERO).await;
+    let list = vec![
+        ("v1-a", http1, v1_hsms, "v1", "active"),
+        ("v2-a", http2, dead_address(), "v2", "standby"),
+    ];
+    let rig = Rig::start(list, |_| {}).await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    // v2 becomes active, and has no HSMS address.
+    let text = format!(
+        "[[instances]]\nid = \"v1-a\"\naddress = \"{http1}\"\nhsms = \"{v1_hsms}\"\nversion = \"v1\"\ntags = [\"standby\"]\n\n\
+         [[instances]]\nid = \"v2-a\"\naddress = \"{http2}\"\nversion = \"v2\"\ntags = [\"active\"]\n"
+    );
+    let tmp = rig.upstreams.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &rig.upstreams).unwrap();
+    let front = std::sync::Arc::clone(rig.daemon.hsms.as_ref().unwrap());
+    let http = rig.daemon.public_addr;
+    eventually("HTTP on v2", || async {
+        get(http, "/hello").await.1.contains("v2")
+    })
+    .await;
+    eventually("the hold is reported", || async {
+        front
+            .status()
+            .hold
+            .is_some_and(|h| h.contains("v2 has no HSMS instance"))
+    })
+    .await;
+    assert_eq!(
+        eq.s1f1(WAIT).await.as_deref(),
+        Some("v1"),
+        "HSMS stays on v1"
+    );
+    assert_eq!(front.sessions()[0].backend.as_ref().unwrap().version, "v1");
+}

@@ -134,13 +134,13 @@ async fn deploy_switch_rollback_under_load_drop_nothing() {
     standby.until_each_conn("v1", PER_CONN).await;
 
     let t_rollback = Instant::now();
-    let r = ops::switch::rollback(&ctx, false).await.unwrap();
+    let r = ops::rollback::rollback(&ctx, false).await.unwrap();
     assert_eq!((r.from.as_str(), r.to.as_str()), ("v3", "v1"));
     assert!(r.notes.is_empty(), "{:?}", r.notes);
 
     // A retried rollback changes nothing: v3 does not come back.
     let index = f.nomad.job(REFERENCE_SERVICE).unwrap()["JobModifyIndex"].clone();
-    let again = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    let again = ops::rollback::rollback(&ctx, false).await.unwrap_err();
     assert!(
         matches!(again, OpsError::NothingToDo { .. })
             && again.to_string().contains("v1 already serves"),
@@ -490,7 +490,7 @@ async fn rollback_twice_changes_nothing_the_second_time_even_after_a_restart() {
     std::fs::write(&d.upstreams, &hand_kept).unwrap();
     let ctx = file_ctx(&d, Duration::from_secs(10));
 
-    let err = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    let err = ops::rollback::rollback(&ctx, false).await.unwrap_err();
     assert!(
         matches!(err, OpsError::Refused { .. }) && err.to_string().contains("nothing to roll back"),
         "{err}"
@@ -501,7 +501,7 @@ async fn rollback_twice_changes_nothing_the_second_time_even_after_a_restart() {
     assert!(std::fs::read_to_string(&d.upstreams)
         .unwrap()
         .starts_with("# kept by hand: blue is rack 3\n"));
-    let r = ops::switch::rollback(&ctx, false).await.unwrap();
+    let r = ops::rollback::rollback(&ctx, false).await.unwrap();
     assert_eq!((r.from.as_str(), r.to.as_str()), ("v2", "v1"));
     assert_eq!(
         std::fs::read_to_string(&d.upstreams).unwrap(),
@@ -509,7 +509,7 @@ async fn rollback_twice_changes_nothing_the_second_time_even_after_a_restart() {
         "a switch and its rollback leave the file as it was"
     );
 
-    let err = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    let err = ops::rollback::rollback(&ctx, false).await.unwrap_err();
     assert!(
         matches!(err, OpsError::NothingToDo { .. }),
         "the second rollback: {err}"
@@ -534,9 +534,9 @@ async fn rollback_twice_changes_nothing_the_second_time_even_after_a_restart() {
         "a restarted proxy has no version change in its history: {:?}",
         status.swaps
     );
-    let r = ops::switch::rollback(&ctx, false).await.unwrap();
+    let r = ops::rollback::rollback(&ctx, false).await.unwrap();
     assert_eq!((r.from.as_str(), r.to.as_str()), ("v2", "v1"));
-    let err = ops::switch::rollback(&ctx, false).await.unwrap_err();
+    let err = ops::rollback::rollback(&ctx, false).await.unwrap_err();
     assert!(matches!(err, OpsError::NothingToDo { .. }), "{err}");
     assert_eq!(std::fs::read_to_string(&d.upstreams).unwrap(), hand_kept);
 }

@@ -40,39 +40,13 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut file = String::from("# zerodown demo instances. Edit the tags and save: the proxy applies it within a second.\n");
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    for (id, version, tag, message) in instances() {
-        let backend = Backend {
-            version: version.into(),
-            message: message.into(),
-        };
-        let addr = match backends.block_on(demo::spawn_backend(loopback, backend)) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("zerodown: cannot start demo instance {id}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let hsms = if args.no_hsms {
-            String::new()
-        } else {
-            let host = HsmsHost {
-                version: version.into(),
-                delay: std::time::Duration::ZERO,
-            };
-            match backends.block_on(demo::hsms::spawn(loopback, host)) {
-                Ok(a) => format!("hsms = \"{a}\"\n"),
-                Err(e) => {
-                    eprintln!("zerodown: cannot start demo HSMS host {id}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        };
-        file.push_str(&format!(
-            "\n[[instances]]\nid = \"{id}\"\naddress = \"{addr}\"\n{hsms}version = \"{version}\"\ntags = [\"{tag}\"]\n"
-        ));
-    }
+    let file = match start_instances(&backends, !args.no_hsms) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("zerodown: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !args.no_hsms {
         cfg.hsms = Some(HsmsConfig::new(args.hsms_listen));
     }
@@ -150,6 +124,38 @@ fn invoked_as() -> String {
     } else {
         argv0
     }
+}
+
+/// Starts the demo instances (and their HSMS hosts) on `rt`; returns the upstreams file naming
+/// them.
+fn start_instances(rt: &tokio::runtime::Runtime, hsms: bool) -> Result<String, String> {
+    let mut file = String::from("# zerodown demo instances. Edit the tags and save: the proxy applies it within a second.\n");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    for (id, version, tag, message) in instances() {
+        let backend = Backend {
+            version: version.into(),
+            message: message.into(),
+        };
+        let addr = rt
+            .block_on(demo::spawn_backend(loopback, backend))
+            .map_err(|e| format!("cannot start demo instance {id}: {e}"))?;
+        let hsms = if hsms {
+            let host = HsmsHost {
+                version: version.into(),
+                delay: std::time::Duration::ZERO,
+            };
+            let a = rt
+                .block_on(demo::hsms::spawn(loopback, host))
+                .map_err(|e| format!("cannot start demo HSMS host {id}: {e}"))?;
+            format!("hsms = \"{a}\"\n")
+        } else {
+            String::new()
+        };
+        file.push_str(&format!(
+            "\n[[instances]]\nid = \"{id}\"\naddress = \"{addr}\"\n{hsms}version = \"{version}\"\ntags = [\"{tag}\"]\n"
+        ));
+    }
+    Ok(file)
 }
 
 pub fn run_backend(listen: SocketAddr, version: String, message: String) -> ExitCode {

@@ -129,7 +129,7 @@ pub fn rollback(c: ChangeArgs, force: bool) -> ExitCode {
         Ok(c) => c,
         Err((code, m)) => return fail(code, &m),
     };
-    let r = runtime().block_on(ops::switch::rollback(&ctx, force));
+    let r = runtime().block_on(ops::rollback::rollback(&ctx, force));
     report_switch(&c.ops, "rollback", r)
 }
 

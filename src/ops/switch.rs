@@ -218,5 +218,3 @@ fn versions(
     }
     Ok((from, to))
 }
-
-pub use super::rollback::rollback;
