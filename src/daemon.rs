@@ -70,15 +70,7 @@ impl Daemon {
         public: TcpListener,
         admin: Option<TcpListener>,
     ) -> Result<Daemon, SetupError> {
-        Daemon::run(
-            cfg,
-            Listeners {
-                public,
-                admin,
-                tls: None,
-                hsms: None,
-            },
-        )
+        Daemon::start_with_tls(cfg, public, admin, None)
     }
 
     /// As [`Daemon::start`], plus the HTTPS listener `cfg.tls` asks for.

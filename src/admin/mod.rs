@@ -283,13 +283,7 @@ mod tests {
     use crate::core::{Candidates, Instance, SourceInfo};
 
     fn inst(id: &str, version: &str) -> Instance {
-        Instance {
-            id: id.into(),
-            address: format!("127.0.0.1:{}", 9000 + id.len()),
-            version: version.into(),
-            tags: vec![],
-            hsms: None,
-        }
+        Instance::for_tests(id, version)
     }
 
     #[test]

@@ -231,13 +231,7 @@ mod tests {
     use std::time::Duration;
 
     fn inst(id: &str, version: &str) -> Instance {
-        Instance {
-            id: id.into(),
-            address: format!("127.0.0.1:{}", 9000 + id.len()),
-            version: version.into(),
-            tags: vec![],
-            hsms: None,
-        }
+        Instance::for_tests(id, version)
     }
 
     fn cur(list: &[Instance]) -> Current<'_> {

@@ -17,6 +17,20 @@ pub struct Instance {
     pub hsms: Option<String>,
 }
 
+impl Instance {
+    /// An instance of `version` at a loopback address derived from `id`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: &str, version: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            address: format!("127.0.0.1:{}", 9000 + id.len()),
+            version: version.into(),
+            tags: vec![],
+            hsms: None,
+        }
+    }
+}
+
 impl VersionLabel for Instance {
     fn version_label(&self) -> &str {
         &self.version
