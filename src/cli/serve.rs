@@ -101,6 +101,9 @@ pub fn run(args: ServeArgs, upgrade: UpgradeArgs) -> ExitCode {
     run_with(cfg, move || effective_config(&args), |_| {}, start)
 }
 
+/// How long start-up waits for the first pools before it reports itself running anyway.
+const FIRST_POOLS_WAIT: Duration = Duration::from_secs(5);
+
 /// Where a daemon's listening sockets come from.
 pub enum Start {
     /// Bound from the config (or taken from systemd's `LISTEN_FDS`, matched by address).
@@ -170,6 +173,10 @@ pub fn run_with(
                 return ExitCode::FAILURE;
             }
         }
+        // Up to a few seconds for the first pools, so "running" (the demo's banner, systemd's
+        // READY) means /hello answers; a source that is down only delays it that long.
+        let mut first = daemon.publisher.subscribe();
+        let _ = tokio::time::timeout(FIRST_POOLS_WAIT, first.wait_for(|g| *g >= 1)).await;
         on_started(&daemon);
         upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
         let (handed_tx, mut handed_over) = watch::channel(false);
