@@ -16,14 +16,14 @@ use serde_json::Value;
 use zerodown::hsms::SessionView;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/secsgem/equipment.py");
-const SESSIONS: usize = 4;
+const SESSIONS: usize = 20;
 /// Flips of the active version; windows alternate v2, v1, v2, ...
-const FLIPS: usize = 5;
+const FLIPS: usize = 20;
 /// Time between flips, and the steady state before the first one.
-const WINDOW: Duration = Duration::from_millis(1500);
+const WINDOW: Duration = Duration::from_millis(1000);
 /// How long secsgem keeps sending S1F1 once every session is selected: the steady state, the
 /// flips, and a last window, with slack for a slow machine.
-const LOAD_SECONDS: f64 = 11.0;
+const LOAD_SECONDS: f64 = 25.0;
 /// secsgem's T3: a lost reply shows up this quickly as a timeout.
 const T3_SECONDS: f64 = 5.0;
 /// Bound on every session reaching the new version after a flip.
