@@ -128,6 +128,12 @@ sleep_until() {
 ms_of() { python3 -c "import sys; print(int(round(float(sys.argv[1]) * 1000)))" "$1"; }
 # cpu_ticks PID: utime + stime of PID in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# children_cpu: CPU seconds (user + system) of this shell's waited-for children so far (k6 among
+# them). `times` must run in this shell, not in a $(...) subshell.
+children_cpu() {
+    times >"$DIR/times"
+    tail -1 "$DIR/times" | awk '{s=0; for (i=1;i<=2;i++) {split($i, a, /[ms]/); s+=a[1]*60+a[2]} printf "%.2f", s}'
+}
 # busy_ticks: "busy total" jiffies of the whole machine.
 busy_ticks() { awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
 
@@ -172,6 +178,7 @@ if [ "$PHASED" = 1 ]; then
         --out "json=$DIR/samples.json.gz")
 fi
 Z0=$(cpu_ticks "$ZPID")
+children_cpu >"$DIR/c0"
 read -r B0 A0 < <(busy_ticks)
 K6_NO_USAGE_REPORT=true timeout --kill-after=10 "$((DURATION + 90))" \
     "$K6" "${K6_ARGS[@]}" "$HERE/$SCRIPT" >"$DIR/k6.txt" 2>&1 &
@@ -207,6 +214,7 @@ wait "$KPID" || K6_RC=$?
 KPID=""
 WALL=$(( $(now_ms) - LAUNCH ))
 Z1=$(cpu_ticks "$ZPID")
+children_cpu >"$DIR/c1"
 read -r B1 A1 < <(busy_ticks)
 if [ "$PHASED" = 1 ]; then
     python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
@@ -221,10 +229,10 @@ grep -v 'level=warning' "$DIR/k6.txt" || true
 # --- the report ---
 TCK=$(getconf CLK_TCK)
 python3 - "$DIR" "$SCENARIO" "$RATE" "$DURATION" "$BUILD" "$K6_RC" "$OPS_RC" "$MIX" \
-    "$(( Z1 - Z0 ))" "$(( B1 - B0 ))" "$(( A1 - A0 ))" "$WALL" "$TCK" "$(nproc)" "${T1:-0}" "${T2:-0}" <<'PY'
+    "$(( Z1 - Z0 ))" "$(( B1 - B0 ))" "$(( A1 - A0 ))" "$WALL" "$TCK" "$(nproc)" "${T1:-0}" "${T2:-0}" "$(cat "$DIR/c0")" "$(cat "$DIR/c1")" <<'PY'
 import calendar, gzip, json, os, sys, time
 (d, scenario, rate, duration, build, k6_rc, ops_rc, mix,
- zt, busy, total, wall_ms, tck, ncpu, t1, t2) = sys.argv[1:]
+ zt, busy, total, wall_ms, tck, ncpu, t1, t2, c0, c1) = sys.argv[1:]
 m = {}
 try:
     m = json.load(open(os.path.join(d, "summary.json")))["metrics"]
@@ -284,7 +292,9 @@ if "window_requests" in m or "mixed_version_responses" in m:
         print(f"swap       {a.get('old_version')} -> {a.get('new_version')} (generation {s['generation']}{after}): "
               f"{inflight} requests in flight across it")
 zt, busy, total, wall, tck, ncpu = int(zt), int(busy), int(total), int(wall_ms) / 1000, int(tck), int(ncpu)
-print(f"CPU        zerodown (proxy + demo backends) {zt / tck / wall:.2f} cores; "
+k6cpu = float(c1) - float(c0)
+print(f"CPU        zerodown (proxy + demo backends) {zt / tck / wall:.2f} cores, "
+      f"k6 (+ the driver's commands) {k6cpu / wall:.2f} cores; "
       f"machine {100 * busy / max(total, 1):.0f} % busy of {ncpu} cores over {wall:.1f} s")
 print(f"k6 exit    {k6_rc}" + (" (a threshold failed)" if k6_rc == "99" else "") +
       (f"; switch/rollback commands exit {ops_rc}" if ops_rc != "0" else ""))
