@@ -83,6 +83,7 @@ DURATION=${DURATION%s}
 # --- the binaries ---
 if [ -z "$ZD" ]; then
     TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
     if [ "$DEBUG" = 1 ]; then
         echo "run.sh: cargo build (debug)" >&2
         (cd "$ROOT" && cargo build --locked --bin zerodown) >&2
