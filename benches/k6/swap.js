@@ -11,18 +11,12 @@
 //   (then, e.g. 20 s in: edit config/upstreams.toml to swap the tags, or run your deploy)
 //
 // Env as in hello.js, plus OLD_VERSION (default: the version /hello answers in setup()) and
-// NEW_VERSION (default: any other version).
+// NEW_VERSION (default: any other version). For a switch and then a rollback, with each window
+// checked on its own, use switch-rollback.js (benches/k6/run.sh switch-rollback drives it).
 import http from 'k6/http';
 import { check, fail } from 'k6';
 import { Counter } from 'k6/metrics';
-import { versions } from './hello.js';
-
-const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
-const PATH = __ENV.PATH_ || '/hello';
-const RATE = parseInt(__ENV.RATE || '1000', 10);
-const DURATION = __ENV.DURATION || '60s';
-const VUS = parseInt(__ENV.VUS || String(Math.max(50, Math.ceil(RATE / 10))), 10);
-const MAX_VUS = parseInt(__ENV.MAX_VUS || String(VUS * 4), 10);
+import { arrival, errorThresholds, get, versions, BASE_URL, PATH, SUMMARY_TREND_STATS, TIMEOUT } from './lib.js';
 
 const oldAnswers = new Counter('old_version_responses');
 const newAnswers = new Counter('new_version_responses');
@@ -30,20 +24,10 @@ const mixed = new Counter('mixed_version_responses');
 const unexpected = new Counter('unexpected_version_responses');
 
 export const options = {
-  scenarios: {
-    swap: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: VUS,
-      maxVUs: MAX_VUS,
-    },
-  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+  scenarios: { swap: arrival() },
   thresholds: {
-    http_req_failed: ['rate==0'],
-    checks: ['rate==1'],
-    dropped_iterations: ['count==0'],
+    ...errorThresholds(),
     new_version_responses: ['count>0'],
     mixed_version_responses: ['count==0'],
     unexpected_version_responses: ['count==0'],
@@ -51,7 +35,7 @@ export const options = {
 };
 
 export function setup() {
-  const res = http.get(`${BASE_URL}${PATH}`);
+  const res = http.get(`${BASE_URL}${PATH}`, { timeout: TIMEOUT });
   const v = versions(res.body);
   if (res.status !== 200 || v.length !== 1) {
     fail(`setup: ${BASE_URL}${PATH} answered ${res.status} naming ${v.length} versions`);
@@ -64,7 +48,7 @@ export function setup() {
 let seenNew = null;
 
 export default function (data) {
-  const res = http.get(`${BASE_URL}${PATH}`, { tags: { name: 'hello' } });
+  const res = get(http);
   const v = versions(res.body);
   const one = v.length === 1;
   check(res, {
