@@ -10,6 +10,15 @@ use std::sync::mpsc;
 
 use common::*;
 
+/// Kills the demo if the test fails before it stops it, so no process outlives the test.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_banner_names_runnable_commands_and_quiet_drops_the_access_log() {
     let exe = env!("CARGO_BIN_EXE_zerodown");
@@ -21,6 +30,7 @@ async fn the_banner_names_runnable_commands_and_quiet_drops_the_access_log() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let guard = KillOnDrop(child.id());
     let (tx, banner) = mpsc::channel();
     let err = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -84,6 +94,7 @@ async fn the_banner_names_runnable_commands_and_quiet_drops_the_access_log() {
         .unwrap();
     assert!(killed.success());
     let _ = child.wait();
+    std::mem::forget(guard);
     let stdout = stdout.join().unwrap();
     assert!(stdout.contains("zerodown started"), "{stdout}");
     assert!(
