@@ -179,38 +179,13 @@ pub fn run_with(
         let _ = tokio::time::timeout(FIRST_POOLS_WAIT, first.wait_for(|g| *g >= 1)).await;
         on_started(&daemon);
         upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
-        let (handed_tx, mut handed_over) = watch::channel(false);
+        let (handed_tx, handed_over) = watch::channel(false);
         if let Some(path) = upgrade_socket {
             tokio::spawn(upgrade::serve_control(path, daemon.offer(), handed_tx));
         }
-        let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::user_defined2()),
-        ) else {
-            eprintln!("zerodown: cannot install signal handlers");
+        if let Err(e) = until_stopped(&daemon, &reload_config, handed_over).await {
+            eprintln!("zerodown: {e}");
             return ExitCode::FAILURE;
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    let applied = match reload_config() {
-                        Ok(new) => daemon.reload(new).map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if let Err(e) = applied {
-                        tracing::error!(target: "zerodown::server", error = %e, "config reload rejected: the running config keeps serving");
-                    }
-                }
-                _ = usr2.recv() => spawn_successor(),
-                Ok(()) = handed_over.changed() => {
-                    tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "handed over to the next generation: draining");
-                    break;
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
         }
         tracing::info!(target: "zerodown::server", "shutdown signal received");
         let generation = daemon.generation;
@@ -218,6 +193,43 @@ pub fn run_with(
         tracing::info!(target: "zerodown::server", generation, pid = std::process::id(), "stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Turns signals into reloads (SIGHUP) and successors (SIGUSR2) until SIGTERM/SIGINT or a
+/// successor took over.
+async fn until_stopped(
+    daemon: &Daemon,
+    reload_config: &impl Fn() -> Result<Config, ConfigError>,
+    mut handed_over: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        return Err("cannot install signal handlers".into());
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let applied = match reload_config() {
+                    Ok(new) => daemon.reload(new).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = applied {
+                    tracing::error!(target: "zerodown::server", error = %e, "config reload rejected: the running config keeps serving");
+                }
+            }
+            _ = usr2.recv() => spawn_successor(),
+            Ok(()) = handed_over.changed() => {
+                tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "handed over to the next generation: draining");
+                return Ok(());
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
 }
 
 /// Takes the running process's sockets; any the config names that it did not have are bound.

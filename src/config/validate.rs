@@ -520,7 +520,7 @@ fn file_source(
 
 fn consul_source(
     src: &Source,
-    s: SourceSection,
+    mut s: SourceSection,
     kind_span: Option<std::ops::Range<usize>>,
     base: &Path,
     env: Env,
@@ -530,7 +530,7 @@ fn consul_source(
         "consul",
         &[("path", &s.path), ("poll_interval", &s.poll_interval)],
     )?;
-    let Some(service) = s.service else {
+    let Some(service) = s.service.take() else {
         return Err(src.at(
             kind_span,
             "source.service: missing (kind = \"consul\" needs service = \"hello-service\", or pass --service)",
@@ -547,13 +547,25 @@ fn consul_source(
         ));
     }
     let mut c = ConsulSourceConfig::from_env(name, env).map_err(|e| src.at(None, e))?;
+    consul_query(src, &mut s, &mut c)?;
+    consul_tls(src, &mut s, base, kind_span, &mut c)?;
+    consul_selection(src, s, &mut c)?;
+    Ok(SourceConfig::Consul(c))
+}
+
+/// Where and how the watch queries: address, datacenter, consistency, wait.
+fn consul_query(
+    src: &Source,
+    s: &mut SourceSection,
+    c: &mut ConsulSourceConfig,
+) -> Result<(), ConfigError> {
     let ssl = c.address.https;
-    set(&mut c.address, s.address, |v| {
+    set(&mut c.address, s.address.take(), |v| {
         ConsulAddress::parse(v.get_ref(), ssl)
             .map_err(|e| src.at(Some(v.span()), format!("source.address: {e}")))
     })?;
-    c.datacenter = s.datacenter.map(|v| v.into_inner());
-    set(&mut c.consistency, s.consistency, |v| {
+    c.datacenter = s.datacenter.take().map(|v| v.into_inner());
+    set(&mut c.consistency, s.consistency.take(), |v| {
         match v.get_ref().as_str() {
             "default" => Ok(Consistency::Default),
             "stale" => Ok(Consistency::Stale),
@@ -565,7 +577,7 @@ fn consul_source(
             )),
         }
     })?;
-    set(&mut c.wait, s.wait, |v| {
+    set(&mut c.wait, s.wait.take(), |v| {
         let d = positive(src, v, "source.wait")?;
         if d > Duration::from_secs(600) {
             return Err(src.at(
@@ -574,19 +586,29 @@ fn consul_source(
             ));
         }
         Ok(d)
-    })?;
-    c.token_file = s.token_file.map(|v| base.join(v.get_ref()));
+    })
+}
+
+/// The ACL token file and TLS files, relative to the config's directory.
+fn consul_tls(
+    src: &Source,
+    s: &mut SourceSection,
+    base: &Path,
+    kind_span: Option<std::ops::Range<usize>>,
+    c: &mut ConsulSourceConfig,
+) -> Result<(), ConfigError> {
+    c.token_file = s.token_file.take().map(|v| base.join(v.get_ref()));
     let path = |v: Opt<String>| v.map(|v| base.join(v.get_ref()));
     if s.ca_file.is_some() {
-        c.tls.ca_file = path(s.ca_file);
+        c.tls.ca_file = path(s.ca_file.take());
     }
     if s.client_cert.is_some() {
-        c.tls.client_cert = path(s.client_cert);
+        c.tls.client_cert = path(s.client_cert.take());
     }
     if s.client_key.is_some() {
-        c.tls.client_key = path(s.client_key);
+        c.tls.client_key = path(s.client_key.take());
     }
-    if let Some(v) = s.tls_server_name {
+    if let Some(v) = s.tls_server_name.take() {
         c.tls.server_name = Some(v.into_inner());
     }
     if c.tls.client_cert.is_some() != c.tls.client_key.is_some() {
@@ -595,6 +617,15 @@ fn consul_source(
             "source.client_cert and source.client_key (or CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY) must be set together",
         ));
     }
+    Ok(())
+}
+
+/// How versions are read and the active group chosen, and the watch's pacing.
+fn consul_selection(
+    src: &Source,
+    s: SourceSection,
+    c: &mut ConsulSourceConfig,
+) -> Result<(), ConfigError> {
     set(&mut c.version_meta_key, s.version_meta_key, |v| {
         Ok(v.get_ref().clone())
     })?;
@@ -633,7 +664,7 @@ fn consul_source(
     set(&mut c.min_interval, s.min_interval, |v| {
         positive(src, v, "source.min_interval")
     })?;
-    Ok(SourceConfig::Consul(c))
+    Ok(())
 }
 
 fn route_table(

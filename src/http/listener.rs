@@ -183,34 +183,19 @@ pub async fn serve(
         let alive = alive.clone();
         let open = metrics.connections_open.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _alive = alive;
-            open.inc();
-            match tls {
-                None => conn.run(stream, Serve::Either).await,
-                Some(acceptor) => {
-                    let timeout = conn.settings.header_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            let alpn = match s.get_ref().1.alpn_protocol() {
-                                Some(b"h2") => Serve::Http2,
-                                _ => Serve::Http1,
-                            };
-                            conn.run(s, alpn).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => {
-                            tracing::debug!(target: "zerodown::server", peer = %peer, "TLS handshake timed out")
-                        }
-                    }
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let _alive = alive;
+                open.inc();
+                match tls {
+                    None => conn.run(stream, Serve::Either).await,
+                    Some(acceptor) => conn.run_tls(stream, acceptor).await,
                 }
+                open.dec();
             }
-            open.dec();
-        }
-        .instrument(tracing::debug_span!("conn", peer = %peer)));
+            .instrument(tracing::debug_span!("conn", peer = %peer)),
+        );
     }
     drop(listener);
     drop(alive);
@@ -235,6 +220,27 @@ struct Conn {
 }
 
 impl Conn {
+    /// The TLS handshake (bounded by the header timeout), then the protocol ALPN chose.
+    async fn run_tls(self, stream: tokio::net::TcpStream, acceptor: Arc<TlsAcceptor>) {
+        let peer = self.peer;
+        let timeout = self.settings.header_timeout;
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => {
+                let alpn = match s.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Serve::Http2,
+                    _ => Serve::Http1,
+                };
+                self.run(s, alpn).await
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "TLS handshake failed")
+            }
+            Err(_) => {
+                tracing::debug!(target: "zerodown::server", peer = %peer, "TLS handshake timed out")
+            }
+        }
+    }
+
     async fn run<IO>(mut self, io: IO, serve: Serve)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
