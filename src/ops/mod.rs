@@ -227,6 +227,15 @@ impl From<ParsedEntry> for Entry {
     fn from(e: ParsedEntry) -> Entry {
         let (health, passing) = match e.failing_check() {
             None => ("passing".to_string(), true),
+            Some(c) if c.is_maintenance() => {
+                let reason = c.notes.trim();
+                let reason = if reason.is_empty() {
+                    "no reason given"
+                } else {
+                    reason
+                };
+                (format!("maintenance ({reason})"), false)
+            }
             Some(c) => {
                 let status = if c.status.is_empty() { "?" } else { &c.status };
                 let name = match (&c.name, c.check_id.as_str()) {

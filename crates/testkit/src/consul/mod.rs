@@ -100,6 +100,15 @@ impl ConsulDouble {
             .is_some()
     }
 
+    /// Puts instance `id` in maintenance mode (`Some(reason)`) or takes it out (`None`), like
+    /// `consul maint -service=<id>`; `false` if the instance is unknown.
+    pub fn set_maintenance(&self, id: &str, reason: Option<&str>) -> bool {
+        self.shared
+            .core
+            .write(|s| s.set_service_maintenance(id, reason))
+            .is_some()
+    }
+
     /// Sets a node's `serfHealth`; `false` if the node is unknown.
     pub fn set_node_health(&self, node: &str, status: CheckStatus) -> bool {
         self.shared

@@ -230,6 +230,37 @@ impl Store {
         Some(idx)
     }
 
+    /// Puts instance `id` in maintenance (`Some(reason)`) or takes it out (`None`), as the agent
+    /// does: a critical `_service_maintenance:<id>` check, added or removed.
+    pub fn set_service_maintenance(&mut self, id: &str, reason: Option<&str>) -> Option<u64> {
+        self.services.get(id)?;
+        let idx = self.bump();
+        let check_id = format!("_service_maintenance:{id}");
+        let inst = self.services.get_mut(id)?;
+        let had = inst.checks.iter().any(|c| c.id == check_id);
+        inst.checks.retain(|c| c.id != check_id);
+        if let Some(reason) = reason {
+            inst.checks.push(Check {
+                id: check_id,
+                name: "Service Maintenance Mode".into(),
+                status: CheckStatus::Critical,
+                output: String::new(),
+                notes: reason.to_string(),
+                kind: String::new(),
+                interval: String::new(),
+                timeout: String::new(),
+                service_tags: inst.spec.tags.clone(),
+                create_index: idx,
+                modify_index: idx,
+            });
+        }
+        let name = inst.spec.name.clone();
+        if had || reason.is_some() {
+            self.touch_name(&name, idx);
+        }
+        Some(idx)
+    }
+
     /// Sets the node's `serfHealth` status, which every instance on the node inherits.
     pub fn set_node_health(&mut self, node: &str, status: CheckStatus) -> Option<u64> {
         self.nodes.get(node)?;

@@ -75,6 +75,22 @@ pub struct ConsulSource {
     pools: PoolsConfig,
     client: Arc<ConsulClient>,
     versions: VersionRule,
+    /// Where the ACL token came from, for a 403's message.
+    token_source: String,
+}
+
+/// Where the ACL token is taken from (the same order [`resolve_token`] follows).
+fn token_source(cfg: &ConsulSourceConfig) -> String {
+    if let Some(p) = &cfg.token_file {
+        return format!("the token file {} (source.token_file)", p.display());
+    }
+    if let Some(p) = process_env("CONSUL_HTTP_TOKEN_FILE") {
+        return format!("the token file {p} (CONSUL_HTTP_TOKEN_FILE)");
+    }
+    if process_env("CONSUL_HTTP_TOKEN").is_some() {
+        return "CONSUL_HTTP_TOKEN".into();
+    }
+    "no token (the anonymous token; set CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE or source.token_file)".into()
 }
 
 impl ConsulSource {
@@ -83,9 +99,32 @@ impl ConsulSource {
             client: Arc::new(client(&cfg)?),
             versions: VersionRule::new(&cfg.version_meta_key, &cfg.version_tag_pattern)
                 .map_err(|e| SetupError::setting("source.version_tag_pattern", e))?,
+            token_source: token_source(&cfg),
             cfg,
             pools,
         })
+    }
+
+    /// A 403 names where the token came from and the ACL rules the watch needs.
+    fn explain(&self, e: ConsulError, key: bool) -> ConsulError {
+        let ConsulError::Status { code: 403, message } = e else {
+            return e;
+        };
+        let rules = if key {
+            format!("key \"{}\" {{ policy = \"read\" }}", self.cfg.kv_key)
+        } else {
+            format!(
+                "service \"{}\" {{ policy = \"read\" }} and node_prefix \"\" {{ policy = \"read\" }}",
+                self.cfg.service
+            )
+        };
+        ConsulError::Status {
+            code: 403,
+            message: format!(
+                "{message}; token from {}; the watch needs a policy with {rules}",
+                self.token_source
+            ),
+        }
     }
 
     fn query_suffix(&self) -> String {
@@ -363,7 +402,7 @@ async fn run_watch(
                 tracing::debug!(target: "zerodown::source", reason = %s, "instance left out");
             }
             if reply.filtered_by_acls && parsed.instances.is_empty() {
-                tracing::warn!(target: "zerodown::source", service = %me.cfg.service, "Consul filtered every instance out by ACLs: the token lacks service:read on this service");
+                tracing::warn!(target: "zerodown::source", service = %me.cfg.service, token = %me.token_source, "Consul filtered every instance out by ACLs: the token lacks service \"<service>\" {{ policy = \"read\" }} (and node_prefix \"\" {{ policy = \"read\" }})");
             }
             Ok(Update::Service {
                 instances: parsed.instances,
@@ -386,6 +425,7 @@ async fn run_watch(
                 }
             }
             Err(e) => {
+                let e = me.explain(e, key);
                 metrics.watch_errors.get_or_create(&label).inc();
                 let delay = w.failed();
                 let msg = format!("{}: {e}", w.what);

@@ -48,6 +48,8 @@ struct Check {
     status: String,
     #[serde(rename = "Output", default)]
     output: String,
+    #[serde(rename = "Notes", default)]
+    notes: String,
 }
 
 /// How an instance's version is found: `Service.Meta[meta_key]`, else the first tag matching
@@ -187,11 +189,18 @@ pub struct CheckState {
     /// `passing`, `warning` or `critical`.
     pub status: String,
     pub output: String,
+    /// For a maintenance check, the reason given.
+    pub notes: String,
 }
 
 impl CheckState {
     pub fn passing(&self) -> bool {
         self.status == "passing"
+    }
+
+    /// The agent's maintenance-mode checks (`consul maint`), for a service or its whole node.
+    pub fn is_maintenance(&self) -> bool {
+        self.check_id.starts_with("_service_maintenance:") || self.check_id == "_node_maintenance"
     }
 }
 
@@ -238,6 +247,7 @@ pub fn all_entries(
                         name: c.name,
                         status: c.status,
                         output: c.output,
+                        notes: c.notes,
                     })
                     .collect(),
             }
