@@ -445,6 +445,22 @@ impl Windows {
     pub fn min_in_flight(&self) -> usize {
         self.in_flight.iter().copied().min().unwrap_or(0)
     }
+
+    /// Asserts the proof had enough under it for `conns` connections that each finished
+    /// `per_conn` requests on every window's version: at least `per_conn - 1` checked requests
+    /// per connection in each window, and half the connections in flight at each switch.
+    pub fn assert_enough(&self, pool: &str, conns: usize, per_conn: usize) {
+        assert!(
+            self.min_checked() >= (per_conn - 1) * conns,
+            "{pool}: too few requests checked in some window: {:?}",
+            self.per_window
+        );
+        assert!(
+            self.min_in_flight() >= conns / 2,
+            "{pool}: some switch began with few requests in flight: {:?}",
+            self.in_flight
+        );
+    }
 }
 
 /// The window rule for one pool. `switches[k]` is when the change to epoch k began (`switches[0]`:
