@@ -381,15 +381,11 @@ impl Session<'_> {
             .hsms_queued
             .inc_by(queued as i64 - self.queued as i64);
         self.queued = queued;
-        let backend = self
+        let current = self
             .relay
             .current_backend()
             .and_then(|b| self.links.get(&b))
-            .map(|l| BackendView {
-                instance: l.instance.id.clone(),
-                address: l.instance.hsms.clone().unwrap_or_default(),
-                version: l.instance.version.clone(),
-            });
+            .map(|l| &l.instance);
         let state = if !self.relay.is_selected() {
             "not_selected"
         } else {
@@ -403,11 +399,21 @@ impl Session<'_> {
         if v.state != state {
             v.state = state.to_string();
         }
-        v.backend = backend;
+        // This runs after every message: the strings are copied only when they change.
+        let shown = v.backend.as_ref().map(|b| b.instance.as_str());
+        if shown != current.map(|i| i.id.as_str()) {
+            v.backend = current.map(|i| BackendView {
+                instance: i.id.clone(),
+                address: i.hsms.clone().unwrap_or_default(),
+                version: i.version.clone(),
+            });
+        }
         v.open_to_host = to_host;
         v.open_to_equipment = to_equipment;
         v.queued = queued;
-        v.hold = self.hold.clone();
+        if v.hold != self.hold {
+            v.hold = self.hold.clone();
+        }
     }
 }
 

@@ -131,13 +131,13 @@ impl Hsms {
     }
 
     pub fn status(&self) -> HsmsStatus {
+        let sessions = self.sessions();
         let t = self.target(None).or_else(|| {
             // A hold only shows for sessions that are on a version: report the first one's.
-            let serving = self
-                .sessions()
-                .into_iter()
-                .find_map(|s| s.backend.map(|b| b.version));
-            self.target(serving.as_deref())
+            let serving = sessions
+                .iter()
+                .find_map(|s| s.backend.as_ref().map(|b| b.version.as_str()));
+            self.target(serving)
         });
         HsmsStatus {
             listen: self.cfg.listen,
@@ -148,7 +148,7 @@ impl Hsms {
                 .map(|t| t.instances.iter().map(|i| i.id.clone()).collect())
                 .unwrap_or_default(),
             hold: t.and_then(|t| t.hold),
-            sessions: self.sessions(),
+            sessions,
         }
     }
 
