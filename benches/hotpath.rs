@@ -79,7 +79,11 @@ fn route_match(c: &mut Criterion) {
         "/hello?a=1&b=2",
     ] {
         g.bench_with_input(BenchmarkId::from_parameter(path), path, |b, p| {
-            b.iter(|| table.find(black_box(p)).map(|m| m.path_and_query.len()))
+            b.iter(|| {
+                table
+                    .find(None, black_box(p))
+                    .map(|m| m.path_and_query.len())
+            })
         });
     }
     g.finish();
@@ -194,7 +198,7 @@ fn headers_bench(c: &mut Criterion) {
 }
 
 fn snapshot_load(c: &mut Criterion) {
-    let p = Publisher::new(true, Arc::new(Metrics::new()));
+    let p = Publisher::new("hello-service", true, Arc::new(Metrics::new()));
     p.offer(Candidates {
         active: instances(2, "v1", "active"),
         standby: instances(2, "v2", "standby"),
@@ -217,7 +221,7 @@ fn publish(c: &mut Criterion) {
             g.sample_size(10);
             g.measurement_time(Duration::from_secs(10));
         }
-        let p = Publisher::new(true, Arc::new(Metrics::new()));
+        let p = Publisher::new("hello-service", true, Arc::new(Metrics::new()));
         let a = instances(n, "v1", "active");
         let mut b_set = a.clone();
         b_set[0].id.push_str("-b");
@@ -246,7 +250,7 @@ fn publish(c: &mut Criterion) {
         if n >= 10_000 {
             g.sample_size(10);
         }
-        let p = Publisher::new(true, Arc::new(Metrics::new()));
+        let p = Publisher::new("hello-service", true, Arc::new(Metrics::new()));
         let a = instances(n, "v1", "active");
         let standby = instances(n.min(2), "v2", "standby");
         let cands = Candidates {

@@ -133,7 +133,7 @@ fn main() {
             },
         )
         .unwrap();
-        let mut gen = daemon.publisher.subscribe();
+        let mut gen = daemon.publisher().subscribe();
         gen.wait_for(|g| *g >= 1).await.unwrap();
         let through = daemon.hsms_addr.unwrap();
         let span = Duration::from_secs(seconds);

@@ -92,7 +92,7 @@ async fn run(selector: ActiveSelector, switches: usize) {
         .expect("bind");
     let daemon = Daemon::start(cfg, public, None).expect("daemon");
     let addr = daemon.public_addr;
-    let mut rx = daemon.publisher.subscribe();
+    let mut rx = daemon.publisher().subscribe();
     rx.wait_for(|g| *g >= 1).await.expect("first pool");
 
     // Background load: counts requests and every non-200 or connection error.

@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
-use crate::config::{Config, SetupError};
-use crate::core::discovery::{self, status::SourceStatus, Reports};
-use crate::core::Publisher;
+use crate::config::{Config, PoolsConfig, SetupError, SourceConfig};
+use crate::core::discovery::{self, status::SourceStatus, Reports, UpstreamSource};
+use crate::core::{Publisher, Service, Services};
 use crate::hsms::Hsms;
 pub use crate::http::listener::ListenerSettings;
 use crate::http::proxy::{Proxy, Settings};
@@ -38,9 +38,8 @@ pub struct Listeners {
 /// A started daemon.
 pub struct Daemon {
     pub proxy: Arc<Proxy>,
-    pub publisher: Arc<Publisher>,
-    /// What the running source last did (`/status`'s `source_status`).
-    pub status: Arc<SourceStatus>,
+    /// Every service, the primary first (each its own publisher and source status).
+    pub services: Arc<Services>,
     pub metrics: Arc<Metrics>,
     pub public_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
@@ -52,7 +51,8 @@ pub struct Daemon {
     pub generation: u64,
     offer: Arc<Offer>,
     config: Mutex<Config>,
-    source: Mutex<JoinHandle<()>>,
+    /// Each service's running source, by service name.
+    sources: Mutex<Vec<Running>>,
     settings: watch::Sender<Arc<ListenerSettings>>,
     permits: Arc<Semaphore>,
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
@@ -105,7 +105,7 @@ impl Daemon {
         let admin_addr = l.admin.as_ref().map(addr).transpose()?;
         let hsms_addr = l.hsms.as_ref().map(addr).transpose()?;
         let tls = tls_for(&cfg, &l)?;
-        let source = discovery::from_config(&cfg.source, &cfg.pools)?;
+        let built = build_sources(&cfg)?;
         let admin_token = cfg.server.admin_token()?;
         let listen_inode = crate::upgrade::fds::inode(&l.public);
         let offer = Arc::new(Offer::new(
@@ -114,16 +114,18 @@ impl Daemon {
         ));
 
         let metrics = Arc::new(Metrics::new());
-        let status = Arc::new(SourceStatus::default());
-        let publisher = Arc::new(Publisher::new(
-            cfg.pools.single_version,
-            Arc::clone(&metrics),
+        let sources: Vec<Running> = built
+            .into_iter()
+            .map(|b| Running::start(b, None, &metrics))
+            .collect();
+        let services = Arc::new(Services::new(
+            sources.iter().map(|r| Arc::clone(&r.service)).collect(),
         ));
-        let source = spawn_source(source, &publisher, &status, &metrics);
+        // HSMS relays to the primary service.
+        let publisher = Arc::clone(&sources[0].service.publisher);
         let proxy = Arc::new(Proxy::new(
-            Arc::clone(&publisher),
             Arc::clone(&metrics),
-            Settings::from_config(&cfg),
+            Settings::from_config(&cfg, &services.all()),
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (settings, settings_rx) = watch::channel(Arc::new(ListenerSettings::from_config(&cfg)));
@@ -139,7 +141,7 @@ impl Daemon {
         // A successor shares its sockets with the running process: it must not take connections
         // until it can serve them, or they would get 503s while its first pools load.
         let gate = Gate {
-            pools: (generation > 1).then(|| publisher.subscribe()),
+            services: (generation > 1).then(|| services.all()),
             shutdown: shutdown_rx.clone(),
         };
         let mut listeners = vec![gate.spawn(listener::serve(l.public, None, shared.clone()))];
@@ -162,14 +164,10 @@ impl Daemon {
             _ => None,
         };
         let admin = l.admin.map(|sock| {
-            let state = admin::AdminState::new(
-                Arc::clone(&publisher),
-                Arc::clone(&status),
-                Arc::clone(&metrics),
-                admin_token,
-            )
-            .with_hsms(hsms.clone())
-            .with_generation(generation);
+            let state =
+                admin::AdminState::new(Arc::clone(&services), Arc::clone(&metrics), admin_token)
+                    .with_hsms(hsms.clone())
+                    .with_generation(generation);
             tokio::spawn(admin::serve(sock, state, shutdown_rx))
         });
         tracing::info!(
@@ -182,14 +180,14 @@ impl Daemon {
             pid = std::process::id(),
             // The same inode across generations proves the socket was never closed.
             listen_inode,
-            source = %source_name(&cfg),
+            source = %source_name(&cfg.source),
+            services = cfg.services.len() + 1,
             version = env!("CARGO_PKG_VERSION"),
             "zerodown started"
         );
         Ok(Daemon {
             proxy,
-            publisher,
-            status,
+            services,
             metrics,
             public_addr,
             admin_addr,
@@ -199,7 +197,7 @@ impl Daemon {
             generation,
             offer,
             config: Mutex::new(cfg),
-            source: Mutex::new(source),
+            sources: Mutex::new(sources),
             settings,
             permits,
             tls,
@@ -215,11 +213,13 @@ impl Daemon {
     /// built rejects the whole reload, so nothing changes.
     pub fn reload(&self, new: Config) -> Result<(), SetupError> {
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        let source = if new.source != cur.source || new.pools != cur.pools {
-            Some(discovery::from_config(&new.source, &new.pools)?)
-        } else {
-            None
-        };
+        let mut running = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        // Only services whose source or pools changed get a new source; built before anything
+        // changes, so a source that cannot be built rejects the whole reload.
+        let changed: Vec<Built> = build_sources(&new)?
+            .into_iter()
+            .filter(|b| !running.iter().any(|r| r.same(b)))
+            .collect();
         // Certificates are re-read on every reload (renewals keep the same paths).
         let acceptor = match (&new.tls, &self.tls) {
             (Some(t), Some(_)) => Some(tls::acceptor(t)?),
@@ -247,17 +247,14 @@ impl Daemon {
         if new.hsms != cur.hsms {
             tracing::warn!(target: "zerodown::server", "the [hsms] section changed: restart (or upgrade) zerodown to apply it");
         }
-        self.proxy.reload(Settings::from_config(&new));
-        self.publisher.set_single_version(new.pools.single_version);
+        restart_sources(&mut running, changed, &new, &self.metrics);
+        self.services
+            .store(running.iter().map(|r| Arc::clone(&r.service)).collect());
+        self.proxy
+            .reload(Settings::from_config(&new, &self.services.all()));
         self.settings
             .send_replace(Arc::new(ListenerSettings::from_config(&new)));
         self.drain.send_replace(new.server.drain_timeout);
-        if let Some(source) = source {
-            let mut task = self.source.lock().unwrap_or_else(|p| p.into_inner());
-            task.abort();
-            *task = spawn_source(source, &self.publisher, &self.status, &self.metrics);
-            tracing::info!(target: "zerodown::server", source = %source_name(&new), "upstream source restarted");
-        }
         *cur = new;
         tracing::info!(target: "zerodown::server", "configuration reloaded");
         Ok(())
@@ -270,10 +267,14 @@ impl Daemon {
         for l in self.listeners {
             let _ = l.await;
         }
-        self.source
+        for r in self
+            .sources
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .abort();
+            .iter()
+        {
+            r.task.abort();
+        }
         if let Some(a) = self.admin {
             a.abort();
         }
@@ -284,6 +285,129 @@ impl Daemon {
     /// Copies of the listening sockets, for a successor (see [`crate::upgrade`]).
     pub fn offer(&self) -> Arc<Offer> {
         Arc::clone(&self.offer)
+    }
+
+    /// The primary service's publisher (its pools).
+    pub fn publisher(&self) -> Arc<Publisher> {
+        Arc::clone(&self.primary().publisher)
+    }
+
+    /// What the primary service's source last did (`/status`'s `source_status`).
+    pub fn status(&self) -> Arc<SourceStatus> {
+        Arc::clone(&self.primary().status)
+    }
+
+    fn primary(&self) -> Arc<Service> {
+        let all = self.services.all();
+        // A daemon always has its primary service: built first, never removed.
+        Arc::clone(&all[0])
+    }
+}
+
+/// A service's source, built from its part of the config but not yet running.
+struct Built {
+    name: String,
+    source: SourceConfig,
+    pools: PoolsConfig,
+    watch: Box<dyn UpstreamSource>,
+}
+
+/// Builds every service's source (the primary first); fails, naming the setting, on the first
+/// that cannot be built.
+fn build_sources(cfg: &Config) -> Result<Vec<Built>, SetupError> {
+    let mut out = Vec::new();
+    for name in cfg.service_names() {
+        let Some(view) = cfg.for_service(name) else {
+            continue;
+        };
+        out.push(Built {
+            watch: discovery::from_config(&view.source, &view.pools)?,
+            name: name.to_string(),
+            source: view.source,
+            pools: view.pools,
+        });
+    }
+    Ok(out)
+}
+
+/// A service and the task running its source.
+struct Running {
+    service: Arc<Service>,
+    source: SourceConfig,
+    pools: PoolsConfig,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Runs `b`, on the publisher of `keep` when the service already exists (its pools and
+    /// warm connections carry over), else on a new one.
+    fn start(b: Built, keep: Option<Arc<Service>>, metrics: &Arc<Metrics>) -> Running {
+        let service = keep.unwrap_or_else(|| {
+            Arc::new(Service {
+                publisher: Arc::new(Publisher::new(
+                    &b.name,
+                    b.pools.single_version,
+                    Arc::clone(metrics),
+                )),
+                status: Arc::new(SourceStatus::default()),
+            })
+        });
+        service.publisher.set_single_version(b.pools.single_version);
+        let task = tokio::spawn(b.watch.run(Reports {
+            publisher: Arc::clone(&service.publisher),
+            status: Arc::clone(&service.status),
+            metrics: Arc::clone(metrics),
+        }));
+        Running {
+            service,
+            source: b.source,
+            pools: b.pools,
+            task,
+        }
+    }
+
+    fn same(&self, b: &Built) -> bool {
+        self.service.name() == b.name && self.source == b.source && self.pools == b.pools
+    }
+}
+
+/// Applies a reload to the running sources: `changed` services restart (or start), services
+/// the new config no longer names stop, the rest run on. Keeps the config's order.
+fn restart_sources(
+    running: &mut Vec<Running>,
+    changed: Vec<Built>,
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) {
+    let mut old: Vec<Running> = std::mem::take(running);
+    let mut changed = changed;
+    for name in cfg.service_names() {
+        let current = old
+            .iter()
+            .position(|r| r.service.name() == name)
+            .map(|i| old.swap_remove(i));
+        match changed.iter().position(|b| b.name == name) {
+            Some(i) => {
+                let b = changed.swap_remove(i);
+                let keep = current.map(|r| {
+                    r.task.abort();
+                    r.service
+                });
+                let what = if keep.is_some() {
+                    "restarted"
+                } else {
+                    "started"
+                };
+                let source = source_name(&b.source);
+                running.push(Running::start(b, keep, metrics));
+                tracing::info!(target: "zerodown::server", service = name, %source, "upstream source {what}");
+            }
+            None => running.extend(current),
+        }
+    }
+    for r in old {
+        r.task.abort();
+        tracing::info!(target: "zerodown::server", service = r.service.name(), "service removed: its source stopped");
     }
 }
 
@@ -299,38 +423,34 @@ fn tls_for(cfg: &Config, l: &Listeners) -> Result<Option<Arc<ArcSwap<TlsAcceptor
     }
 }
 
-/// Runs `source`, reporting to the publisher, the source status and the metrics.
-fn spawn_source(
-    source: Box<dyn discovery::UpstreamSource>,
-    publisher: &Arc<Publisher>,
-    status: &Arc<SourceStatus>,
-    metrics: &Arc<Metrics>,
-) -> JoinHandle<()> {
-    tokio::spawn(source.run(Reports {
-        publisher: Arc::clone(publisher),
-        status: Arc::clone(status),
-        metrics: Arc::clone(metrics),
-    }))
-}
-
-/// Holds a listener back until the first pools are loaded (when `pools` is set).
+/// Holds a listener back until every service has loaded (when `services` is set).
 struct Gate {
-    pools: Option<watch::Receiver<u64>>,
+    services: Option<Arc<Vec<Arc<Service>>>>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Gate {
     fn spawn(&self, serve: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
-        let (pools, mut shutdown) = (self.pools.clone(), self.shutdown.clone());
+        let (services, mut shutdown) = (self.services.clone(), self.shutdown.clone());
         tokio::spawn(async move {
-            if let Some(mut pools) = pools {
+            if let Some(services) = services {
                 tokio::select! {
-                    _ = pools.wait_for(|g| *g >= 1) => {}
+                    _ = all_loaded(&services) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
             }
             serve.await
         })
+    }
+}
+
+/// Returns once every service's source has offered its first view: pools, or none (a service
+/// Consul does not know must not hold an upgrade back: the running process serves it no better).
+async fn all_loaded(services: &[Arc<Service>]) {
+    let loaded = |s: &Service| s.publisher.offered();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while !services.iter().all(|s| loaded(s)) {
+        tick.tick().await;
     }
 }
 
@@ -345,11 +465,9 @@ fn offer(l: &Listeners) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
     Ok(out)
 }
 
-fn source_name(c: &Config) -> String {
-    match &c.source {
-        crate::config::SourceConfig::File(f) => format!("file {}", f.path.display()),
-        crate::config::SourceConfig::Consul(s) => {
-            format!("consul {} service {}", s.address, s.service)
-        }
+fn source_name(c: &SourceConfig) -> String {
+    match c {
+        SourceConfig::File(f) => format!("file {}", f.path.display()),
+        SourceConfig::Consul(s) => format!("consul {} service {}", s.address, s.service),
     }
 }

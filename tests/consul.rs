@@ -67,13 +67,19 @@ async fn pools_come_from_one_untagged_passing_query() {
         get(d.public_addr, "/standby").await.1,
         "msg-v2 (version v2)\n"
     );
-    let health: Vec<_> = f
-        .consul
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/v1/health/service/"))
-        .collect();
-    assert!(!health.is_empty());
+    let health_calls = || {
+        f.consul
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/v1/health/service/"))
+            .collect::<Vec<_>>()
+    };
+    // The blocking call follows the first answer; on a loaded machine it can trail the requests.
+    eventually("a blocking call", || async {
+        health_calls().iter().any(|r| r.index().is_some())
+    })
+    .await;
+    let health = health_calls();
     for r in &health {
         assert_eq!(r.path, format!("/v1/health/service/{SERVICE}"));
         assert!(r.query.split('&').any(|p| p == "passing"), "{}", r.query);
@@ -100,7 +106,10 @@ const PER_CONN: usize = 3;
 
 /// `zerodown_gate_holds_total{kind="version"}` for `pool`, from the daemon's exposition.
 fn version_holds(d: &zerodown::daemon::Daemon, pool: &str) -> u64 {
-    let want = format!("zerodown_gate_holds_total{{pool=\"{pool}\",kind=\"version\"}} ");
+    let service = d.publisher().service().to_string();
+    let want = format!(
+        "zerodown_gate_holds_total{{service=\"{service}\",pool=\"{pool}\",kind=\"version\"}} "
+    );
     let text = d.metrics.render();
     let line = text
         .lines()
@@ -268,11 +277,11 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
         Fault::TruncatedJson,
         Fault::InvalidJson,
     ] {
-        let before = d.status.state().errors_total;
+        let before = d.status().state().errors_total;
         f.consul.inject_on("/v1/health/", fault, Times::Next(3));
         f.consul.spurious_wakeup();
         eventually("the fault reached the source", || async {
-            d.status.state().errors_total >= before + 3
+            d.status().state().errors_total >= before + 3
         })
         .await;
     }
@@ -282,7 +291,7 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
     // A full outage: connections refused.
     f.consul.outage(true).await.unwrap();
     eventually("outage noticed", || async {
-        d.status
+        d.status()
             .state()
             .last_error
             .is_some_and(|e| e.contains("cannot connect"))
@@ -307,7 +316,7 @@ async fn outage_errors_and_index_reset_cost_nothing_and_a_later_flip_lands() {
         records.len(),
         w.checked
     );
-    let st = d.status.state();
+    let st = d.status().state();
     assert!(
         st.consecutive_errors == 0 && st.stale_since_ms.is_none(),
         "{st:?}"
@@ -321,7 +330,7 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
     let t0 = Instant::now();
     let load = Load::start(d.public_addr, "/hello", 8);
     load.until_each_conn("v1", PER_CONN).await;
-    let gen = d.publisher.load_full().generation;
+    let gen = d.publisher().load_full().generation;
     // Both active instances fail their checks: `?passing` drops them.
     f.consul
         .set_check("v1-a", zerodown_testkit::CheckStatus::Critical);
@@ -329,19 +338,19 @@ async fn active_group_vanishing_for_a_moment_keeps_the_last_set() {
         .set_check("v1-b", zerodown_testkit::CheckStatus::Critical);
     eventually("empty-pool hold published", || async {
         matches!(
-            d.publisher.load_full().active.hold,
+            d.publisher().load_full().active.hold,
             Some(zerodown::core::Hold::Empty { .. })
         )
     })
     .await;
-    assert!(d.publisher.load_full().generation > gen);
+    assert!(d.publisher().load_full().generation > gen);
     tokio::time::sleep(Duration::from_millis(50)).await;
     f.consul
         .set_check("v1-a", zerodown_testkit::CheckStatus::Passing);
     f.consul
         .set_check("v1-b", zerodown_testkit::CheckStatus::Passing);
     eventually("hold released", || async {
-        d.publisher.load_full().active.hold.is_none()
+        d.publisher().load_full().active.hold.is_none()
     })
     .await;
     load.until_each_conn("v1", PER_CONN).await;

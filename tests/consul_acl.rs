@@ -36,7 +36,7 @@ async fn a_token_without_key_read_is_named_with_the_rule_it_lacks() {
     let mut last = String::new();
     let end = tokio::time::Instant::now() + DEADLINE;
     while tokio::time::Instant::now() < end {
-        last = d.status.state().last_error.unwrap_or_default();
+        last = d.status().state().last_error.unwrap_or_default();
         if last.contains("403") {
             break;
         }

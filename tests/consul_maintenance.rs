@@ -25,7 +25,7 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let d = Daemon::start(cfg.clone(), public, Some(admin)).unwrap();
-    let mut rx = d.publisher.subscribe();
+    let mut rx = d.publisher().subscribe();
     tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
         .unwrap()
@@ -35,7 +35,7 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
 
     assert!(consul.set_maintenance("v1-a", Some("disk swap")));
     eventually("v1-a left the active pool", || async {
-        let snap = d.publisher.load_full();
+        let snap = d.publisher().load_full();
         snap.active.members.len() == 1 && snap.active.members[0].instance.id == "v1-b"
     })
     .await;
@@ -58,7 +58,7 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
     // Out of maintenance: back in the pool.
     assert!(consul.set_maintenance("v1-a", None));
     eventually("v1-a back in the active pool", || async {
-        d.publisher.load_full().active.members.len() == 2
+        d.publisher().load_full().active.members.len() == 2
     })
     .await;
 }

@@ -48,7 +48,7 @@ async fn serve_through(d: &zerodown::daemon::Daemon, trouble: Duration) -> usize
 /// How long after `recovered` the watch read Consul successfully again.
 async fn resumed_after(d: &zerodown::daemon::Daemon, recovered: Instant) -> Duration {
     loop {
-        if d.status.state().consecutive_errors == 0 {
+        if d.status().state().consecutive_errors == 0 {
             return recovered.elapsed();
         }
         assert!(
@@ -99,9 +99,9 @@ async fn after_an_outage_a_flip_is_served_within_a_second_of_consul_returning() 
     let served = serve_through(&d, Duration::from_secs(10)).await;
     assert!(served > 100, "too few requests during the outage: {served}");
     assert!(
-        d.status.state().consecutive_errors >= 5,
+        d.status().state().consecutive_errors >= 5,
         "{:?}",
-        d.status.state()
+        d.status().state()
     );
     consul.outage(false).await.unwrap();
     let recovered = Instant::now();

@@ -75,7 +75,7 @@ async fn https_consul_with_the_configured_ca_serves_its_instances() {
     let mut src = https_source(&consul, front);
     src.tls.ca_file = Some(dir.path().join("ca.pem"));
     let d = start_unready(src).await;
-    let mut rx = d.publisher.subscribe();
+    let mut rx = d.publisher().subscribe();
     tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
         .expect("no pool loaded through https")
@@ -93,13 +93,13 @@ async fn untrusted_consul_certificate_is_an_error_naming_tls_and_nothing_is_serv
     // No CA file: the system roots, which do not hold the test's self-signed certificate.
     let d = start_unready(https_source(&consul, front)).await;
     eventually("a TLS error recorded", || async {
-        d.status
+        d.status()
             .state()
             .last_error
             .is_some_and(|e| e.contains("TLS handshake with Consul") && e.contains("CONSUL_CACERT"))
     })
     .await;
-    assert_eq!(d.status.state().last_index, None);
+    assert_eq!(d.status().state().last_index, None);
     assert_eq!(get(d.public_addr, "/hello").await.0, 503);
 }
 
@@ -111,16 +111,16 @@ async fn unresolvable_consul_name_is_an_error_that_says_so() {
     src.address = ConsulAddress::parse("http://consul.invalid:8500", false).unwrap();
     let d = start_unready(src).await;
     eventually("a connect error naming the host", || async {
-        d.status.state().last_error.is_some_and(|e| {
+        d.status().state().last_error.is_some_and(|e| {
             e.contains("cannot connect to Consul at http://consul.invalid:8500")
                 && e.contains("lookup")
         })
     })
     .await;
     // It keeps retrying with backoff rather than giving up.
-    let before = d.status.state().errors_total;
+    let before = d.status().state().errors_total;
     eventually("further attempts", || async {
-        d.status.state().errors_total > before
+        d.status().state().errors_total > before
     })
     .await;
     assert_eq!(get(d.public_addr, "/hello").await.0, 503);

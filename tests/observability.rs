@@ -276,7 +276,7 @@ async fn metrics_parse_and_follow_the_traffic() {
         ],
     );
     eventually("two instances", || async {
-        d.daemon.publisher.load_full().active.members.len() == 2
+        d.daemon.publisher().load_full().active.members.len() == 2
     })
     .await;
     let mut c = Conn::open(addr).await.unwrap();

@@ -54,7 +54,7 @@ async fn daemon(cfg: &Config) -> Daemon {
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let d = Daemon::start(cfg.clone(), public, Some(admin)).unwrap();
-    let mut rx = d.publisher.subscribe();
+    let mut rx = d.publisher().subscribe();
     tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
         .unwrap()
@@ -368,7 +368,7 @@ async fn file_switch_refusals_and_a_proxy_that_does_not_converge() {
         ],
     );
     eventually("standby loaded", || async {
-        !d.daemon.publisher.load_full().standby.is_empty()
+        !d.daemon.publisher().load_full().standby.is_empty()
     })
     .await;
     let err = ops::switch::switch(
@@ -391,7 +391,7 @@ async fn file_switch_refusals_and_a_proxy_that_does_not_converge() {
         ],
     );
     eventually("standby v2", || async {
-        d.daemon.publisher.load_full().standby.version.as_deref() == Some("v2")
+        d.daemon.publisher().load_full().standby.version.as_deref() == Some("v2")
     })
     .await;
     let other = start(
@@ -448,7 +448,7 @@ async fn restart(d: TestDaemon) -> TestDaemon {
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(test_config(&upstreams), public, Some(admin)).unwrap();
-    let mut rx = daemon.publisher.subscribe();
+    let mut rx = daemon.publisher().subscribe();
     tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
         .unwrap()
@@ -551,7 +551,7 @@ async fn a_switch_the_gates_would_not_serve_is_refused_before_anything_is_writte
         ],
     );
     eventually("the active pool held", || async {
-        d.daemon.publisher.load_full().active.hold.is_some()
+        d.daemon.publisher().load_full().active.hold.is_some()
     })
     .await;
     let before = std::fs::read_to_string(&d.upstreams).unwrap();

@@ -64,7 +64,7 @@ async fn exit_codes_follow_what_the_commands_found() {
         ],
     );
     eventually("standby loaded", || async {
-        !d.daemon.publisher.load_full().standby.is_empty()
+        !d.daemon.publisher().load_full().standby.is_empty()
     })
     .await;
     let (code, out, _) = zerodown(&["status", "-c", &cfg]).await;

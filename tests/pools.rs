@@ -18,13 +18,13 @@ use zerodown::http::upstream::ConnPool;
 async fn emptied_file_keeps_the_last_pool_and_status_says_so() {
     let v1 = backend("v1").await;
     let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
-    let mut rx = d.daemon.publisher.subscribe();
+    let mut rx = d.daemon.publisher().subscribe();
     write_upstreams(&d.upstreams, &[]);
     tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 2))
         .await
         .unwrap()
         .unwrap();
-    let snap = d.daemon.publisher.load_full();
+    let snap = d.daemon.publisher().load_full();
     assert!(
         matches!(snap.active.hold, Some(zerodown::core::Hold::Empty { .. })),
         "{:?}",
@@ -47,7 +47,7 @@ async fn invalid_edit_is_ignored_and_the_pool_keeps_serving() {
         assert_eq!(get(d.daemon.public_addr, "/hello").await.0, 200);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(d.daemon.publisher.load_full().generation, 1);
+    assert_eq!(d.daemon.publisher().load_full().generation, 1);
     // A valid edit afterwards is applied.
     write_upstreams(&d.upstreams, &[("b", v2.to_string(), "v2", "active")]);
     eventually("valid edit applied", || async {
@@ -116,7 +116,7 @@ async fn removed_instance_finishes_in_flight_and_closes_idle_connections() {
     .await;
     assert_eq!(get(addr, "/fast").await.0, 200);
     assert_eq!(old.open.load(Ordering::SeqCst), 2);
-    let snap = d.daemon.publisher.load_full();
+    let snap = d.daemon.publisher().load_full();
     let upstream = snap.active.members[0].endpoint.clone();
     drop(snap);
     eventually("fast connection back in the idle pool", || {
@@ -181,7 +181,7 @@ async fn h2c_prior_knowledge_clients_are_served() {
 async fn a_file_that_vanishes_and_returns_unchanged_is_healthy_again() {
     let v1 = backend("v1").await;
     let d = start(&[("a", v1.to_string(), "v1", "active")], |_| {}).await;
-    let status = &d.daemon.status;
+    let status = d.daemon.status();
     let aside = d.upstreams.with_extension("moved");
     std::fs::rename(&d.upstreams, &aside).unwrap();
     eventually("read error recorded", || async {

@@ -98,7 +98,7 @@ async fn failing_instance_is_ejected_then_returns() {
     for _ in 0..6 {
         assert_eq!(c.get("/hello").await.unwrap().0, 200);
     }
-    let snap = d.daemon.publisher.load_full();
+    let snap = d.daemon.publisher().load_full();
     let later_member = snap
         .active
         .members

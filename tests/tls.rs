@@ -43,7 +43,7 @@ async fn start_tls(cfg: Config) -> Daemon {
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let d = Daemon::start_with_tls(cfg, public, None, Some(tls)).unwrap();
-    let mut rx = d.publisher.subscribe();
+    let mut rx = d.publisher().subscribe();
     tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
         .unwrap()

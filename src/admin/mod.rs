@@ -19,8 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use self::status::{HoldDoc, InstanceDoc, PoolDoc, Pools, SourceInfoDoc, StatusDoc, SwapDoc};
-use crate::core::discovery::status::SourceStatus;
-use crate::core::{Pool, Publisher, Snapshot};
+use crate::core::{Pool, Service, Services, Snapshot};
 use crate::hsms::Hsms;
 use crate::http::upstream::ConnPool;
 use crate::telemetry::metrics::Metrics;
@@ -28,8 +27,7 @@ use crate::telemetry::metrics::Metrics;
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub struct AdminState {
-    pub publisher: Arc<Publisher>,
-    pub source_status: Arc<SourceStatus>,
+    pub services: Arc<Services>,
     pub metrics: Arc<Metrics>,
     started: Instant,
     /// Bearer token `/status`, `/consul-status` and `/metrics` require, when set.
@@ -40,14 +38,12 @@ pub struct AdminState {
 
 impl AdminState {
     pub fn new(
-        publisher: Arc<Publisher>,
-        source_status: Arc<SourceStatus>,
+        services: Arc<Services>,
         metrics: Arc<Metrics>,
         token: Option<String>,
     ) -> AdminState {
         AdminState {
-            publisher,
-            source_status,
+            services,
             metrics,
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
@@ -133,31 +129,40 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
         return r;
     }
+    let asked = query_service(req);
+    let service = match state.services.get(asked.as_deref()) {
+        Some(s) => s,
+        None => {
+            let names = state.services.names().join(", ");
+            let asked = asked.unwrap_or_default();
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("no service named {asked:?}: the services are {names}\n").into_bytes(),
+            );
+        }
+    };
     match path {
         "/live" => reply(StatusCode::OK, "text/plain", "live\n".into()),
-        "/ready" => {
-            let snap = state.publisher.load();
-            if is_ready(&snap) {
-                reply(StatusCode::OK, "text/plain", "ready\n".into())
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    not_ready(&snap).into_bytes(),
-                )
-            }
-        }
+        "/ready" => match not_ready_any(state, asked.is_some().then_some(&service)) {
+            None => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                why.into_bytes(),
+            ),
+        },
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             state.metrics.render().into_bytes(),
         ),
         "/consul-status" => {
-            let body = serde_json::to_vec_pretty(&consul_status(state)).unwrap_or_default();
+            let body = serde_json::to_vec_pretty(&consul_status(&service)).unwrap_or_default();
             reply(StatusCode::OK, "application/json", body)
         }
         "/status" => {
-            let body = serde_json::to_vec_pretty(&status(state)).unwrap_or_default();
+            let body = serde_json::to_vec_pretty(&status(state, &service)).unwrap_or_default();
             reply(StatusCode::OK, "application/json", body)
         }
         _ => reply(
@@ -166,6 +171,38 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "not found: try /status, /metrics, /consul-status, /live or /ready\n".into(),
         ),
     }
+}
+
+/// `?service=NAME` (percent-encoding is not needed: service names hold no reserved character).
+fn query_service(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("service="))
+        .map(str::to_string)
+}
+
+/// Why `/ready` answers 503, for one service or (`None`) the first of all that is not ready;
+/// with several services the reason names the service.
+fn not_ready_any(state: &AdminState, one: Option<&Arc<Service>>) -> Option<String> {
+    let all = state.services.all();
+    let several = all.len() > 1;
+    let list: Vec<&Arc<Service>> = match one {
+        Some(s) => vec![s],
+        None => all.iter().collect(),
+    };
+    list.into_iter().find_map(|s| {
+        let snap = s.publisher.load();
+        if is_ready(&snap) {
+            return None;
+        }
+        let why = not_ready(&snap);
+        Some(if several {
+            format!("service {:?}: {why}", s.name())
+        } else {
+            why
+        })
+    })
 }
 
 /// Ready once the active pool has members: before that every proxied request would be a 503.
@@ -186,9 +223,12 @@ fn not_ready(s: &Snapshot) -> String {
     )
 }
 
-/// The `/status` document.
-pub fn status(state: &AdminState) -> StatusDoc {
-    let snap = state.publisher.load_full();
+/// The `/status` document of one service.
+pub fn status(state: &AdminState, service: &Service) -> StatusDoc {
+    let snap = service.publisher.load_full();
+    let names = state.services.names();
+    // HSMS relays to the primary service.
+    let primary = names.first().is_some_and(|n| n == service.name());
     // The Consul source only admits instances whose every check passes (`?passing`, rechecked).
     let health = match snap.source.as_ref().map(|s| s.kind) {
         Some("consul") => Some("passing"),
@@ -196,7 +236,7 @@ pub fn status(state: &AdminState) -> StatusDoc {
     };
     StatusDoc {
         generation: snap.generation,
-        hsms: state.hsms.as_ref().map(|h| h.status()),
+        hsms: state.hsms.as_ref().filter(|_| primary).map(|h| h.status()),
         pid: std::process::id(),
         pools: Pools {
             active: pool_doc(&snap.active, health),
@@ -204,9 +244,11 @@ pub fn status(state: &AdminState) -> StatusDoc {
         },
         process_generation: state.generation,
         ready: is_ready(&snap),
+        service: service.name().to_string(),
+        services: names,
         source: snap.source.as_ref().map(SourceInfoDoc::from),
-        source_status: state.source_status.state().into(),
-        swaps: state
+        source_status: service.status.state().into(),
+        swaps: service
             .publisher
             .history()
             .iter()
@@ -219,8 +261,8 @@ pub fn status(state: &AdminState) -> StatusDoc {
 
 /// The old nginx stack's `/consul-status`: what the source reports and what each pool renders to,
 /// in the shape of an upstream block (one `server` line per instance).
-pub fn consul_status(state: &AdminState) -> Value {
-    let snap = state.publisher.load_full();
+pub fn consul_status(service: &Service) -> Value {
+    let snap = service.publisher.load_full();
     let servers = |p: &Pool| -> Vec<String> {
         p.members
             .iter()
@@ -228,7 +270,8 @@ pub fn consul_status(state: &AdminState) -> Value {
             .collect()
     };
     json!({
-        "source": state.source_status.state(),
+        "service": service.name(),
+        "source": service.status.state(),
         "upstreams": {
             "active": servers(&snap.active),
             "standby": servers(&snap.standby),
@@ -280,7 +323,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Candidates, Instance, SourceInfo};
+    use crate::core::{Candidates, Instance, Publisher, SourceInfo};
 
     fn inst(id: &str, version: &str) -> Instance {
         Instance::for_tests(id, version)
@@ -288,7 +331,7 @@ mod tests {
 
     #[test]
     fn not_ready_says_which_pool_is_missing() {
-        let p = Publisher::new(true, Arc::new(Metrics::new()));
+        let p = Publisher::new("hello-service", true, Arc::new(Metrics::new()));
         assert_eq!(
             not_ready(&p.load()),
             "not ready: no instance loaded yet (nothing is tagged active or standby)\n"

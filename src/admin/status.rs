@@ -30,6 +30,10 @@ pub struct StatusDoc {
     pub process_generation: u64,
     /// The active pool has members (what `/ready` answers).
     pub ready: bool,
+    /// The service this document describes (`/status?service=NAME`; the primary by default).
+    pub service: String,
+    /// Every service the proxy serves, the primary first.
+    pub services: Vec<String>,
     /// Where the current snapshot came from; `null` before the first load.
     pub source: Option<SourceInfoDoc>,
     pub source_status: SourceStateDoc,
@@ -280,7 +284,7 @@ mod tests {
 
     /// Two swaps through a real publisher, as `/status` reports them.
     fn swaps() -> Vec<SwapRecord> {
-        let p = Publisher::new(true, Arc::new(Metrics::new()));
+        let p = Publisher::new("hello-service", true, Arc::new(Metrics::new()));
         let source = SourceInfo {
             kind: "consul",
             origin: "http://127.0.0.1:8500 service web".into(),
@@ -339,6 +343,8 @@ mod tests {
             },
             process_generation: 3,
             ready: true,
+            service: "web".into(),
+            services: vec!["web".into(), "users".into()],
             source: Some(SourceInfoDoc::from(&SourceInfo {
                 kind: "file",
                 origin: "upstreams.toml".into(),

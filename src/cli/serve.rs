@@ -175,7 +175,7 @@ pub fn run_with(
         }
         // Up to a few seconds for the first pools, so "running" (the demo's banner, systemd's
         // READY) means /hello answers; a source that is down only delays it that long.
-        let mut first = daemon.publisher.subscribe();
+        let mut first = daemon.publisher().subscribe();
         let _ = tokio::time::timeout(FIRST_POOLS_WAIT, first.wait_for(|g| *g >= 1)).await;
         on_started(&daemon);
         upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
@@ -266,7 +266,7 @@ async fn become_ready(
     inherited: upgrade::Inherited,
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut first = daemon.publisher.subscribe();
+    let mut first = daemon.publisher().subscribe();
     if tokio::time::timeout(timeout, first.wait_for(|g| *g >= 1))
         .await
         .is_err()

@@ -26,6 +26,20 @@ pub struct FileConfig {
     pub hsms: Option<HsmsSection>,
     pub source: Option<SourceSection>,
     pub routes: Option<Spanned<Vec<RouteSection>>>,
+    pub services: Option<Vec<ServiceSection>>,
+}
+
+/// `[[services]]`: a service beside the primary one; unset keys follow `[source]` and `[pools]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub name: Spanned<String>,
+    /// Its upstreams file (a file source needs one per service).
+    pub path: Opt<String>,
+    /// Its Consul KV selector key (default `zerodown/<name>/active`).
+    pub kv_key: Opt<String>,
+    pub active_tag: Opt<String>,
+    pub standby_tag: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +171,8 @@ pub struct SourceSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
+    pub host: Opt<String>,
+    pub service: Opt<String>,
     pub prefix: Spanned<String>,
     pub pool: Spanned<String>,
     pub rewrite: Opt<String>,

@@ -24,7 +24,7 @@ pub use hsms::{HsmsConfig, HsmsMode};
 pub use limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
 pub use model::{
     default_routes, Config, FileSourceConfig, LogConfig, LogFormat, PoolName, PoolsConfig, Route,
-    ServerConfig, SourceConfig, UpstreamConfig,
+    ServerConfig, ServiceConfig, SourceConfig, UpstreamConfig, DEFAULT_SERVICE,
 };
 pub use setup::SetupError;
 

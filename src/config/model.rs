@@ -25,8 +25,23 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub pools: PoolsConfig,
     pub source: SourceConfig,
+    /// Services beside the primary one (`[source]` + `[pools]`), each with its own source and pools.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceConfig>,
     pub routes: Vec<Route>,
 }
+
+/// A service beside the primary one: its own pools, gates and switch, from its own source
+/// (the primary's Consul connection watching another service, or its own upstreams file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub source: SourceConfig,
+    pub pools: PoolsConfig,
+}
+
+/// The name the primary service goes by when the file source has none to give.
+pub const DEFAULT_SERVICE: &str = "default";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerConfig {
@@ -136,6 +151,13 @@ impl PoolName {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
+    /// Matched against the request's Host (port and case ignored); `None` matches any host that
+    /// no route names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The service this route sends to; `None` is the primary service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Matched on whole path segments: `/standby` matches `/standby` and `/standby/x`, not `/standbyx`.
     pub prefix: String,
     pub pool: PoolName,
@@ -193,6 +215,7 @@ impl Default for Config {
                 path: PathBuf::from("config/upstreams.toml"),
                 poll_interval: Duration::from_secs(1),
             }),
+            services: Vec::new(),
             routes: default_routes(),
         }
     }
@@ -202,18 +225,61 @@ impl Default for Config {
 pub fn default_routes() -> Vec<Route> {
     vec![
         Route {
-            prefix: "/standby".into(),
-            pool: PoolName::Standby,
             rewrite: Some("/hello".into()),
-            max_body_bytes: None,
-            body_min_rate: None,
+            ..Route::new("/standby", PoolName::Standby)
         },
+        Route::new("/", PoolName::Active),
+    ]
+}
+
+impl Route {
+    /// A route of the primary service on any host, with no overrides.
+    pub fn new(prefix: &str, pool: PoolName) -> Route {
         Route {
-            prefix: "/".into(),
-            pool: PoolName::Active,
+            host: None,
+            service: None,
+            prefix: prefix.into(),
+            pool,
             rewrite: None,
             max_body_bytes: None,
             body_min_rate: None,
-        },
-    ]
+        }
+    }
+}
+
+impl Config {
+    /// The primary service's name: the Consul service it watches, else [`DEFAULT_SERVICE`].
+    pub fn primary_service(&self) -> &str {
+        match &self.source {
+            SourceConfig::Consul(c) => &c.service,
+            SourceConfig::File(_) => DEFAULT_SERVICE,
+        }
+    }
+
+    /// Every service's name, the primary first.
+    pub fn service_names(&self) -> Vec<&str> {
+        std::iter::once(self.primary_service())
+            .chain(self.services.iter().map(|s| s.name.as_str()))
+            .collect()
+    }
+
+    /// This config as seen by one service: its source, pools and routes in the primary's place
+    /// (HSMS stays with the primary). `None` when no service has that name.
+    pub fn for_service(&self, name: &str) -> Option<Config> {
+        let mut view = self.clone();
+        view.services.clear();
+        if name != self.primary_service() {
+            let s = self.services.iter().find(|s| s.name == name)?;
+            view.source = s.source.clone();
+            view.pools = s.pools.clone();
+            view.hsms = None;
+        }
+        let primary = self.primary_service();
+        view.routes
+            .retain(|r| r.service.as_deref().unwrap_or(primary) == name);
+        for r in &mut view.routes {
+            r.service = None;
+        }
+        Some(view)
+    }
 }

@@ -14,13 +14,13 @@ use super::error::ConfigError;
 use super::error::Source;
 use super::file::{
     FileConfig, HsmsSection, Http2Section, LimitsSection, LogSection, PoolsSection, RouteSection,
-    ServerSection, SourceSection, UpstreamSection,
+    ServerSection, ServiceSection, SourceSection, UpstreamSection,
 };
 use super::hsms::{HsmsConfig, HsmsMode};
 use super::limits::{Cidr, Http2Config, LimitsConfig, TlsConfig, Underscores};
 use super::model::{
     Config, FileSourceConfig, LogConfig, LogFormat, PoolName, PoolsConfig, Route, ServerConfig,
-    SourceConfig, UpstreamConfig,
+    ServiceConfig, SourceConfig, UpstreamConfig,
 };
 
 type Opt<T> = Option<Spanned<T>>;
@@ -50,10 +50,114 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     if let Some(source) = raw.source {
         cfg.source = source_config(&src, source, base)?;
     }
-    if let Some(routes) = raw.routes {
-        cfg.routes = route_table(&src, routes)?;
+    if let Some(services) = raw.services {
+        cfg.services = services
+            .into_iter()
+            .map(|s| service(&src, s, &cfg, base))
+            .collect::<Result<_, _>>()?;
     }
+    if let Some(routes) = raw.routes {
+        cfg.routes = route_table(&src, routes, &cfg.service_names())?;
+    }
+    every_service_routed(&src, &cfg)?;
     Ok(cfg)
+}
+
+/// `[[services]]`: a name no other service has; the rest follows `[source]` and `[pools]`.
+fn service(
+    src: &Source,
+    s: ServiceSection,
+    cfg: &Config,
+    base: &Path,
+) -> Result<ServiceConfig, ConfigError> {
+    let span = Some(s.name.span());
+    let name = s.name.get_ref().trim().to_string();
+    if name.is_empty() || name.contains(['/', '?', '#', ' ', '"']) {
+        return Err(src.at(
+            span,
+            format!("services.name: {name:?} is not a service name (non-empty; no '/', '?', '#', quote or space)"),
+        ));
+    }
+    if cfg.service_names().contains(&name.as_str()) {
+        return Err(src.at(
+            span,
+            format!(
+                "services.name: {name:?} is already a service (the primary one comes from [source]): give each service its own name"
+            ),
+        ));
+    }
+    let source = match (&cfg.source, s.path, s.kv_key) {
+        (SourceConfig::File(f), Some(path), None) => SourceConfig::File(FileSourceConfig {
+            path: base.join(path.get_ref()),
+            poll_interval: f.poll_interval,
+        }),
+        (SourceConfig::File(_), None, _) => {
+            return Err(src.at(
+                span,
+                format!("services: {name:?} has no path: with the file source each service needs its own upstreams file (path = \"{name}-upstreams.toml\")"),
+            ))
+        }
+        (SourceConfig::File(_), Some(_), Some(k)) => {
+            return Err(src.at(
+                Some(k.span()),
+                "services.kv_key: does not apply to the file source",
+            ))
+        }
+        (SourceConfig::Consul(_), Some(p), _) => {
+            return Err(src.at(
+                Some(p.span()),
+                format!("services.path: does not apply to the consul source (zerodown watches the Consul service {name:?})"),
+            ))
+        }
+        (SourceConfig::Consul(c), None, kv_key) => {
+            let mut c = c.clone();
+            c.kv_key = format!("zerodown/{name}/active");
+            set(&mut c.kv_key, kv_key, |v| kv_key_value(src, v, "services.kv_key"))?;
+            c.service = name.clone();
+            SourceConfig::Consul(c)
+        }
+    };
+    let mut pools = cfg.pools.clone();
+    set(&mut pools.active_tag, s.active_tag, |v| {
+        tag(src, v, "services.active_tag")
+    })?;
+    set(&mut pools.standby_tag, s.standby_tag, |v| {
+        tag(src, v, "services.standby_tag")
+    })?;
+    if pools.active_tag.eq_ignore_ascii_case(&pools.standby_tag) {
+        return Err(src.at(
+            span,
+            format!(
+                "services: {name:?} has the same active and standby tag ({:?}): give the two pools different tags",
+                pools.active_tag
+            ),
+        ));
+    }
+    Ok(ServiceConfig {
+        name,
+        source,
+        pools,
+    })
+}
+
+/// A service no route sends to would be watched for nothing: most likely a forgotten route.
+fn every_service_routed(src: &Source, cfg: &Config) -> Result<(), ConfigError> {
+    for s in &cfg.services {
+        if !cfg
+            .routes
+            .iter()
+            .any(|r| r.service.as_deref() == Some(&s.name))
+        {
+            return Err(src.at(
+                None,
+                format!(
+                    "services: {:?} has no route: add [[routes]] with service = {:?} (and a prefix or host), or remove the service",
+                    s.name, s.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[server]`.
@@ -450,6 +554,24 @@ fn path_prefix(src: &Source, v: &Spanned<String>, key: &str) -> Result<String, C
     })
 }
 
+/// A route's host: a DNS name or IP, compared case-insensitively and without a port.
+fn host_name(src: &Source, v: &Spanned<String>) -> Result<String, ConfigError> {
+    let h = v.get_ref().trim().to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !ok {
+        return Err(src.at(
+            Some(v.span()),
+            format!(
+                "routes.host: {:?} is not a host name (letters, digits, '.', '-'; no port, scheme or path: e.g. \"users.example.com\")",
+                v.get_ref()
+            ),
+        ));
+    }
+    Ok(h)
+}
+
 fn source_config(src: &Source, s: SourceSection, base: &Path) -> Result<SourceConfig, ConfigError> {
     let kind = s.kind.as_ref().map(|k| k.get_ref().clone());
     let kind_span = s.kind.as_ref().map(|k| k.span());
@@ -652,11 +774,7 @@ fn consul_selection(
         }
     })?;
     set(&mut c.kv_key, s.kv_key, |v| {
-        let k = v.get_ref().trim_matches('/');
-        if k.is_empty() {
-            return Err(src.at(Some(v.span()), "source.kv_key: empty key"));
-        }
-        Ok(k.to_string())
+        kv_key_value(src, v, "source.kv_key")
     })?;
     set(&mut c.retry_max, s.retry_max, |v| {
         positive(src, v, "source.retry_max")
@@ -667,19 +785,54 @@ fn consul_selection(
     Ok(())
 }
 
+fn kv_key_value(src: &Source, v: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+    let k = v.get_ref().trim_matches('/');
+    if k.is_empty() {
+        return Err(src.at(Some(v.span()), format!("{key}: empty key")));
+    }
+    Ok(k.to_string())
+}
+
+/// `[[routes]]`: one service per (host, prefix); every service named must exist.
 fn route_table(
     src: &Source,
     routes: Spanned<Vec<RouteSection>>,
+    services: &[&str],
 ) -> Result<Vec<Route>, ConfigError> {
     let span = routes.span();
     let mut out: Vec<Route> = Vec::new();
     for r in routes.into_inner() {
         let prefix = path_prefix(src, &r.prefix, "routes.prefix")?;
-        if out.iter().any(|o| o.prefix == prefix) {
-            return Err(src.at(
-                Some(r.prefix.span()),
-                format!("routes.prefix: {prefix:?} is listed twice: keep one route per prefix"),
-            ));
+        let host = r.host.as_ref().map(|h| host_name(src, h)).transpose()?;
+        let service = match &r.service {
+            None => None,
+            Some(v) if services.contains(&v.get_ref().as_str()) => Some(v.get_ref().clone()),
+            Some(v) => {
+                return Err(src.at(
+                    Some(v.span()),
+                    format!(
+                        "routes.service: unknown service {:?} (the services are {}): add a [[services]] entry named {:?} or fix the name",
+                        v.get_ref(),
+                        services.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+                        v.get_ref()
+                    ),
+                ))
+            }
+        };
+        if let Some(o) = out.iter().find(|o| o.prefix == prefix && o.host == host) {
+            let on = host
+                .as_ref()
+                .map_or(String::new(), |h| format!(" on host {h:?}"));
+            let (a, b) = (
+                o.service.as_deref().unwrap_or(services[0]),
+                service.as_deref().unwrap_or(services[0]),
+            );
+            let message = if a == b {
+                format!("routes.prefix: {prefix:?}{on} is listed twice: keep one route per prefix")
+            } else {
+                format!("routes.prefix: {prefix:?}{on} is claimed by two services, {a:?} and {b:?}: give each its own prefix or host")
+            };
+            return Err(src.at(Some(r.prefix.span()), message));
         }
         let pool = match r.pool.get_ref().as_str() {
             "active" => PoolName::Active,
@@ -696,6 +849,8 @@ fn route_table(
             None => None,
         };
         out.push(Route {
+            host,
+            service,
             prefix,
             pool,
             rewrite,

@@ -11,6 +11,7 @@ mod gate;
 pub mod health;
 mod instance;
 mod publish;
+mod service;
 mod snapshot;
 
 pub use endpoint::{Endpoint, EndpointState, InFlight};
@@ -18,4 +19,5 @@ pub use gate::{version_order, Hold};
 pub use health::Health;
 pub use instance::{Instance, SourceInfo};
 pub use publish::{Candidates, Publisher, SwapRecord};
+pub use service::{Service, Services};
 pub use snapshot::{Member, Pool, Snapshot};

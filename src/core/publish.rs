@@ -52,33 +52,61 @@ const HISTORY: usize = 32;
 /// Repeats of an ongoing hold are logged at most this often.
 const HOLD_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Owns the one `ArcSwap` the request path reads.
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("service", &self.service())
+            .field("generation", &self.cell.load().generation)
+            .finish()
+    }
+}
+
+/// Owns the one `ArcSwap` the request path reads (one per service).
 pub struct Publisher {
     cell: ArcSwap<Snapshot>,
+    /// The service these pools belong to (a metrics label and log field).
+    service: Lv,
     /// Pool gauges and swap counters are set here, once per swap.
     metrics: Arc<Metrics>,
     writer: Mutex<Writer>,
     generation: watch::Sender<u64>,
+    /// A source has offered a view, pools or none (an unknown service's first answer is empty).
+    offered: std::sync::atomic::AtomicBool,
 }
 
 struct Writer {
+    service: Lv,
     single_version: bool,
     history: VecDeque<SwapRecord>,
     last_hold_log: [Option<Instant>; 2],
 }
 
 impl Publisher {
-    pub fn new(single_version: bool, metrics: Arc<Metrics>) -> Publisher {
+    pub fn new(service: &str, single_version: bool, metrics: Arc<Metrics>) -> Publisher {
+        let service = Lv::A(Arc::from(service));
+        metrics.add_service(&service);
         Publisher {
             cell: ArcSwap::from_pointee(Snapshot::empty()),
+            service: service.clone(),
             metrics,
             writer: Mutex::new(Writer {
+                service: service.clone(),
                 single_version,
                 history: VecDeque::new(),
                 last_hold_log: [None, None],
             }),
             generation: watch::channel(0).0,
+            offered: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub fn service(&self) -> &str {
+        self.service.as_str()
+    }
+
+    /// The service name as a metrics label.
+    pub fn service_label(&self) -> &Lv {
+        &self.service
     }
 
     /// The current snapshot; the request path calls this once per request.
@@ -110,8 +138,20 @@ impl Publisher {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a source has offered a view yet (set after that view is published).
+    pub fn offered(&self) -> bool {
+        self.offered.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Gates the candidates and publishes a new snapshot if anything changed. Returns whether it swapped.
     pub fn offer(&self, c: Candidates) -> bool {
+        let swapped = self.apply(c);
+        self.offered
+            .store(true, std::sync::atomic::Ordering::Release);
+        swapped
+    }
+
+    fn apply(&self, c: Candidates) -> bool {
         let mut w = self.lock();
         let current = self.cell.load_full();
         let now = SystemTime::now();
@@ -155,7 +195,7 @@ impl Publisher {
         self.publish_gauges(&current, &next);
         self.metrics
             .swaps
-            .get_or_create(&[("kind", Lv::S(kind))])
+            .get_or_create(&[("service", self.service.clone()), ("kind", Lv::S(kind))])
             .inc();
         let record = SwapRecord {
             generation: next.generation,
@@ -175,7 +215,7 @@ impl Publisher {
             e.retire();
         }
         // Logged once the swap is visible, so a reader of the log can rely on it.
-        log_swap(&record, &c.source);
+        log_swap(self.service(), &record, &c.source);
         if w.history.len() == HISTORY {
             w.history.pop_front();
         }
@@ -242,7 +282,7 @@ impl Writer {
                 reason,
             } => {
                 if let Some(r) = reason {
-                    tracing::error!(target: "zerodown::gate", pool = name, reason = %r, "version decision");
+                    tracing::error!(target: "zerodown::gate", service = self.service.as_str(), pool = name, reason = %r, "version decision");
                     reasons.push(format!("{name}: {r}"));
                 }
                 (Some(instances), hold)
@@ -251,7 +291,8 @@ impl Writer {
             Verdict::KeepCurrent { hold } => (None, Some(hold)),
         };
         let last = &mut self.last_hold_log[side.slot];
-        log_hold(last, name, pool.hold.as_ref(), hold.as_ref());
+        let at = (self.service.as_str(), name);
+        log_hold(last, at, pool.hold.as_ref(), hold.as_ref());
         let same = instances
             .as_ref()
             .is_none_or(|new| pool.members.iter().map(|m| &*m.instance).eq(new.iter()));
@@ -341,9 +382,10 @@ fn changes(d: &PoolDiff) -> impl tracing::Value + '_ {
     json(serde_json::json!({ "added": d.added, "removed": d.removed }))
 }
 
-fn log_swap(record: &SwapRecord, source: &SourceInfo) {
+fn log_swap(service: &str, record: &SwapRecord, source: &SourceInfo) {
     tracing::info!(
         target: "zerodown::swap",
+        service,
         generation = record.generation,
         kind = record.kind,
         reason = %record.reason,
@@ -372,12 +414,14 @@ impl Publisher {
             ("standby", &old.standby, &new.standby),
         ] {
             let pool = Lv::S(name);
+            let svc = &self.service;
             m.pool_instances
-                .get_or_create(&[("pool", pool.clone())])
+                .get_or_create(&[("service", svc.clone()), ("pool", pool.clone())])
                 .set(n.members.len() as i64);
             if let Some(v) = &o.version {
                 m.pool_version
                     .get_or_create(&[
+                        ("service", svc.clone()),
                         ("pool", pool.clone()),
                         ("version", Lv::A(v.as_str().into())),
                     ])
@@ -386,6 +430,7 @@ impl Publisher {
             if let Some(v) = &n.version {
                 m.pool_version
                     .get_or_create(&[
+                        ("service", svc.clone()),
                         ("pool", pool.clone()),
                         ("version", Lv::A(v.as_str().into())),
                     ])
@@ -394,7 +439,11 @@ impl Publisher {
             for kind in ["empty", "version"] {
                 let active = n.hold.as_ref().is_some_and(|h| h.kind() == kind);
                 let was = o.hold.as_ref().is_some_and(|h| h.kind() == kind);
-                let labels = [("pool", pool.clone()), ("kind", Lv::S(kind))];
+                let labels = [
+                    ("service", svc.clone()),
+                    ("pool", pool.clone()),
+                    ("kind", Lv::S(kind)),
+                ];
                 m.gate_hold_active.get_or_create(&labels).set(active as i64);
                 if active && !was {
                     m.gate_holds.get_or_create(&labels).inc();
@@ -425,10 +474,15 @@ fn same_hold(a: Option<&Hold>, b: Option<&Hold>) -> bool {
 }
 
 /// Logs a hold when it starts or changes, then at most once per [`HOLD_LOG_EVERY`] while it lasts.
-fn log_hold(last: &mut Option<Instant>, pool: &str, old: Option<&Hold>, new: Option<&Hold>) {
+fn log_hold(
+    last: &mut Option<Instant>,
+    (service, pool): (&str, &str),
+    old: Option<&Hold>,
+    new: Option<&Hold>,
+) {
     let Some(hold) = new else {
         if old.is_some() {
-            tracing::info!(target: "zerodown::gate", pool, "hold released");
+            tracing::info!(target: "zerodown::gate", service, pool, "hold released");
         }
         *last = None;
         return;
@@ -441,6 +495,7 @@ fn log_hold(last: &mut Option<Instant>, pool: &str, old: Option<&Hold>, new: Opt
     match hold {
         Hold::Empty { .. } => tracing::warn!(
             target: "zerodown::gate",
+            service,
             pool,
             "source reports no instance for this pool: keeping the last non-empty set"
         ),
@@ -448,6 +503,7 @@ fn log_hold(last: &mut Option<Instant>, pool: &str, old: Option<&Hold>, new: Opt
             serving, waiting, ..
         } => tracing::info!(
             target: "zerodown::gate",
+            service,
             pool,
             serving = %serving,
             waiting = json(waiting),

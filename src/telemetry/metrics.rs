@@ -56,38 +56,40 @@ impl EncodeLabelValue for Lv {
 
 pub type L1 = [(&'static str, Lv); 1];
 pub type L2 = [(&'static str, Lv); 2];
-pub type L4 = [(&'static str, Lv); 4];
+pub type L3 = [(&'static str, Lv); 3];
+pub type L5 = [(&'static str, Lv); 5];
 
 fn histogram() -> Histogram {
     // 100 µs … ~52 s, doubling.
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 
-type Hist = Family<L1, Histogram, fn() -> Histogram>;
+type Hist<L = L1> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<L4, Counter>,
+    pub requests: Family<L5, Counter>,
     /// `requests` and `request_duration` series found by pointer (see [`RequestSeries`]).
     pub request_series: RequestSeries,
-    pub request_duration: Hist,
+    pub request_duration: Hist<L2>,
     pub in_flight: Gauge,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
     pub requests_refused: Family<L1, Counter>,
-    pub connect_errors: Family<L1, Counter>,
-    pub retries: Family<L1, Counter>,
-    pub ejections: Family<L1, Counter>,
-    pub timeouts: Family<L1, Counter>,
-    pub pool_instances: Family<L1, Gauge>,
-    pub pool_version: Family<L2, Gauge>,
-    pub swaps: Family<L1, Counter>,
-    pub gate_holds: Family<L2, Counter>,
-    pub gate_hold_active: Family<L2, Gauge>,
-    pub watch_requests: Family<L1, Counter>,
-    pub watch_errors: Family<L1, Counter>,
-    pub watch_duration: Hist,
-    pub watch_last_index: Gauge,
+    // Everything about pools and sources is by service first.
+    pub connect_errors: Family<L2, Counter>,
+    pub retries: Family<L2, Counter>,
+    pub ejections: Family<L2, Counter>,
+    pub timeouts: Family<L2, Counter>,
+    pub pool_instances: Family<L2, Gauge>,
+    pub pool_version: Family<L3, Gauge>,
+    pub swaps: Family<L2, Counter>,
+    pub gate_holds: Family<L3, Counter>,
+    pub gate_hold_active: Family<L3, Gauge>,
+    pub watch_requests: Family<L2, Counter>,
+    pub watch_errors: Family<L2, Counter>,
+    pub watch_duration: Hist<L2>,
+    pub watch_last_index: Family<L1, Gauge>,
     pub hsms_sessions: Gauge,
     pub hsms_sessions_refused: Counter,
     /// Data messages relayed, by direction (`to_backend`, `to_equipment`).
@@ -129,7 +131,7 @@ impl Metrics {
             watch_requests: Family::default(),
             watch_errors: Family::default(),
             watch_duration: Family::new_with_constructor(histogram),
-            watch_last_index: Gauge::default(),
+            watch_last_index: Family::default(),
             hsms_sessions: Gauge::default(),
             hsms_sessions_refused: Counter::default(),
             hsms_messages: Family::default(),
@@ -273,19 +275,32 @@ impl Metrics {
         info.get_or_create(&[("version", Lv::S(env!("CARGO_PKG_VERSION")))])
             .set(1);
         r.register("build_info", "zerodown's version", info);
-        // Known series start at zero, so rate() and alerts see them before the first event.
+        Metrics { registry: r, ..m }
+    }
+
+    /// Starts a service's known series at zero, so rate() and alerts see them before the first event.
+    pub fn add_service(&self, service: &Lv) {
+        let _ = self
+            .watch_last_index
+            .get_or_create(&[("service", service.clone())]);
         for pool in ["active", "standby"] {
-            let p = [("pool", Lv::S(pool))];
-            for f in [&m.connect_errors, &m.retries, &m.ejections, &m.timeouts] {
+            let p = [("service", service.clone()), ("pool", Lv::S(pool))];
+            for f in [
+                &self.connect_errors,
+                &self.retries,
+                &self.ejections,
+                &self.timeouts,
+            ] {
                 let _ = f.get_or_create(&p);
             }
             for kind in ["empty", "version"] {
-                let _ = m
-                    .gate_holds
-                    .get_or_create(&[("pool", Lv::S(pool)), ("kind", Lv::S(kind))]);
+                let _ = self.gate_holds.get_or_create(&[
+                    ("service", service.clone()),
+                    ("pool", Lv::S(pool)),
+                    ("kind", Lv::S(kind)),
+                ]);
             }
         }
-        Metrics { registry: r, ..m }
     }
 
     /// The OpenMetrics text exposition (which Prometheus scrapes natively).
@@ -321,6 +336,7 @@ pub struct RequestSeries {
 
 #[derive(PartialEq, Eq, Hash)]
 struct SeriesKey {
+    service: (usize, usize),
     route: (usize, usize),
     pool: (usize, usize),
     class: usize,
@@ -332,7 +348,16 @@ struct Series {
     duration: Histogram,
     /// Keep the keyed pointers alive.
     _route: Lv,
+    _service: Lv,
     _instance: Option<Arc<dyn VersionLabel>>,
+}
+
+/// Where a request went, as labels.
+#[derive(Clone, Copy)]
+pub struct Where<'a> {
+    pub service: &'a Lv,
+    pub route: &'a Lv,
+    pub pool: &'static str,
 }
 
 /// Entries kept before the cache starts over (instances come and go with swaps).
@@ -348,13 +373,18 @@ impl RequestSeries {
     pub fn record<V: VersionLabel + 'static>(
         &self,
         m: &Metrics,
-        route: &Lv,
-        pool: &'static str,
+        at: Where,
         class: &'static str,
         instance: Option<&Arc<V>>,
         seconds: f64,
     ) {
+        let Where {
+            service,
+            route,
+            pool,
+        } = at;
         let key = SeriesKey {
+            service: lv_key(service),
             route: lv_key(route),
             pool: (pool.as_ptr() as usize, pool.len()),
             class: class.as_ptr() as usize,
@@ -371,6 +401,7 @@ impl RequestSeries {
                 requests: m
                     .requests
                     .get_or_create(&[
+                        ("service", service.clone()),
                         ("route", route.clone()),
                         ("pool", Lv::S(pool)),
                         ("status_class", Lv::S(class)),
@@ -379,9 +410,10 @@ impl RequestSeries {
                     .clone(),
                 duration: m
                     .request_duration
-                    .get_or_create(&[("pool", Lv::S(pool))])
+                    .get_or_create(&[("service", service.clone()), ("pool", Lv::S(pool))])
                     .clone(),
                 _route: route.clone(),
+                _service: service.clone(),
                 _instance: shared,
             }
         });
@@ -440,17 +472,24 @@ mod tests {
     fn cached_series_count_into_the_family_by_label_value() {
         let m = Metrics::new();
         let route = Lv::A(Arc::from("/"));
+        let svc = Lv::A(Arc::from("hello"));
+        let at = |route| Where {
+            service: &svc,
+            route,
+            pool: "active",
+        };
         let (a, b) = (instance("a", "v1"), instance("b", "v1"));
         for i in [&a, &a, &b] {
             m.request_series
-                .record(&m, &route, "active", "2xx", Some(i), 0.001);
+                .record(&m, at(&route), "2xx", Some(i), 0.001);
         }
         // Another Arc with the same text is the same series.
         let same_route = Lv::A(Arc::from("/"));
         m.request_series
-            .record(&m, &same_route, "active", "5xx", Some(&a), 0.001);
+            .record(&m, at(&same_route), "5xx", Some(&a), 0.001);
         let labels = |class| {
             [
+                ("service", Lv::S("hello")),
                 ("route", Lv::S("/")),
                 ("pool", Lv::S("active")),
                 ("status_class", Lv::S(class)),
@@ -460,9 +499,11 @@ mod tests {
         assert_eq!(m.requests.get_or_create(&labels("2xx")).get(), 3);
         assert_eq!(m.requests.get_or_create(&labels("5xx")).get(), 1);
         let text = m.render();
-        let count = text
-            .lines()
-            .find(|l| l.starts_with("zerodown_request_duration_seconds_count{pool=\"active\"}"));
+        let count = text.lines().find(|l| {
+            l.starts_with(
+                "zerodown_request_duration_seconds_count{service=\"hello\",pool=\"active\"}",
+            )
+        });
         assert_eq!(
             count.map(|l| l.rsplit(' ').next()),
             Some(Some("4")),

@@ -115,11 +115,8 @@ fn routes_with(c: &mut zerodown::config::Config, prefix: &str, max: u64) {
     c.routes.insert(
         0,
         Route {
-            prefix: prefix.into(),
-            pool: PoolName::Active,
-            rewrite: None,
             max_body_bytes: Some(max),
-            body_min_rate: None,
+            ..Route::new(prefix, PoolName::Active)
         },
     );
 }

@@ -382,7 +382,7 @@ async fn a_body_below_the_minimum_rate_is_a_client_408_not_an_upstream_timeout()
         "{m}"
     );
     assert!(
-        m.contains("zerodown_upstream_timeouts_total{pool=\"active\"} 0"),
+        m.contains("zerodown_upstream_timeouts_total{service=\"default\",pool=\"active\"} 0"),
         "the upstream was blamed:\n{m}"
     );
 }
@@ -394,11 +394,8 @@ async fn a_route_can_turn_the_minimum_rate_off() {
         c.limits.body_min_rate = 500;
         c.limits.body_min_rate_grace = Duration::from_millis(100);
         c.routes.push(zerodown::config::Route {
-            prefix: "/upload".into(),
-            pool: zerodown::config::PoolName::Active,
-            rewrite: None,
-            max_body_bytes: None,
             body_min_rate: Some(0),
+            ..zerodown::config::Route::new("/upload", zerodown::config::PoolName::Active)
         });
     })
     .await;

@@ -45,7 +45,7 @@ pub async fn start(
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(cfg, public, Some(admin)).unwrap();
-    let mut rx = daemon.publisher.subscribe();
+    let mut rx = daemon.publisher().subscribe();
     tokio::time::timeout(super::DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
         .expect("first pool never loaded from the Consul double")

@@ -171,7 +171,7 @@ impl Rig {
             hsms: Some(hsms_listener),
         };
         let daemon = Daemon::run(cfg.clone(), l).unwrap();
-        let mut rx = daemon.publisher.subscribe();
+        let mut rx = daemon.publisher().subscribe();
         tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
             .await
             .expect("first pool never loaded")

@@ -94,7 +94,7 @@ pub async fn start(entries: &[Entry<'_>], tweak: impl FnOnce(&mut Config)) -> Te
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(cfg, public, Some(admin)).unwrap();
     if !entries.is_empty() {
-        let mut rx = daemon.publisher.subscribe();
+        let mut rx = daemon.publisher().subscribe();
         tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
             .await
             .expect("first pool never loaded")

@@ -121,16 +121,16 @@ impl UpstreamSource for FileSource {
         Box::pin(async move {
             let path: PathBuf = self.cfg.path.clone();
             out.status.reset("file", path.display().to_string());
-            let _ = out
-                .metrics
-                .watch_errors
-                .get_or_create(&[("watch", Lv::S("file"))]);
+            let label = [
+                ("service", out.publisher.service_label().clone()),
+                ("watch", Lv::S("file")),
+            ];
+            let _ = out.metrics.watch_errors.get_or_create(&label);
             let mut last_text: Option<(String, bool)> = None;
             let mut tick = tokio::time::interval(self.cfg.poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let label = [("watch", Lv::S("file"))];
                 out.metrics.watch_requests.get_or_create(&label).inc();
                 let started = std::time::Instant::now();
                 let read = tokio::fs::read_to_string(&path).await;

@@ -12,11 +12,13 @@ use hyper::body::Incoming;
 use super::headers::{self, Peer, X_REQUEST_ID};
 use super::settings::Settings;
 use crate::config::PoolName;
+use crate::core::Service;
 use crate::http::error::ProxyError;
 use crate::telemetry::metrics::Lv;
 
 /// Where an admitted request goes.
 pub struct Routed {
+    pub service: Arc<Service>,
     pub pool: PoolName,
     /// The matched route's prefix, as a metric label.
     pub route: Lv,
@@ -51,7 +53,7 @@ pub fn route(
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let matched = settings
         .routes
-        .find(path_and_query)
+        .find(host.as_ref().and_then(|h| h.to_str().ok()), path_and_query)
         .ok_or(ProxyError::NoRoute)?;
     // Origin form for HTTP/1.1 upstreams; rebuilt only when rewritten or absolute.
     let uri = if matches!(matched.path_and_query, std::borrow::Cow::Borrowed(_))
@@ -65,6 +67,7 @@ pub fn route(
         )
     };
     let routed = Routed {
+        service: Arc::clone(matched.target),
         pool: matched.pool,
         route: Lv::A(Arc::clone(matched.prefix)),
         uri,

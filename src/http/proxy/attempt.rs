@@ -48,7 +48,10 @@ pub async fn send(
     if pool.is_empty() {
         return Err(ProxyError::EmptyPool { pool: pool_name });
     }
-    let pool_label = [("pool", Lv::S(pool_name))];
+    let pool_label = [
+        ("service", publisher.service_label().clone()),
+        ("pool", Lv::S(pool_name)),
+    ];
     // Counts a failure against an instance; true when it ejected the instance.
     let record_failure = |up: &Endpoint| {
         let ejected = up

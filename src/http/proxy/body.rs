@@ -32,6 +32,7 @@ pub struct Outcome {
     pub start: Instant,
     pub metrics: Arc<Metrics>,
     pub request_id: HeaderValue,
+    pub service: Lv,
     pub route: Lv,
     pub pool: &'static str,
     pub upstream: Option<Arc<Instance>>,
@@ -48,6 +49,7 @@ impl Outcome {
             start: Instant::now(),
             metrics,
             request_id,
+            service: Lv::S(""),
             route: Lv::S(""),
             pool: "",
             upstream: None,
@@ -64,10 +66,14 @@ impl Drop for Outcome {
         let m = &self.metrics;
         m.in_flight.dec();
         let elapsed = self.start.elapsed();
+        let at = crate::telemetry::metrics::Where {
+            service: &self.service,
+            route: &self.route,
+            pool: self.pool,
+        };
         m.request_series.record(
             m,
-            &self.route,
-            self.pool,
+            at,
             status_class(self.status.as_u16()),
             self.upstream.as_ref(),
             elapsed.as_secs_f64(),
@@ -83,6 +89,7 @@ impl Drop for Outcome {
             method = %log.method,
             path = %log.path,
             status = self.status.as_u16(),
+            service = self.service.as_str(),
             route = self.route.as_str(),
             pool = self.pool,
             upstream = upstream.map(|i| i.address.as_str()),

@@ -15,7 +15,6 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::core::Publisher;
 use crate::http::error::ProxyError;
 use crate::telemetry::metrics::{Lv, Metrics};
 pub use body::{LogFields, Outcome, ProxyBody};
@@ -24,16 +23,14 @@ pub use settings::Settings;
 
 /// Shared by every connection.
 pub struct Proxy {
-    pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
     settings: ArcSwap<Settings>,
     ids: request_id::Generator,
 }
 
 impl Proxy {
-    pub fn new(publisher: Arc<Publisher>, metrics: Arc<Metrics>, settings: Settings) -> Proxy {
+    pub fn new(metrics: Arc<Metrics>, settings: Settings) -> Proxy {
         Proxy {
-            publisher,
             metrics,
             settings: ArcSwap::from_pointee(settings),
             ids: request_id::Generator::new(),
@@ -70,6 +67,7 @@ impl Proxy {
         let result = match admit::route(&mut parts, &body, &settings) {
             Err(e) => Err(e),
             Ok((host, routed)) => {
+                outcome.service = routed.service.publisher.service_label().clone();
                 outcome.pool = routed.pool.as_str();
                 outcome.route = routed.route.clone();
                 admit::rewrite(&mut parts, host, routed.uri, &settings, peer, &request_id);
@@ -80,7 +78,7 @@ impl Proxy {
                     body_min_rate: routed.body_min_rate,
                 };
                 attempt::send(
-                    &self.publisher,
+                    &routed.service.publisher,
                     &self.metrics,
                     req,
                     to,
@@ -120,7 +118,10 @@ impl Proxy {
         let status = err.status();
         match &err {
             ProxyError::Timeout { .. } => {
-                let pool = [("pool", Lv::S(outcome.pool))];
+                let pool = [
+                    ("service", outcome.service.clone()),
+                    ("pool", Lv::S(outcome.pool)),
+                ];
                 self.metrics.timeouts.get_or_create(&pool).inc();
             }
             // The client's fault, never the upstream's: its own counter and a warning.

@@ -5,16 +5,27 @@ use std::sync::Arc;
 
 use crate::config::{PoolName, Route};
 
+/// Routes to targets of type `T` (the proxy's services; `()` in tests).
 #[derive(Debug, Clone)]
-pub struct RouteTable {
+pub struct RouteTable<T = ()> {
     /// Sorted by prefix length, longest first; each with its prefix as a shared metrics label.
-    routes: Vec<(Route, Arc<str>)>,
+    routes: Vec<Entry<T>>,
+    /// The hosts some route names (lowercase): a request for one of them uses only its routes.
+    hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    route: Route,
+    label: Arc<str>,
+    target: T,
 }
 
 /// A matched route and the path-and-query to send upstream.
 #[derive(Debug, PartialEq)]
-pub struct Matched<'a> {
+pub struct Matched<'a, T = ()> {
     pub prefix: &'a Arc<str>,
+    pub target: &'a T,
     pub pool: PoolName,
     pub path_and_query: Cow<'a, str>,
     /// The route's own body limit, if it sets one.
@@ -24,56 +35,105 @@ pub struct Matched<'a> {
 }
 
 impl RouteTable {
-    pub fn new(mut routes: Vec<Route>) -> RouteTable {
+    /// A table whose routes carry no target.
+    pub fn new(routes: Vec<Route>) -> RouteTable {
+        RouteTable::with_targets(routes, |_| ())
+    }
+}
+
+impl<T> RouteTable<T> {
+    /// `target` gives each route's target from the route (its service).
+    pub fn with_targets(mut routes: Vec<Route>, target: impl Fn(&Route) -> T) -> RouteTable<T> {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut hosts: Vec<String> = routes.iter().filter_map(|r| r.host.clone()).collect();
+        hosts.sort();
+        hosts.dedup();
         let routes = routes
             .into_iter()
-            .map(|r| {
-                let label = Arc::from(r.prefix.as_str());
-                (r, label)
+            .map(|route| Entry {
+                label: Arc::from(route.prefix.as_str()),
+                target: target(&route),
+                route,
             })
             .collect();
-        RouteTable { routes }
+        RouteTable { routes, hosts }
     }
 
-    /// `path_and_query` is the request target in origin form (`/a/b?q`).
-    pub fn find<'a>(&'a self, path_and_query: &'a str) -> Option<Matched<'a>> {
+    /// `path_and_query` is the request target in origin form (`/a/b?q`); `host` the request's
+    /// Host (any case, with or without a port). A host some route names is served by its own
+    /// routes only (as nginx's `server_name`); any other host by the routes that name none.
+    pub fn find<'a>(
+        &'a self,
+        host: Option<&str>,
+        path_and_query: &'a str,
+    ) -> Option<Matched<'a, T>> {
         let path_end = path_and_query.find('?').unwrap_or(path_and_query.len());
         let path = &path_and_query[..path_end];
-        let (route, label) = self
+        let named = if self.hosts.is_empty() {
+            None
+        } else {
+            host.and_then(|h| self.named_host(h))
+        };
+        let Entry {
+            route,
+            label,
+            target,
+        } = self
             .routes
             .iter()
-            .find(|(r, _)| segment_prefix(path, &r.prefix))?;
+            .find(|e| e.route.host.as_deref() == named && segment_prefix(path, &e.route.prefix))?;
         let path_and_query = match &route.rewrite {
             None => Cow::Borrowed(path_and_query),
-            Some(to) => {
-                let rest = if route.prefix == "/" {
-                    path_and_query
-                } else {
-                    &path_and_query[route.prefix.len()..]
-                };
-                let to = if to == "/" && rest.starts_with('/') {
-                    ""
-                } else {
-                    to.as_str()
-                };
-                let mut s = String::with_capacity(to.len() + rest.len());
-                s.push_str(to);
-                s.push_str(rest);
-                if s.is_empty() || s.starts_with('?') {
-                    s.insert(0, '/');
-                }
-                Cow::Owned(s)
-            }
+            Some(to) => Cow::Owned(rewrite(path_and_query, &route.prefix, to)),
         };
         Some(Matched {
             prefix: label,
+            target,
             max_body_bytes: route.max_body_bytes,
             body_min_rate: route.body_min_rate,
             pool: route.pool,
             path_and_query,
         })
     }
+
+    /// The route host equal to `host` without its port, ignoring case.
+    fn named_host(&self, host: &str) -> Option<&str> {
+        let bare = match host.rsplit_once(':') {
+            // An IPv6 literal keeps its brackets' content; a port follows the last ':' otherwise.
+            _ if host.starts_with('[') => host
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or(host),
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        self.hosts
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(bare))
+            .map(String::as_str)
+    }
+}
+
+/// Replaces `prefix` with `to` at the start of `path_and_query`.
+fn rewrite(path_and_query: &str, prefix: &str, to: &str) -> String {
+    let rest = if prefix == "/" {
+        path_and_query
+    } else {
+        &path_and_query[prefix.len()..]
+    };
+    let to = if to == "/" && rest.starts_with('/') {
+        ""
+    } else {
+        to
+    };
+    let mut s = String::with_capacity(to.len() + rest.len());
+    s.push_str(to);
+    s.push_str(rest);
+    if s.is_empty() || s.starts_with('?') {
+        s.insert(0, '/');
+    }
+    s
 }
 
 fn segment_prefix(path: &str, prefix: &str) -> bool {
@@ -88,7 +148,8 @@ mod tests {
     use crate::config::default_routes;
 
     fn find(t: &RouteTable, p: &str) -> Option<(PoolName, String)> {
-        t.find(p).map(|m| (m.pool, m.path_and_query.into_owned()))
+        t.find(None, p)
+            .map(|m| (m.pool, m.path_and_query.into_owned()))
     }
 
     #[test]
@@ -108,19 +169,10 @@ mod tests {
     fn longest_prefix_wins_and_rewrite_to_root() {
         let t = RouteTable::new(vec![
             Route {
-                prefix: "/api".into(),
-                pool: PoolName::Active,
                 rewrite: Some("/".into()),
-                max_body_bytes: None,
-                body_min_rate: None,
+                ..Route::new("/api", PoolName::Active)
             },
-            Route {
-                prefix: "/api/next".into(),
-                pool: PoolName::Standby,
-                rewrite: None,
-                max_body_bytes: None,
-                body_min_rate: None,
-            },
+            Route::new("/api/next", PoolName::Standby),
         ]);
         assert_eq!(
             find(&t, "/api/next/a"),
@@ -133,5 +185,38 @@ mod tests {
         assert_eq!(find(&t, "/api"), Some((PoolName::Active, "/".into())));
         assert_eq!(find(&t, "/api?x"), Some((PoolName::Active, "/?x".into())));
         assert_eq!(find(&t, "/other"), None);
+    }
+
+    #[test]
+    fn a_named_host_uses_only_its_own_routes() {
+        let on = |host: &str, prefix: &str, target: u8| Route {
+            host: (!host.is_empty()).then(|| host.to_string()),
+            service: Some(target.to_string()),
+            ..Route::new(prefix, PoolName::Active)
+        };
+        let t = RouteTable::with_targets(
+            vec![
+                on("", "/", 0),
+                on("users.example.com", "/", 1),
+                on("users.example.com", "/admin", 2),
+                on("api.example.com", "/v1", 3),
+            ],
+            |r| r.service.clone().unwrap_or_default(),
+        );
+        let target = |host: Option<&str>, path: &str| t.find(host, path).map(|m| m.target.clone());
+        assert_eq!(target(None, "/x"), Some("0".into()));
+        assert_eq!(target(Some("other.example.com"), "/x"), Some("0".into()));
+        assert_eq!(
+            target(Some("USERS.example.com:8080"), "/x"),
+            Some("1".into())
+        );
+        assert_eq!(
+            target(Some("users.example.com"), "/admin/a"),
+            Some("2".into())
+        );
+        // api.example.com names only /v1: other paths do not fall back to the host-less routes.
+        assert_eq!(target(Some("api.example.com"), "/v1/x"), Some("3".into()));
+        assert_eq!(target(Some("api.example.com"), "/x"), None);
+        assert_eq!(target(Some("[::1]:8080"), "/x"), Some("0".into()));
     }
 }

@@ -1,15 +1,17 @@
 //! The parts of the config the request path reads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::route::RouteTable;
 use crate::config::{Cidr, Config, Underscores};
+use crate::core::Service;
 use crate::http::upstream::ConnLimits;
 
 /// The parts of the config the request path reads, swapped whole on reload.
 #[derive(Debug)]
 pub struct Settings {
-    pub routes: RouteTable,
+    pub routes: RouteTable<Arc<Service>>,
     pub health_path: Option<String>,
     pub limits: ConnLimits,
     pub response_timeout: Duration,
@@ -29,9 +31,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(c: &Config) -> Settings {
+    /// `services` holds every service the config names, the primary first.
+    pub fn from_config(c: &Config, services: &[Arc<Service>]) -> Settings {
+        let primary = c.primary_service();
+        let service_of = |r: &crate::config::Route| {
+            let name = r.service.as_deref().unwrap_or(primary);
+            // The config was validated and the daemon built a service for every name in it, so
+            // the primary is only a fallback that cannot be reached.
+            let found = services.iter().find(|s| s.name() == name);
+            Arc::clone(found.unwrap_or(&services[0]))
+        };
         Settings {
-            routes: RouteTable::new(c.routes.clone()),
+            routes: RouteTable::with_targets(c.routes.clone(), service_of),
             health_path: c.server.health_path.clone(),
             limits: ConnLimits {
                 connect_timeout: c.upstream.connect_timeout,

@@ -374,7 +374,11 @@ async fn run_watch(
         me.service_watch()
     };
     let metrics = Arc::clone(&out.metrics);
-    let label = [("watch", Lv::S(if key { "kv" } else { "service" }))];
+    let service = out.publisher.service_label().clone();
+    let label = [
+        ("service", service.clone()),
+        ("watch", Lv::S(if key { "kv" } else { "service" })),
+    ];
     let _ = metrics.watch_errors.get_or_create(&label);
     loop {
         progress.touch();
@@ -412,7 +416,10 @@ async fn run_watch(
         match update {
             Ok(u) => {
                 if !key {
-                    metrics.watch_last_index.set(w.index as i64);
+                    metrics
+                        .watch_last_index
+                        .get_or_create(&[("service", service.clone())])
+                        .set(w.index as i64);
                 }
                 let errors = out.status.ok((!key).then_some(w.index));
                 if errors > 0 {
