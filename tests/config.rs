@@ -145,6 +145,42 @@ fn bad_files_name_file_line_and_key() {
             "hsms.listen is missing: give the equipment-facing address (e.g. listen = \
              \"0.0.0.0:5000\")",
         ),
+        (
+            "bad-service-unknown.toml",
+            Some("3:11"),
+            "routes.service: unknown service \"user-service\" (the services are \"default\"): \
+             add a [[services]] entry named \"user-service\" or fix the name",
+        ),
+        (
+            "bad-service-same-route.toml",
+            Some("12:10"),
+            "routes.prefix: \"/\" on host \"example.com\" is claimed by two services, \
+             \"default\" and \"user-service\": give each its own prefix or host",
+        ),
+        (
+            "bad-service-no-route.toml",
+            None,
+            "services: \"user-service\" has no route: add [[routes]] with service = \
+             \"user-service\" (and a prefix or host), or remove the service",
+        ),
+        (
+            "bad-service-no-path.toml",
+            Some("2:8"),
+            "services: \"user-service\" has no path: with the file source each service needs \
+             its own upstreams file (path = \"user-service-upstreams.toml\")",
+        ),
+        (
+            "bad-service-name-taken.toml",
+            Some("2:8"),
+            "services.name: \"default\" is already a service (the primary one comes from \
+             [source]): give each service its own name",
+        ),
+        (
+            "bad-route-host.toml",
+            Some("2:8"),
+            "routes.host: \"example.com:8080\" is not a host name (letters, digits, '.', '-'; \
+             no port, scheme or path: e.g. \"users.example.com\")",
+        ),
     ];
     for (file, at, message) in cases {
         let path = format!("tests/data/{file}");

@@ -133,6 +133,10 @@ pub struct SourceStateDoc {
     pub last_error: Option<String>,
     pub last_index: Option<u64>,
     pub last_success_ms: Option<u64>,
+    /// What the source's last good answer means for the pools, when it needs saying (e.g. Consul
+    /// lists no instance of the service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub origin: String,
     /// Unix milliseconds since when the source has been failing (the pools are then stale).
     pub stale_since_ms: Option<u64>,
@@ -220,6 +224,7 @@ impl From<SourceState> for SourceStateDoc {
             consecutive_errors,
             last_error,
             watch_restarts,
+            note,
         } = s;
         SourceStateDoc {
             consecutive_errors,
@@ -228,6 +233,7 @@ impl From<SourceState> for SourceStateDoc {
             last_error,
             last_index,
             last_success_ms,
+            note,
             origin,
             stale_since_ms,
             watch_restarts,

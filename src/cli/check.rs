@@ -17,18 +17,29 @@ pub fn run(file: &Path) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let upstreams = match &cfg.source {
-        SourceConfig::File(f) => match upstreams(&cfg, &f.path) {
-            Ok(line) => Some(line),
-            Err(e) => {
-                eprintln!("zerodown: the upstreams file (source.path) is not usable: {e}");
-                return ExitCode::from(EXIT_USAGE);
+    let mut lines = Vec::new();
+    for (i, name) in cfg.service_names().into_iter().enumerate() {
+        let Some(view) = cfg.for_service(name) else {
+            continue;
+        };
+        if let SourceConfig::File(f) = &view.source {
+            match upstreams(&view, &f.path) {
+                Ok(line) if i == 0 => lines.push(line),
+                Ok(line) => lines.push(format!("service {name}: {line}")),
+                Err(e) => {
+                    let key = if i == 0 {
+                        "source.path".to_string()
+                    } else {
+                        format!("path of service {name:?}")
+                    };
+                    eprintln!("zerodown: the upstreams file ({key}) is not usable: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
             }
-        },
-        SourceConfig::Consul(_) => None,
-    };
+        }
+    }
     println!("# {}: valid. Effective configuration:", file.display());
-    if let Some(line) = upstreams {
+    for line in lines {
         println!("# {line}");
     }
     print!("{}", cfg.render());

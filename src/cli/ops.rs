@@ -20,7 +20,35 @@ fn context(a: &OpsArgs, nomad: &NomadArgs, timeout: &str) -> Result<Ctx, (u8, St
         consul_addr: a.consul_addr.clone(),
         service: a.service.clone(),
     };
-    let cfg = effective_config(&serve).map_err(|e| (EXIT_USAGE, format!("invalid config: {e}")))?;
+    let invalid = |e| (EXIT_USAGE, format!("invalid config: {e}"));
+    // `--service` picks one of the config's services; otherwise (one service, Consul) it names
+    // the Consul service to use instead, as before services existed.
+    let file_cfg = effective_config(&ServeArgs {
+        service: None,
+        ..serve.clone()
+    })
+    .map_err(invalid)?;
+    let names = file_cfg.service_names();
+    let (cfg, named) = match a.service.as_deref() {
+        Some(name) if names.contains(&name) => {
+            let view = file_cfg.for_service(name);
+            (
+                view.unwrap_or_else(|| file_cfg.clone()),
+                Some(name.to_string()),
+            )
+        }
+        Some(name) if names.len() > 1 => {
+            let list = names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>();
+            return Err((
+                EXIT_USAGE,
+                format!(
+                    "--service {name:?}: the config has no such service (its services are {})",
+                    list.join(", ")
+                ),
+            ));
+        }
+        _ => (effective_config(&serve).map_err(invalid)?, None),
+    };
     let timeout = duration::parse(timeout).map_err(|e| (EXIT_USAGE, format!("--timeout: {e}")))?;
     let targets = Targets {
         admin: a.admin.clone(),
@@ -28,7 +56,9 @@ fn context(a: &OpsArgs, nomad: &NomadArgs, timeout: &str) -> Result<Ctx, (u8, St
         nomad_addr: nomad.nomad_addr.clone(),
         job: nomad.job.clone(),
     };
-    Ctx::new(cfg, &targets, timeout).map_err(|e| (EXIT_USAGE, e.to_string()))
+    let mut ctx = Ctx::new(cfg, &targets, timeout).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+    ctx.status_service = named;
+    Ok(ctx)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

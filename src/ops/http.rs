@@ -118,10 +118,11 @@ pub async fn fetch(
             .await
             .map_err(|error| FetchError::Handshake { addr: a(), error })?;
         let conn = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr);
+        let mut req = Request::builder().method(method).uri(path);
+        // A caller's own Host (a route matched by host) replaces the address.
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", addr);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -67,6 +67,9 @@ pub struct Ctx {
     /// The proxy's public listener, `host:port`, for end-to-end checks.
     pub proxy: String,
     pub service: Option<String>,
+    /// The service of a multi-service proxy this command is about (`/status?service=`); `None`
+    /// for the primary one.
+    pub status_service: Option<String>,
     /// How an instance's version is read: the proxy's own rule, so both agree.
     pub versions: VersionRule,
     pub timeout: Duration,
@@ -151,6 +154,7 @@ impl Ctx {
             admin_token,
             proxy,
             service,
+            status_service: None,
             versions,
             timeout,
         })
@@ -161,10 +165,14 @@ impl Ctx {
         let auth = self.admin_token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let path = match &self.status_service {
+            Some(s) => format!("/status?service={s}"),
+            None => "/status".to_string(),
+        };
         let a = http::fetch(
             &self.admin,
             ::http::Method::GET,
-            "/status",
+            &path,
             &headers,
             bytes::Bytes::new(),
             Duration::from_secs(5),

@@ -65,6 +65,9 @@ pub struct Report {
     pub instances: Vec<Row>,
     pub hello: Probe,
     pub standby: Probe,
+    /// What `hello` and `standby` probed: `/hello` and `/standby` under the default routes, else
+    /// the service's first route to each pool (`host/prefix` when it matches a Host).
+    pub probed: [String; 2],
     pub disagreements: Vec<String>,
     /// What does not work: a route through the proxy that answers 5xx or not at all, an empty
     /// pool.
@@ -99,16 +102,51 @@ pub async fn report(ctx: &Ctx) -> Report {
             probe: p,
         });
     }
-    let through = |path: &'static str| http::get(&ctx.proxy, path, Duration::from_secs(5));
-    let hello = Probe::from(through("/hello").await);
-    let standby = Probe::from(through("/standby").await);
+    let targets = probe_targets(ctx);
+    let mut probes = Vec::new();
+    for t in &targets {
+        probes.push(match t {
+            Some((path, host)) => {
+                let headers: Vec<(&str, &str)> =
+                    host.iter().map(|h| ("host", h.as_str())).collect();
+                let r = http::fetch(
+                    &ctx.proxy,
+                    ::http::Method::GET,
+                    path,
+                    &headers,
+                    bytes::Bytes::new(),
+                    Duration::from_secs(5),
+                );
+                Some(Probe::from(r.await))
+            }
+            None => None,
+        });
+    }
     if let Some(doc) = &proxy {
         disagreements.extend(compare(ctx, doc, &instances));
     }
-    let problems = problems(
-        proxy.as_ref(),
-        &[("/hello", &hello), ("/standby", &standby)],
-    );
+    let probed = targets.clone().map(|t| match t {
+        Some((path, Some(host))) => format!("{host}{path}"),
+        Some((path, None)) => path,
+        None => "(no route)".into(),
+    });
+    let [hello, standby] = [probes.remove(0), probes.remove(0)].map(|p| {
+        p.unwrap_or(Probe {
+            status: None,
+            body: String::new(),
+            latency_ms: 0.0,
+            error: None,
+        })
+    });
+    let routed: Vec<(&str, &Probe)> = [
+        (&probed[0], &hello, &targets[0]),
+        (&probed[1], &standby, &targets[1]),
+    ]
+    .into_iter()
+    .filter(|(_, _, t)| t.is_some())
+    .map(|(name, p, _)| (name.as_str(), p))
+    .collect();
+    let problems = problems(proxy.as_ref(), &routed);
     Report {
         mode: ctx.mode.name(),
         proxy,
@@ -116,9 +154,27 @@ pub async fn report(ctx: &Ctx) -> Report {
         instances,
         hello,
         standby,
+        probed,
         disagreements,
         problems,
     }
+}
+
+/// The (path, Host) probed through the proxy for the active and the standby pool: `/hello` and
+/// `/standby` under the default routes, else the first route of each pool; `None` when no route
+/// sends to that pool.
+fn probe_targets(ctx: &Ctx) -> [Option<(String, Option<String>)>; 2] {
+    if ctx.cfg.routes == crate::config::default_routes() {
+        return [
+            Some(("/hello".into(), None)),
+            Some(("/standby".into(), None)),
+        ];
+    }
+    use crate::config::PoolName;
+    [PoolName::Active, PoolName::Standby].map(|pool| {
+        let r = ctx.cfg.routes.iter().find(|r| r.pool == pool)?;
+        Some((r.prefix.clone(), r.host.clone()))
+    })
 }
 
 /// Routes through the proxy that answer 5xx or not at all, and pools without an instance.
@@ -132,6 +188,9 @@ fn problems(proxy: Option<&StatusDoc>, routes: &[(&str, &Probe)]) -> Vec<String>
             (None, Some(e)) => out.push(format!("{path} gets no answer through the proxy: {e}")),
             _ => {}
         }
+    }
+    if let Some(note) = proxy.and_then(|d| d.source_status.note.as_ref()) {
+        out.push(note.clone());
     }
     for (name, pool) in proxy.map(|d| d.pools.named()).into_iter().flatten() {
         if pool.instances.is_empty() {
@@ -326,11 +385,11 @@ pub fn render_with(r: &Report, colour: bool) -> String {
         out.push_str(&super::hsms::render(h));
     }
     out.push_str("\nthrough the proxy\n");
-    for (path, pr) in [("/hello", &r.hello), ("/standby", &r.standby)] {
+    for (path, pr) in [(&r.probed[0], &r.hello), (&r.probed[1], &r.standby)] {
         let line = match (&pr.status, &pr.error) {
             (Some(s), _) => format!("{s} {:.1}ms {}", pr.latency_ms, pr.body),
             (None, Some(e)) => e.clone(),
-            _ => "?".into(),
+            _ => "not probed".into(),
         };
         out.push_str(&format!("  {path:<9} {}\n", ok(pr.ok(), &line)));
     }
@@ -397,6 +456,7 @@ mod tests {
             ],
             hello: probe(Some(200), None),
             standby: probe(Some(502), None),
+            probed: ["/hello".into(), "/standby".into()],
             disagreements: vec![
                 "active: the source tags active on v2 but the proxy serves v1".into(),
             ],

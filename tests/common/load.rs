@@ -168,13 +168,33 @@ impl Load {
     }
 
     pub fn start_with(addr: SocketAddr, path: &'static str, conns: usize, limits: Limits) -> Load {
+        Load::start_as(addr, None, path, conns, limits)
+    }
+
+    /// [`Load::start`] with `host` as every request's Host (routes matched by host).
+    pub fn start_host(
+        addr: SocketAddr,
+        host: &'static str,
+        path: &'static str,
+        conns: usize,
+    ) -> Load {
+        Load::start_as(addr, Some(host), path, conns, Limits::default())
+    }
+
+    fn start_as(
+        addr: SocketAddr,
+        host: Option<&'static str>,
+        path: &'static str,
+        conns: usize,
+        limits: Limits,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let shared: Arc<Shared> = Arc::default();
         let started = Instant::now();
         let tasks = (0..conns)
             .map(|id| {
                 let (stop, shared) = (stop.clone(), shared.clone());
-                tokio::spawn(drive(id, addr, path, limits, stop, shared))
+                tokio::spawn(drive(id, (addr, host), path, limits, stop, shared))
             })
             .collect();
         Load {
@@ -339,7 +359,7 @@ impl Drop for Load {
 /// connection is replaced (a stalled one cannot be reused).
 async fn drive(
     id: usize,
-    addr: SocketAddr,
+    (addr, host): (SocketAddr, Option<&'static str>),
     path: &'static str,
     limits: Limits,
     stop: Arc<AtomicBool>,
@@ -349,7 +369,7 @@ async fn drive(
     while !stop.load(Ordering::Relaxed) {
         let c = match &mut conn {
             Some(c) => c,
-            None => match timeout(limits.deadline, Conn::open(addr)).await {
+            None => match timeout(limits.deadline, Conn::open_host(addr, host)).await {
                 Ok(Ok(c)) => conn.insert(c),
                 Ok(Err(e)) => {
                     shared.fail(id, Class::Connect, format!("{addr}: {e}"));

@@ -111,16 +111,24 @@ pub async fn start(entries: &[Entry<'_>], tweak: impl FnOnce(&mut Config)) -> Te
 pub struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     pub addr: SocketAddr,
+    /// The Host header sent: the address, unless opened with [`Conn::open_host`].
+    host: String,
 }
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        Conn::open_host(addr, None).await
+    }
+
+    /// A connection whose requests carry `host` (when given) as their Host.
+    pub async fn open_host(addr: SocketAddr, host: Option<&str>) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
-        Ok(Conn { sender, addr })
+        let host = host.map_or_else(|| addr.to_string(), str::to_string);
+        Ok(Conn { sender, addr, host })
     }
 
     pub async fn get(&mut self, path: &str) -> Result<(u16, String), hyper::Error> {
@@ -144,7 +152,7 @@ impl Conn {
     ) -> Result<(u16, http::HeaderMap, String), hyper::Error> {
         self.sender.ready().await?;
         let req = builder
-            .header("host", self.addr.to_string())
+            .header("host", self.host.as_str())
             .body(Full::new(body))
             .unwrap();
         let resp = self.sender.send_request(req).await?;

@@ -23,6 +23,8 @@ pub struct SourceState {
     pub last_error: Option<String>,
     /// Watches restarted by the watchdog.
     pub watch_restarts: u64,
+    /// What the last good answer means for the pools, when it needs saying.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,14 @@ impl SourceStatus {
             g.1 = Some((message.to_string(), Instant::now()));
         }
         log
+    }
+
+    /// Sets (or clears) the note; true when it changed.
+    pub fn set_note(&self, note: Option<String>) -> bool {
+        let mut g = self.lock();
+        let changed = g.0.note != note;
+        g.0.note = note;
+        changed
     }
 
     pub fn restarted(&self) {

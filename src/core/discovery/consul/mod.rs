@@ -408,6 +408,21 @@ async fn run_watch(
             if reply.filtered_by_acls && parsed.instances.is_empty() {
                 tracing::warn!(target: "zerodown::source", service = %me.cfg.service, token = %me.token_source, "Consul filtered every instance out by ACLs: the token lacks service \"<service>\" {{ policy = \"read\" }} (and node_prefix \"\" {{ policy = \"read\" }})");
             }
+            // Consul answers an unknown service with an empty list, as one with no instance.
+            let unknown = parsed.instances.is_empty()
+                && parsed.skipped.is_empty()
+                && !reply.filtered_by_acls;
+            let note = unknown.then(|| {
+                format!(
+                    "Consul lists no instance of service {:?}: check the service name and that its instances are registered",
+                    me.cfg.service
+                )
+            });
+            if out.status.set_note(note.clone()) {
+                if let Some(n) = &note {
+                    tracing::warn!(target: "zerodown::source", service = %me.cfg.service, "{n}");
+                }
+            }
             Ok(Update::Service {
                 instances: parsed.instances,
                 index: w.index,
