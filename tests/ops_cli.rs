@@ -125,3 +125,102 @@ async fn each_help_lists_only_the_flags_its_command_reads() {
         );
     }
 }
+
+/// A second service on its own upstreams file: `--service` switches it alone, reports on its own
+/// routes, and names the services when it is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_flag_switches_one_service_and_leaves_the_other() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let (u1, u2) = (backend("u1").await, backend("u2").await);
+    let users_dir = tempfile::tempdir().unwrap();
+    let users = users_dir.path().join("users.toml");
+    write_upstreams(
+        &users,
+        &[
+            ("u-a", u1.to_string(), "u1", "active"),
+            ("u-b", u2.to_string(), "u2", "standby"),
+        ],
+    );
+    let primary = [
+        ("a", v1.to_string(), "v1", "active"),
+        ("b", v2.to_string(), "v2", "standby"),
+    ];
+    let users_path = users.clone();
+    let d = start(&primary, move |c| {
+        c.services.push(zerodown::config::ServiceConfig {
+            name: "user-service".into(),
+            source: zerodown::config::SourceConfig::File(zerodown::config::FileSourceConfig {
+                path: users_path,
+                poll_interval: std::time::Duration::from_millis(20),
+            }),
+            pools: c.pools.clone(),
+        });
+        for (prefix, pool) in [
+            ("/users", zerodown::config::PoolName::Active),
+            ("/users-standby", zerodown::config::PoolName::Standby),
+        ] {
+            c.routes.push(zerodown::config::Route {
+                service: Some("user-service".into()),
+                rewrite: Some("/hello".into()),
+                ..zerodown::config::Route::new(prefix, pool)
+            });
+        }
+    })
+    .await;
+    let cfg = ops_config(&d);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[[services]]\nname = \"user-service\"\npath = \"{}\"\n\n[[routes]]\nprefix = \"/users\"\nservice = \"user-service\"\npool = \"active\"\nrewrite = \"/hello\"\n\n[[routes]]\nprefix = \"/users-standby\"\nservice = \"user-service\"\npool = \"standby\"\nrewrite = \"/hello\"\n\n[[routes]]\nprefix = \"/standby\"\npool = \"standby\"\nrewrite = \"/hello\"\n\n[[routes]]\nprefix = \"/\"\npool = \"active\"\n",
+        users.display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    eventually("user-service loaded", || async {
+        get(d.daemon.public_addr, "/users")
+            .await
+            .1
+            .contains("(version u1)")
+    })
+    .await;
+    let primary_file = std::fs::read_to_string(&d.upstreams).unwrap();
+
+    let (code, out, err) = zerodown(&["status", "-c", &cfg, "--service", "user-service"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("/users-standby") && out.contains("(version u2)"),
+        "{out}"
+    );
+
+    let (code, out, err) = zerodown(&[
+        "switch",
+        "-c",
+        &cfg,
+        "--service",
+        "user-service",
+        "--timeout",
+        "10s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("switch: u1 -> u2"), "{out}");
+    assert!(get(d.daemon.public_addr, "/users")
+        .await
+        .1
+        .contains("(version u2)"));
+    assert!(get(d.daemon.public_addr, "/hello")
+        .await
+        .1
+        .contains("(version v1)"));
+    assert_eq!(
+        std::fs::read_to_string(&d.upstreams).unwrap(),
+        primary_file,
+        "the primary service's upstreams file was changed"
+    );
+
+    let (code, _, err) = zerodown(&["status", "-c", &cfg, "--service", "nope"]).await;
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(
+        err,
+        "zerodown: --service \"nope\": the config has no such service (its services are \
+         \"default\", \"user-service\")\n"
+    );
+}
