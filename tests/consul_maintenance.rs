@@ -61,4 +61,21 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
         d.publisher().load_full().active.members.len() == 2
     })
     .await;
+
+    // Node maintenance (`_node_maintenance`) takes every instance on the node out the same way.
+    let load = Load::start(d.public_addr, "/hello", 8);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(consul.set_node_maintenance("node-v1-b", Some("kernel upgrade")));
+    eventually("v1-b left the active pool", || async {
+        let snap = d.publisher().load_full();
+        snap.active.members.len() == 1 && snap.active.members[0].instance.id == "v1-a"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let records = load.finish().await;
+    assert!(records.len() > 200, "too little load: {}", records.len());
+    let report = ops::status::report(&ctx).await;
+    let row = report.instances.iter().find(|r| r.id == "v1-b").unwrap();
+    assert_eq!(row.health, "maintenance (kernel upgrade)");
+    assert_eq!(row.proxy_pool, None);
 }

@@ -43,6 +43,7 @@ async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ApiError> {
 /// `?passing`: every check of the entry, node checks included, must be `passing`.
 fn all_passing(node: &Node, inst: &Instance) -> bool {
     node.serf.status == CheckStatus::Passing
+        && node.maintenance.is_none()
         && inst.checks.iter().all(|c| c.status == CheckStatus::Passing)
 }
 

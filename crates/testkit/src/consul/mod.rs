@@ -109,6 +109,15 @@ impl ConsulDouble {
             .is_some()
     }
 
+    /// Puts node `node` in maintenance mode or takes it out (`consul maint` on its agent);
+    /// `false` if the node is unknown.
+    pub fn set_node_maintenance(&self, node: &str, reason: Option<&str>) -> bool {
+        self.shared
+            .core
+            .write(|s| s.set_node_maintenance(node, reason))
+            .is_some()
+    }
+
     /// Sets a node's `serfHealth`; `false` if the node is unknown.
     pub fn set_node_health(&self, node: &str, status: CheckStatus) -> bool {
         self.shared

@@ -168,6 +168,7 @@ fn check_json<'a>(node: &'a str, c: &'a Check, svc: Option<&'a Instance>) -> Che
 pub(crate) fn health(entries: &[(Node, Instance)], lowercase: bool) -> Value {
     let items = entries.iter().map(|(n, i)| {
         let mut checks = vec![check_json(&n.name, &n.serf, None)];
+        checks.extend(n.maintenance.iter().map(|c| check_json(&n.name, c, None)));
         checks.extend(i.checks.iter().map(|c| check_json(&n.name, c, Some(i))));
         json!({ "Node": node_json(n), "Service": service_json(i, lowercase), "Checks": checks })
     });

@@ -15,6 +15,8 @@ pub(crate) struct Node {
     pub name: String,
     pub address: String,
     pub serf: Check,
+    /// `_node_maintenance`, critical, while the node is in maintenance mode (`consul maint`).
+    pub maintenance: Option<Check>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -131,6 +133,7 @@ impl Store {
                     name: name.to_string(),
                     address: address.to_string(),
                     serf,
+                    maintenance: None,
                     create_index: idx,
                     modify_index: idx,
                 };
@@ -257,6 +260,34 @@ impl Store {
         let name = inst.spec.name.clone();
         if had || reason.is_some() {
             self.touch_name(&name, idx);
+        }
+        Some(idx)
+    }
+
+    /// Puts the node in maintenance mode (`Some(reason)`) or takes it out, like `consul maint`
+    /// run on that node's agent: every instance on it then fails `?passing`.
+    pub fn set_node_maintenance(&mut self, node: &str, reason: Option<&str>) -> Option<u64> {
+        self.nodes.get(node)?;
+        let idx = self.bump();
+        let n = self.nodes.get_mut(node)?;
+        let had = n.maintenance.is_some();
+        n.maintenance = reason.map(|reason| Check {
+            id: "_node_maintenance".into(),
+            name: "Node Maintenance Mode".into(),
+            status: CheckStatus::Critical,
+            output: String::new(),
+            notes: reason.to_string(),
+            kind: String::new(),
+            interval: String::new(),
+            timeout: String::new(),
+            service_tags: Vec::new(),
+            create_index: idx,
+            modify_index: idx,
+        });
+        if had || reason.is_some() {
+            for name in self.names_on_node(node) {
+                self.touch_name(&name, idx);
+            }
         }
         Some(idx)
     }
