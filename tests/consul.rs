@@ -118,6 +118,30 @@ fn version_holds(d: &zerodown::daemon::Daemon, pool: &str) -> u64 {
     line[want.len()..].trim().parse().unwrap()
 }
 
+/// `source.cached`: the watch asks the agent's cache (`?cached`), which answers stale with
+/// `X-Cache`; switches are picked up as without it.
+#[tokio::test]
+async fn cached_watch_reads_the_agent_cache_and_still_switches() {
+    let f = fleet().await;
+    let d = start(&f.consul, |s, _| s.cached = true).await;
+    assert_eq!(
+        get(d.public_addr, "/hello").await.1,
+        "msg-v1 (version v1)\n"
+    );
+    f.flip("v2", 1).await;
+    until_version(d.public_addr, "/hello", "v2").await;
+    let calls: Vec<_> = f
+        .consul
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1/health/service/"))
+        .collect();
+    assert!(calls.len() >= 2, "{calls:?}");
+    for r in &calls {
+        assert!(r.query.split('&').any(|p| p == "cached"), "{}", r.query);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_tag_flips_under_load_never_mix_versions() {
     let f = fleet().await;

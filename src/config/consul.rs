@@ -127,6 +127,8 @@ pub struct ConsulSourceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datacenter: Option<String>,
     pub consistency: Consistency,
+    /// `?cached`: the local agent answers the service watch from its cache (background refresh).
+    pub cached: bool,
     #[serde(serialize_with = "super::duration::serialize")]
     pub wait: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,6 +173,7 @@ impl ConsulSourceConfig {
             service: service.to_string(),
             datacenter: None,
             consistency: Consistency::Default,
+            cached: false,
             wait: Duration::from_secs(300),
             token_file: None,
             tls: ConsulTls {

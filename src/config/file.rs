@@ -154,6 +154,7 @@ pub struct SourceSection {
     pub service: Opt<String>,
     pub datacenter: Opt<String>,
     pub consistency: Opt<String>,
+    pub cached: Opt<bool>,
     pub wait: Opt<String>,
     pub token_file: Opt<String>,
     pub version_meta_key: Opt<String>,

@@ -624,6 +624,12 @@ fn file_source(
             ("min_interval", &s.min_interval),
         ],
     )?;
+    if let Some(v) = &s.cached {
+        return Err(src.at(
+            Some(v.span()),
+            "source.cached: does not apply to kind = \"file\"",
+        ));
+    }
     let Some(path) = s.path else {
         return Err(src.at(
             kind_span,
@@ -681,6 +687,7 @@ fn consul_query(
     s: &mut SourceSection,
     c: &mut ConsulSourceConfig,
 ) -> Result<(), ConfigError> {
+    set(&mut c.cached, s.cached.take(), |v| Ok(*v.get_ref()))?;
     let ssl = c.address.https;
     set(&mut c.address, s.address.take(), |v| {
         ConsulAddress::parse(v.get_ref(), ssl)

@@ -65,8 +65,22 @@ pub(crate) async fn service(ctx: &Ctx<'_>, name: &str, catalog: bool) -> Result<
     } else {
         ctx.query.flag("passing")?
     };
-    let consistency = consistency(ctx.query)?;
+    let mut consistency = consistency(ctx.query)?;
     let b = blocking(ctx.query)?;
+    // Agent caching (background refresh): the agent's own query to the servers is always stale.
+    let cache = match (ctx.query.has("cached"), consistency) {
+        (false, _) => None,
+        (true, "consistent") => {
+            return Err(ApiError::bad_request(
+                "Cannot specify ?cached with ?consistent, conflicting semantics.",
+            ))
+        }
+        // A first call fills the cache; blocking calls are answered from it as it refreshes.
+        (true, _) => {
+            consistency = "stale";
+            Some(if b.index > 0 { "HIT" } else { "MISS" })
+        }
+    };
     check_dc(ctx)?;
     if ctx.query.has("filter") {
         return Err(ApiError::bad_request(
@@ -105,6 +119,7 @@ pub(crate) async fn service(ctx: &Ctx<'_>, name: &str, catalog: bool) -> Result<
         index,
         consistency,
         filtered,
+        cache,
     };
     Ok(Reply::json(&json, Some(meta)))
 }
@@ -139,6 +154,7 @@ pub(crate) async fn kv_get(ctx: &Ctx<'_>, key: &str) -> Result<Reply, ApiError> 
         index,
         consistency,
         filtered: false,
+        cache: None,
     };
     let mut reply = match (entries.first(), raw && !recurse) {
         (None, _) => Reply::empty(),

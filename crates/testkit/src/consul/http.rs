@@ -21,6 +21,9 @@ pub(crate) struct Meta {
     pub index: u64,
     pub consistency: &'static str,
     pub filtered: bool,
+    /// `X-Cache` of an agent-cached read (`?cached`): `HIT` or `MISS`, with `Age: 0` (the
+    /// background refresh keeps it current).
+    pub cache: Option<&'static str>,
 }
 
 /// An answer before faults are applied to its headers and body.
@@ -96,6 +99,10 @@ impl Reply {
             set("x-consul-effective-consistency", consistency.into());
             if m.filtered {
                 set("x-consul-results-filtered-by-acls", "true".into());
+            }
+            if let Some(hit) = m.cache {
+                set("x-cache", hit.into());
+                set("age", "0".into());
             }
         }
         resp

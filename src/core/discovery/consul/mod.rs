@@ -143,9 +143,10 @@ impl ConsulSource {
         let c = &self.cfg;
         Watch::new(
             format!(
-                "/v1/health/service/{}?passing{}",
+                "/v1/health/service/{}?passing{}{}",
                 encode(&c.service),
-                self.query_suffix()
+                self.query_suffix(),
+                if c.cached { "&cached" } else { "" }
             ),
             format!("service {}", c.service),
             c.wait,

@@ -183,3 +183,29 @@ async fn acl_tokens() {
     assert_eq!(get(c.addr(), path).await.status, 200);
     assert_eq!(c.health_queries(), 7);
 }
+
+#[tokio::test]
+async fn cached_reads_say_hit_or_miss_and_refuse_consistent() {
+    let c = two_web().await;
+    let first = get(c.addr(), "/v1/health/service/web?cached").await;
+    assert_eq!(
+        (first.header("x-cache"), first.header("age")),
+        (Some("MISS"), Some("0"))
+    );
+    // The agent's cache type always reads stale from the servers.
+    assert_eq!(
+        first.header("x-consul-effective-consistency"),
+        Some("stale")
+    );
+    let index = first.header("x-consul-index").unwrap().to_string();
+    let path = format!("/v1/health/service/web?cached&index={index}&wait=10ms");
+    assert_eq!(get(c.addr(), &path).await.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        get(c.addr(), "/v1/health/service/web")
+            .await
+            .header("x-cache"),
+        None
+    );
+    let refused = get(c.addr(), "/v1/health/service/web?cached&consistent").await;
+    assert_eq!(refused.status, 400);
+}
