@@ -56,7 +56,7 @@ async fn register(consul: &ConsulDouble, s: &Svc) {
             let addr = backend(version).await;
             let tag = if k == 0 { "active" } else { "standby" };
             consul.register(
-                ServiceSpec::new(&id(s.name, version, n), s.name)
+                ServiceSpec::new(id(s.name, version, n), s.name)
                     .address(addr.ip().to_string())
                     .port(addr.port())
                     .tags([tag])
