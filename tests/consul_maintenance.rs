@@ -30,19 +30,10 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
         .await
         .unwrap()
         .unwrap();
-    let load = Load::start(d.public_addr, "/hello", 8);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    assert!(consul.set_maintenance("v1-a", Some("disk swap")));
-    eventually("v1-a left the active pool", || async {
-        let snap = d.publisher().load_full();
-        snap.active.members.len() == 1 && snap.active.members[0].instance.id == "v1-b"
+    leaves_under_load(&d, "v1-a", "v1-b", || {
+        assert!(consul.set_maintenance("v1-a", Some("disk swap")))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let records = load.finish().await;
-    assert!(records.len() > 200, "too little load: {}", records.len());
-    assert!(records.iter().all(|r| r.version == "v1"));
 
     let t = Targets {
         admin: Some(d.admin_addr.unwrap().to_string()),
@@ -63,19 +54,29 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
     .await;
 
     // Node maintenance (`_node_maintenance`) takes every instance on the node out the same way.
+    leaves_under_load(&d, "v1-b", "v1-a", || {
+        assert!(consul.set_node_maintenance("node-v1-b", Some("kernel upgrade")))
+    })
+    .await;
+    let report = ops::status::report(&ctx).await;
+    let row = report.instances.iter().find(|r| r.id == "v1-b").unwrap();
+    assert_eq!(row.health, "maintenance (kernel upgrade)");
+    assert_eq!(row.proxy_pool, None);
+}
+
+/// Under load on /hello, `change` takes `gone` out of the active pool, leaving `kept`: zero
+/// failed requests, every answer v1.
+async fn leaves_under_load(d: &Daemon, gone: &str, kept: &str, change: impl FnOnce()) {
     let load = Load::start(d.public_addr, "/hello", 8);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(consul.set_node_maintenance("node-v1-b", Some("kernel upgrade")));
-    eventually("v1-b left the active pool", || async {
+    change();
+    eventually(&format!("{gone} left the active pool"), || async {
         let snap = d.publisher().load_full();
-        snap.active.members.len() == 1 && snap.active.members[0].instance.id == "v1-a"
+        snap.active.members.len() == 1 && snap.active.members[0].instance.id == kept
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let records = load.finish().await;
     assert!(records.len() > 200, "too little load: {}", records.len());
-    let report = ops::status::report(&ctx).await;
-    let row = report.instances.iter().find(|r| r.id == "v1-b").unwrap();
-    assert_eq!(row.health, "maintenance (kernel upgrade)");
-    assert_eq!(row.proxy_pool, None);
+    assert!(records.iter().all(|r| r.version == "v1"));
 }

@@ -401,7 +401,12 @@ mod tests {
             index: Some(1),
         };
         assert_eq!(as_value(&info), as_value(&SourceInfoDoc::from(&info)));
-        let state = source_state();
+        let mut state = source_state();
+        assert_eq!(
+            as_value(&state),
+            as_value(&SourceStateDoc::from(state.clone()))
+        );
+        state.note = Some("no instance".into());
         assert_eq!(
             as_value(&state),
             as_value(&SourceStateDoc::from(state.clone()))

@@ -24,6 +24,7 @@ pub struct SourceState {
     /// Watches restarted by the watchdog.
     pub watch_restarts: u64,
     /// What the last good answer means for the pools, when it needs saying.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 

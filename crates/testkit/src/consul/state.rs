@@ -243,19 +243,9 @@ impl Store {
         let had = inst.checks.iter().any(|c| c.id == check_id);
         inst.checks.retain(|c| c.id != check_id);
         if let Some(reason) = reason {
-            inst.checks.push(Check {
-                id: check_id,
-                name: "Service Maintenance Mode".into(),
-                status: CheckStatus::Critical,
-                output: String::new(),
-                notes: reason.to_string(),
-                kind: String::new(),
-                interval: String::new(),
-                timeout: String::new(),
-                service_tags: inst.spec.tags.clone(),
-                create_index: idx,
-                modify_index: idx,
-            });
+            let mut check = maintenance_check(check_id, "Service Maintenance Mode", reason, idx);
+            check.service_tags = inst.spec.tags.clone();
+            inst.checks.push(check);
         }
         let name = inst.spec.name.clone();
         if had || reason.is_some() {
@@ -271,18 +261,13 @@ impl Store {
         let idx = self.bump();
         let n = self.nodes.get_mut(node)?;
         let had = n.maintenance.is_some();
-        n.maintenance = reason.map(|reason| Check {
-            id: "_node_maintenance".into(),
-            name: "Node Maintenance Mode".into(),
-            status: CheckStatus::Critical,
-            output: String::new(),
-            notes: reason.to_string(),
-            kind: String::new(),
-            interval: String::new(),
-            timeout: String::new(),
-            service_tags: Vec::new(),
-            create_index: idx,
-            modify_index: idx,
+        n.maintenance = reason.map(|reason| {
+            maintenance_check(
+                "_node_maintenance".into(),
+                "Node Maintenance Mode",
+                reason,
+                idx,
+            )
         });
         if had || reason.is_some() {
             for name in self.names_on_node(node) {
@@ -369,5 +354,22 @@ impl Store {
         }
         self.index = to;
         self.epoch += 1;
+    }
+}
+
+/// The critical check `consul maint` adds, its reason in `Notes`.
+fn maintenance_check(id: String, name: &str, reason: &str, idx: u64) -> Check {
+    Check {
+        id,
+        name: name.into(),
+        status: CheckStatus::Critical,
+        output: String::new(),
+        notes: reason.to_string(),
+        kind: String::new(),
+        interval: String::new(),
+        timeout: String::new(),
+        service_tags: Vec::new(),
+        create_index: idx,
+        modify_index: idx,
     }
 }
