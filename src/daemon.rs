@@ -407,6 +407,7 @@ fn restart_sources(
     }
     for r in old {
         r.task.abort();
+        r.service.publisher.retire_gauges();
         tracing::info!(target: "zerodown::server", service = r.service.name(), "service removed: its source stopped");
     }
 }

@@ -337,3 +337,53 @@ async fn a_service_consul_does_not_know_gets_503_and_a_status_note_while_the_oth
     let pool = "zerodown_pool_instances{service=\"user-service\",pool=\"active\"} 2";
     assert!(metrics.contains(pool), "{metrics}");
 }
+
+/// A reload adds a service (its routes answer once its pools load), keeps an unchanged one on
+/// its running source (no new publish), and removes one (its routes go with it).
+#[tokio::test]
+async fn a_reload_adds_and_removes_services_and_leaves_the_others_running() {
+    let consul = ConsulDouble::start().await.unwrap();
+    for s in &SERVICES {
+        register(&consul, s).await;
+    }
+    let full = config(&consul, &[]);
+    let mut without_api = full.clone();
+    without_api.services.retain(|s| s.name != "api-gateway");
+    without_api
+        .routes
+        .retain(|r| r.service.as_deref() != Some("api-gateway"));
+    let d = start(without_api.clone()).await;
+    let users = d.services.get(Some("user-service")).unwrap();
+    eventually("user-service loaded", || async {
+        users.publisher.load().generation >= 1
+    })
+    .await;
+    let users_generation = users.publisher.load().generation;
+    let api = Some("api.example.com");
+    // No route names the host yet: the host-less routes answer (the primary).
+    assert_eq!(version_at(&d, api, "/hello").await, (200, "v1".into()));
+
+    d.reload(full).unwrap();
+    eventually("api-gateway serves after the reload", || async {
+        version_at(&d, api, "/hello").await == (200, "a1".into())
+    })
+    .await;
+    let same = d.services.get(Some("user-service")).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&users, &same),
+        "an unchanged service keeps its pools"
+    );
+    assert_eq!(same.publisher.load().generation, users_generation);
+    assert_eq!(
+        d.services.names(),
+        ["hello-service", "user-service", "api-gateway"]
+    );
+
+    d.reload(without_api).unwrap();
+    assert!(d.services.get(Some("api-gateway")).is_none());
+    let metrics = d.metrics.render();
+    let gone = "zerodown_pool_instances{service=\"api-gateway\",pool=\"active\"} 0";
+    assert!(metrics.contains(gone), "a removed service's pools still report: {metrics}");
+    assert_eq!(version_at(&d, api, "/hello").await, (200, "v1".into()));
+    assert_eq!(version_at(&d, None, "/users").await, (200, "u1".into()));
+}

@@ -138,6 +138,12 @@ impl Publisher {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Zeroes this service's pool gauges, for a service a reload removed (its series would
+    /// otherwise keep reporting the last pools).
+    pub fn retire_gauges(&self) {
+        self.publish_gauges(&self.cell.load(), &Snapshot::empty());
+    }
+
     /// Whether a source has offered a view yet (set after that view is published).
     pub fn offered(&self) -> bool {
         self.offered.load(std::sync::atomic::Ordering::Acquire)
