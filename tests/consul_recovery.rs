@@ -142,3 +142,49 @@ async fn after_a_leader_loss_and_rate_limiting_the_watch_recovers_fast_and_calls
         eprintln!("{what} 5 s: {calls} calls to Consul ({rate:.1}/s); flip served {took:?} after it was made");
     }
 }
+
+/// A minute without a leader: the backoff reaches its 30 s cap, the regime a 10-minute outage
+/// stays in (nothing in the watch depends on the outage's length past the cap), so this is the
+/// long outage, time-compressed to its stationary state. The proxy serves throughout, calls
+/// Consul within the documented bound (its leader probes, about 1.7/s, plus the capped reads),
+/// and a flip one second after recovery is served within a second.
+#[tokio::test]
+async fn after_a_minute_without_a_leader_the_rate_stays_bounded_and_a_flip_is_served_fast() {
+    let (consul, d) = rig().await;
+    consul.clear_requests();
+    consul.inject_on("/v1/", Fault::NO_LEADER, Times::Always);
+    let started = Instant::now();
+    let served = serve_through(&d, Duration::from_secs(60)).await;
+    let requests = consul.requests();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = requests.len() as f64 / elapsed;
+    let reads = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/health/service/"))
+        .count();
+    assert!(
+        served > 1000,
+        "too few requests during the minute: {served}"
+    );
+    assert!(
+        rate <= MAX_CALLS_PER_SECOND,
+        "{} calls in {elapsed:.0} s ({rate:.1}/s) is above the documented bound",
+        requests.len()
+    );
+    // Doubling from 250 ms to the 30 s cap: at most about a dozen reads in the first minute.
+    assert!(
+        reads <= 15,
+        "{reads} health reads in a minute: the backoff does not back off"
+    );
+    consul.clear_faults();
+    let recovered = Instant::now();
+    let took = flip_after_recovery(&consul, &d, recovered).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "flip served {took:?} after it was made"
+    );
+    eprintln!(
+        "no leader 60 s: {} calls ({rate:.2}/s, {reads} health reads); flip served {took:?} after it was made",
+        requests.len()
+    );
+}

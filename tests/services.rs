@@ -383,7 +383,10 @@ async fn a_reload_adds_and_removes_services_and_leaves_the_others_running() {
     assert!(d.services.get(Some("api-gateway")).is_none());
     let metrics = d.metrics.render();
     let gone = "zerodown_pool_instances{service=\"api-gateway\",pool=\"active\"} 0";
-    assert!(metrics.contains(gone), "a removed service's pools still report: {metrics}");
+    assert!(
+        metrics.contains(gone),
+        "a removed service's pools still report: {metrics}"
+    );
     assert_eq!(version_at(&d, api, "/hello").await, (200, "v1".into()));
     assert_eq!(version_at(&d, None, "/users").await, (200, "u1".into()));
 }
