@@ -213,6 +213,13 @@ impl Daemon {
     /// built rejects the whole reload, so nothing changes.
     pub fn reload(&self, new: Config) -> Result<(), SetupError> {
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        // HSMS sessions hold the primary service's publisher for their whole life.
+        if self.hsms.is_some() && new.primary_service() != cur.primary_service() {
+            return Err(SetupError::HsmsPrimaryChanged {
+                from: cur.primary_service().to_string(),
+                to: new.primary_service().to_string(),
+            });
+        }
         let mut running = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         // Only services whose source or pools changed get a new source; built before anything
         // changes, so a source that cannot be built rejects the whole reload.

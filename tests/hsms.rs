@@ -419,3 +419,24 @@ async fn hsms_holds_on_its_version_when_the_new_one_has_no_hsms_instance() {
     );
     assert_eq!(front.sessions()[0].backend.as_ref().unwrap().version, "v1");
 }
+
+/// HSMS sessions relay to the primary service for their whole life: a reload that would rename
+/// it is refused with the reason, and the running config keeps serving.
+#[tokio::test]
+async fn a_reload_renaming_the_primary_service_is_refused_while_hsms_relays_to_it() {
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |_| {}).await;
+    let mut renamed = rig.cfg.clone();
+    let mut consul =
+        zerodown::config::ConsulSourceConfig::from_env("other-service", &|_| None).unwrap();
+    consul.address = zerodown::config::ConsulAddress::parse("127.0.0.1:1", false).unwrap();
+    renamed.source = zerodown::config::SourceConfig::Consul(consul);
+    let err = rig.daemon.reload(renamed).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the primary service changed from \"default\" to \"other-service\" while [hsms] relays \
+         to it: restart (or upgrade) zerodown to apply it"
+    );
+    assert_eq!(rig.daemon.publisher().service(), "default");
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, 0);
+}

@@ -26,6 +26,8 @@ pub enum SetupError {
     HsmsNotListening(String),
     #[error("tls was added to the config: restart zerodown to open the HTTPS listener")]
     TlsAdded,
+    #[error("the primary service changed from {from:?} to {to:?} while [hsms] relays to it: restart (or upgrade) zerodown to apply it")]
+    HsmsPrimaryChanged { from: String, to: String },
     #[error("cannot read a listener's local address: {0}")]
     Listener(#[source] std::io::Error),
 }
