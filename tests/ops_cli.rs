@@ -189,6 +189,11 @@ async fn service_flag_switches_one_service_and_leaves_the_other() {
         out.contains("/users-standby") && out.contains("(version u2)"),
         "{out}"
     );
+    // Without --service: the primary service, its instances and its own routes.
+    let (code, out, err) = zerodown(&["status", "-c", &cfg]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/hello") && !out.contains("/users"), "{out}");
+    assert!(!out.contains("(version u1)"), "{out}");
 
     let (code, out, err) = zerodown(&[
         "switch",

@@ -47,7 +47,12 @@ fn context(a: &OpsArgs, nomad: &NomadArgs, timeout: &str) -> Result<Ctx, (u8, St
                 ),
             ));
         }
-        _ => (effective_config(&serve).map_err(invalid)?, None),
+        _ => {
+            // The primary service's part only: its routes are the ones to probe.
+            let cfg = effective_config(&serve).map_err(invalid)?;
+            let view = cfg.for_service(cfg.primary_service());
+            (view.unwrap_or(cfg), None)
+        }
     };
     let timeout = duration::parse(timeout).map_err(|e| (EXIT_USAGE, format!("--timeout: {e}")))?;
     let targets = Targets {
