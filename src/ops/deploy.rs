@@ -50,17 +50,25 @@ pub async fn deploy(ctx: &Ctx, version: &str, image: &str) -> Result<String, Ops
         s.pools.standby.version.as_deref() == Some(version)
     })
     .await?;
-    let through = super::http::get(&ctx.proxy, "/standby", Duration::from_secs(5)).await?;
+    let route = ctx
+        .probe_route(crate::config::PoolName::Standby)
+        .ok_or_else(|| {
+            OpsError::refused(
+                "no route sends to the standby pool: nothing to check the deploy through",
+            )
+        })?;
+    let through = ctx.through(&route).await?;
     if through.status != 200 {
         return Err(OpsError::Through {
-            path: "/standby",
+            path: route.0.clone(),
             status: through.status,
             excerpt: through.excerpt(60),
         });
     }
     Ok(format!(
-        "deployed {version} ({image}) to group {group} of job {job_id} (job version {job_version}); the proxy's standby pool serves it after {:.2}s; /standby answers: {}",
+        "deployed {version} ({image}) to group {group} of job {job_id} (job version {job_version}); the proxy's standby pool serves it after {:.2}s; {} answers: {}",
         elapsed.as_secs_f64(),
+        route.0,
         through.excerpt(60)
     ))
 }

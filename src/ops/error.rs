@@ -35,7 +35,7 @@ pub enum OpsError {
     /// A request through the proxy was answered with an error status.
     #[error("the proxy answers {status} on {path}: {excerpt}")]
     Through {
-        path: &'static str,
+        path: String,
         status: u16,
         excerpt: String,
     },

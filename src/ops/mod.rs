@@ -210,6 +210,39 @@ impl Ctx {
         entries(&r.body, &self.versions).map_err(OpsError::ConsulAnswer)
     }
 
+    /// The (path, Host) to probe a pool through the proxy: `/hello` and `/standby` under the
+    /// default routes, else the service's first route to that pool; `None` when no route sends
+    /// there.
+    pub fn probe_route(&self, pool: crate::config::PoolName) -> Option<(String, Option<String>)> {
+        if self.cfg.routes == crate::config::default_routes() {
+            let path = match pool {
+                crate::config::PoolName::Active => "/hello",
+                crate::config::PoolName::Standby => "/standby",
+            };
+            return Some((path.to_string(), None));
+        }
+        let r = self.cfg.routes.iter().find(|r| r.pool == pool)?;
+        Some((r.prefix.clone(), r.host.clone()))
+    }
+
+    /// GET `route` (a [`Ctx::probe_route`]) through the proxy, with its Host when it has one.
+    pub async fn through(
+        &self,
+        (path, host): &(String, Option<String>),
+    ) -> Result<http::Answer, http::FetchError> {
+        let headers: Vec<(&str, &str)> = host.iter().map(|h| ("host", h.as_str())).collect();
+        let (method, body) = (::http::Method::GET, bytes::Bytes::new());
+        http::fetch(
+            &self.proxy,
+            method,
+            path,
+            &headers,
+            body,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
     pub fn active_tag(&self) -> &str {
         &self.cfg.pools.active_tag
     }

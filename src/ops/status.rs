@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -102,23 +101,14 @@ pub async fn report(ctx: &Ctx) -> Report {
             probe: p,
         });
     }
-    let targets = probe_targets(ctx);
+    let targets = [
+        ctx.probe_route(crate::config::PoolName::Active),
+        ctx.probe_route(crate::config::PoolName::Standby),
+    ];
     let mut probes = Vec::new();
     for t in &targets {
         probes.push(match t {
-            Some((path, host)) => {
-                let headers: Vec<(&str, &str)> =
-                    host.iter().map(|h| ("host", h.as_str())).collect();
-                let r = http::fetch(
-                    &ctx.proxy,
-                    ::http::Method::GET,
-                    path,
-                    &headers,
-                    bytes::Bytes::new(),
-                    Duration::from_secs(5),
-                );
-                Some(Probe::from(r.await))
-            }
+            Some(route) => Some(Probe::from(ctx.through(route).await)),
             None => None,
         });
     }
@@ -158,23 +148,6 @@ pub async fn report(ctx: &Ctx) -> Report {
         disagreements,
         problems,
     }
-}
-
-/// The (path, Host) probed through the proxy for the active and the standby pool: `/hello` and
-/// `/standby` under the default routes, else the first route of each pool; `None` when no route
-/// sends to that pool.
-fn probe_targets(ctx: &Ctx) -> [Option<(String, Option<String>)>; 2] {
-    if ctx.cfg.routes == crate::config::default_routes() {
-        return [
-            Some(("/hello".into(), None)),
-            Some(("/standby".into(), None)),
-        ];
-    }
-    use crate::config::PoolName;
-    [PoolName::Active, PoolName::Standby].map(|pool| {
-        let r = ctx.cfg.routes.iter().find(|r| r.pool == pool)?;
-        Some((r.prefix.clone(), r.host.clone()))
-    })
 }
 
 /// Routes through the proxy that answer 5xx or not at all, and pools without an instance.
