@@ -6,6 +6,7 @@
 #   benches/soak.sh                  # 10 min of faults (plus 20 s warm-up and 15 s idle)
 #   benches/soak.sh --minutes 1      # a smoke; SOAK_MINUTES=1 works too
 #   benches/soak.sh --minutes 1 --no-record   # keep RESULTS.md as it is (output in target/soak/)
+#   benches/soak.sh --minutes 1 --mix         # negative check: versions mixed on purpose; must exit 1
 #
 # Everything runs on 127.0.0.1 (ephemeral ports); every process the run starts is in one process
 # group, which is killed at exit whatever happens.
@@ -15,12 +16,14 @@ cd "$(dirname "$0")/.."
 minutes="${SOAK_MINUTES:-10}"
 slowloris=1000
 record=1
+mix=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --minutes) minutes="$2"; shift 2 ;;
         --slowloris) slowloris="$2"; shift 2 ;;
         --no-record) record=0; shift ;;
-        -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+        --mix) mix=--mix; record=0; shift ;;
+        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
         *) echo "soak.sh: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -57,7 +60,7 @@ trap 'exit 130' INT TERM
 limit=$(python3 -c "print(int(float('$minutes') * 60 + 20 + 15 + 180))")
 started=$(date +%s)
 setsid timeout --signal=TERM --kill-after=30 "$limit" \
-    "$driver" --minutes "$minutes" --slowloris "$slowloris" \
+    "$driver" --minutes "$minutes" --slowloris "$slowloris" $mix \
     --zerodown "$target_dir/release/zerodown" --out "$out" 2> >(tee "$out/driver.log" >&2) &
 pgid=$!
 status=0

@@ -45,7 +45,9 @@ pub async fn run(world: &mut World, secs: u64) {
             }
             8 => {
                 if let Some(i) = victim {
-                    world.consul.set_check(&world.instances[i].id, CheckStatus::Critical);
+                    world
+                        .consul
+                        .set_check(&world.instances[i].id, CheckStatus::Critical);
                     let id = world.instances[i].id.clone();
                     world.events.push(Some(0), "check critical", id);
                 }
@@ -68,7 +70,9 @@ pub async fn run(world: &mut World, secs: u64) {
             }
             40 => {
                 let _ = world.write_upstreams_raw("[[instances]\nthis is = not toml at all\n");
-                world.events.push(Some(1), "garbage", "upstreams file: garbage");
+                world
+                    .events
+                    .push(Some(1), "garbage", "upstreams file: garbage");
             }
             45 => index_fault(world, s / 60),
             48 => {
@@ -112,7 +116,9 @@ async fn restart(world: &mut World, i: usize) {
     match crate::setup::spawn_backend(&world.zerodown, &world.out, addr, version).await {
         Ok(c) => {
             world.instances[i].child = Some(c);
-            world.consul.set_check(&world.instances[i].id, CheckStatus::Passing);
+            world
+                .consul
+                .set_check(&world.instances[i].id, CheckStatus::Passing);
             let id = world.instances[i].id.clone();
             world.events.push(None, "restart", id);
         }

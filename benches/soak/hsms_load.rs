@@ -66,7 +66,12 @@ pub async fn join(load: Load) -> crate::http_load::Out {
 }
 
 /// One equipment: sessions one after the other until `stop`.
-async fn equipment(target: u8, addr: SocketAddr, stop: Arc<AtomicBool>, shared: Arc<Shared>) -> Vec<Rec> {
+async fn equipment(
+    target: u8,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) -> Vec<Rec> {
     let mut recs = Vec::new();
     let mut system = 100u32;
     tokio::time::sleep(Duration::from_micros(fastrand::u64(0..50_000))).await;
@@ -212,7 +217,8 @@ impl Session<'_> {
                 }
                 continue;
             };
-            self.handle(msg, &mut selected, &mut stream, &mut out).await?;
+            self.handle(msg, &mut selected, &mut stream, &mut out)
+                .await?;
         }
     }
 
@@ -227,7 +233,10 @@ impl Session<'_> {
         match h.stype {
             SType::SelectRsp if !*selected => {
                 if h.status() != codec::SELECT_OK {
-                    return Err((Outcome::Protocol, format!("Select refused ({})", h.status())));
+                    return Err((
+                        Outcome::Protocol,
+                        format!("Select refused ({})", h.status()),
+                    ));
                 }
                 *selected = true;
             }

@@ -362,7 +362,9 @@ impl H1Worker {
             let ok = matches!(r, Ok(Ok((_, _, false))));
             if !ok || !self.keepalive {
                 if matches!(r, Ok(Ok((_, _, true)))) && self.keepalive {
-                    self.shared.h1_closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .h1_closed_by_server
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 self.conn = None;
             }
@@ -382,9 +384,12 @@ impl H1Worker {
             self.conn = Some((tx, next_conn()));
         }
         let (tx, _) = self.conn.as_mut().expect("connection");
-        tx.ready()
-            .await
-            .map_err(|e| (classify(&e).0, format!("connection not ready: {}", chain(&e))))?;
+        tx.ready().await.map_err(|e| {
+            (
+                classify(&e).0,
+                format!("connection not ready: {}", chain(&e)),
+            )
+        })?;
         let resp = tx
             .send_request(get("/hello"))
             .await

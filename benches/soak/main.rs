@@ -42,6 +42,9 @@ pub struct Args {
     pub zerodown: PathBuf,
     /// Slowloris connections held against each zerodown.
     pub slowloris: usize,
+    /// The negative check: `pools.single_version = false`, and a switch tags the new version
+    /// active *beside* the old one, so the proxies mix versions and the report must say so.
+    pub mix: bool,
 }
 
 fn parse_args() -> Args {
@@ -52,6 +55,7 @@ fn parse_args() -> Args {
         out: PathBuf::from("target/soak"),
         zerodown: PathBuf::from("target/release/zerodown"),
         slowloris: 1000,
+        mix: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +68,7 @@ fn parse_args() -> Args {
             "--out" => a.out = PathBuf::from(val()),
             "--zerodown" => a.zerodown = PathBuf::from(val()),
             "--slowloris" => a.slowloris = val().parse().expect("--slowloris N"),
+            "--mix" => a.mix = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -140,7 +145,11 @@ async fn run(args: Args) -> i32 {
     tokio::time::sleep(args.warmup).await;
     samples.take("start (under load)", &world);
     let fault_secs = (args.minutes * 60.0).round() as u64;
-    events.push(None, "faults", format!("fault phase starts ({fault_secs} s)"));
+    events.push(
+        None,
+        "faults",
+        format!("fault phase starts ({fault_secs} s)"),
+    );
     faults::run(&mut world, fault_secs).await;
     events.push(None, "faults", "fault phase ends");
     samples.take("end (under load)", &world);
@@ -167,10 +176,7 @@ async fn run(args: Args) -> i32 {
     };
     match r.write() {
         Ok(ok) => {
-            eprintln!(
-                "soak: report in {}",
-                args.out.join("report.md").display()
-            );
+            eprintln!("soak: report in {}", args.out.join("report.md").display());
             if ok {
                 0
             } else {

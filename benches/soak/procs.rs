@@ -45,12 +45,76 @@ pub fn stat(pid: u32) -> Option<Stat> {
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Some(Stat {
         rss_kb,
         fds,
         cpu_ticks: ticks(14) + ticks(15),
     })
+}
+
+/// A zerodown's sockets by what they connect to: (kind, count), e.g. "upstream http" 12.
+pub fn sockets(pid: u32, world: &World, t: usize) -> Vec<(&'static str, u64)> {
+    use std::collections::{BTreeMap, HashMap};
+    // inode -> (local port, remote port, state) from the process's own network namespace.
+    let mut by_inode: HashMap<u64, (u16, u16, u8)> = HashMap::new();
+    for file in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    .unwrap_or(0)
+            };
+            if let (Some(l), Some(r), Some(st), Some(ino)) =
+                (f.get(1), f.get(2), f.get(3), f.get(9))
+            {
+                let state = u8::from_str_radix(st, 16).unwrap_or(0);
+                if let Ok(ino) = ino.parse() {
+                    by_inode.insert(ino, (port(l), port(r), state));
+                }
+            }
+        }
+    }
+    let target = &world.targets[t];
+    let backends: Vec<u16> = world.instances.iter().map(|i| i.http.port()).collect();
+    let hsms_hosts: Vec<u16> = world.instances.iter().map(|i| i.hsms.port()).collect();
+    let consul = world.consul.addr().port();
+    let mut out: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let link = std::fs::read_link(e.path()).unwrap_or_default();
+        let link = link.to_string_lossy();
+        let kind = match link
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            None if link.starts_with("socket:") => "other socket",
+            None => "not a socket",
+            Some(ino) => match by_inode.get(&ino) {
+                None => "other socket",
+                Some(&(_, _, 0x0A)) => "listening",
+                Some(&(l, _, _)) if l == target.http.port() => "client http",
+                Some(&(l, _, _)) if l == target.hsms.port() => "client hsms",
+                Some(&(l, _, _)) if l == target.admin.port() => "admin",
+                Some(&(_, r, _)) if backends.contains(&r) => "upstream http",
+                Some(&(_, r, _)) if hsms_hosts.contains(&r) => "upstream hsms",
+                Some(&(_, r, _)) if r == consul => "consul",
+                Some(_) => "other tcp",
+            },
+        };
+        *out.entry(kind).or_default() += 1;
+    }
+    out.into_iter().collect()
 }
 
 /// Labelled samples of every zerodown (index = target), the driver and the backends' CPU.
@@ -63,6 +127,8 @@ pub struct Sample {
     pub label: &'static str,
     pub t_us: u64,
     pub targets: Vec<Option<Stat>>,
+    /// Each zerodown's open FDs by kind.
+    pub sockets: Vec<Vec<(&'static str, u64)>>,
     pub driver: Option<Stat>,
 }
 
@@ -72,6 +138,9 @@ impl Samples {
             label,
             t_us: crate::now_us(),
             targets: world.targets.iter().map(|t| stat(t.pid)).collect(),
+            sockets: (0..world.targets.len())
+                .map(|t| sockets(world.targets[t].pid, world, t))
+                .collect(),
             driver: stat(std::process::id()),
         };
         eprintln!(

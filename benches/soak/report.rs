@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use crate::http_load::{Mode, Outcome, Out, Rec};
+use crate::http_load::{Mode, Out, Outcome, Rec};
 use crate::procs::{Samples, TICKS_PER_SEC};
 use crate::setup::{World, INITIAL};
 use crate::slowloris::Stats;
@@ -160,8 +160,13 @@ fn check_versions(recs: &[&Rec], orders: &[(u64, u8)], global: bool) -> VersionC
                 .count() as u64
         });
         let never = conns_in_window[w].values().filter(|s| !**s).count() as u64;
-        c.switches
-            .push((t, v, f.map(|f| f.end_us.saturating_sub(t)), in_flight, never));
+        c.switches.push((
+            t,
+            v,
+            f.map(|f| f.end_us.saturating_sub(t)),
+            in_flight,
+            never,
+        ));
     }
     c
 }
@@ -210,8 +215,8 @@ impl Report<'_> {
 
         // Outcomes.
         let _ = writeln!(w, "**Requests by outcome** (every request and W-bit primary has a deadline: HTTP 5 s, HSMS 10 s):\n");
-        let _ = writeln!(w, "| zerodown | load | requests | ok | failed | failures by class | at a kill (±) |");
-        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(w, "| zerodown | load | requests | per second | ok | failed | failures by class | at a kill (±) |");
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
         let all: Vec<&Rec> = self.http.recs.iter().chain(&self.hsms.recs).collect();
         let mut groups: BTreeMap<(u8, Mode), Vec<&Rec>> = BTreeMap::new();
         for r in &all {
@@ -238,15 +243,22 @@ impl Report<'_> {
                 .map(|(o, n)| format!("{} {n}", outcome_name(*o)))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let first = recs.iter().map(|r| r.start_us).min().unwrap_or(0);
+            let last = recs.iter().map(|r| r.end_us).max().unwrap_or(0);
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} |",
                 self.world.targets[*t as usize].name,
                 mode.name(),
                 recs.len(),
+                recs.len() as f64 / secs(last.saturating_sub(first)).max(1e-3),
                 okn,
                 recs.len() as u64 - okn,
-                if classes.is_empty() { "-".into() } else { classes },
+                if classes.is_empty() {
+                    "-".into()
+                } else {
+                    classes
+                },
                 near
             );
         }
@@ -267,7 +279,15 @@ impl Report<'_> {
         }
         let failures: Vec<_> = {
             let mut f = self.http.shared.failures.lock().expect("failures").clone();
-            f.extend(self.hsms.shared.failures.lock().expect("failures").iter().cloned());
+            f.extend(
+                self.hsms
+                    .shared
+                    .failures
+                    .lock()
+                    .expect("failures")
+                    .iter()
+                    .cloned(),
+            );
             f
         };
         let mut by_detail: BTreeMap<(String, &str, String, String), (u64, u64)> = BTreeMap::new();
@@ -283,8 +303,14 @@ impl Report<'_> {
             e.1 += u64::from(at_kill(f.rec.start_us) && f.rec.mode != Mode::Hsms);
         }
         if !by_detail.is_empty() {
-            let _ = writeln!(w, "Failures, by what the client got (502 bodies are zerodown's cause text):\n");
-            let _ = writeln!(w, "| zerodown | load | class | detail | count | of which at a kill |");
+            let _ = writeln!(
+                w,
+                "Failures, by what the client got (502 bodies are zerodown's cause text):\n"
+            );
+            let _ = writeln!(
+                w,
+                "| zerodown | load | class | detail | count | of which at a kill |"
+            );
             let _ = writeln!(w, "|---|---|---|---|---|---|");
             for ((t, m, o, d), (n, k)) in &by_detail {
                 let d = d.replace('|', "\\|");
@@ -322,7 +348,7 @@ impl Report<'_> {
 
         // Versions.
         let _ = writeln!(w, "**Versions** (every answer checked against its window: before the first switch only v{INITIAL}; after a switch order the old or the new version, and once the new one has answered — on any connection for HTTP, on the same session for HSMS — an old answer is mixing):\n");
-        let _ = writeln!(w, "| zerodown | load | answers checked | wrong version | mixing (global) | mixing (same conn/session) | switches seen | first new answer after the order: median / max | in flight at it (median) | conns/sessions without a new answer in a window |");
+        let _ = writeln!(w, "| zerodown | load | answers checked | wrong version | mixing (global) | mixing (same conn/session) | switches seen | first new answer after the order: median / max | in flight at it (median) | HSMS sessions without a new answer in a window |");
         let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|");
         let mut version_examples = Vec::new();
         for (t, target) in self.world.targets.iter().enumerate() {
@@ -339,7 +365,10 @@ impl Report<'_> {
                 let mut inflight: Vec<u64> = c.switches.iter().map(|s| s.3).collect();
                 inflight.sort_unstable();
                 let never: u64 = c.switches.iter().map(|s| s.4).sum();
-                if c.wrong + c.mixed_global + c.mixed_conn > 0 || seen < c.switches.len() {
+                if c.wrong + c.mixed_global + c.mixed_conn > 0
+                    || seen < c.switches.len()
+                    || (hsms && never > 0)
+                {
                     ok = false;
                 }
                 let _ = writeln!(
@@ -349,14 +378,22 @@ impl Report<'_> {
                     if hsms { "HSMS" } else { "HTTP (all)" },
                     c.answers,
                     c.wrong,
-                    if hsms { "n/a".into() } else { c.mixed_global.to_string() },
+                    if hsms {
+                        "n/a".into()
+                    } else {
+                        c.mixed_global.to_string()
+                    },
                     c.mixed_conn,
                     seen,
                     c.switches.len(),
                     pct(&lat, 0.5) as f64 / 1000.0,
                     lat.last().copied().unwrap_or(0) as f64 / 1000.0,
                     pct(&inflight, 0.5),
-                    never
+                    if hsms {
+                        never.to_string()
+                    } else {
+                        "n/a".into()
+                    }
                 );
                 version_examples.extend(c.examples);
                 let mut lines = String::new();
@@ -400,20 +437,36 @@ impl Report<'_> {
                 s.connect_errors,
                 s.never_cut,
                 s.open_at_stop,
-                if *aborted > 0 { format!(" ({aborted} holders aborted)") } else { String::new() }
+                if *aborted > 0 {
+                    format!(" ({aborted} holders aborted)")
+                } else {
+                    String::new()
+                }
             );
         }
 
         // Resources.
-        let _ = writeln!(w, "\n**Resources** of each zerodown (`/proc`: VmRSS, entries in fd/, utime+stime):\n");
-        let _ = writeln!(w, "| zerodown | when | at (s) | RSS | open FDs | CPU used |");
-        let _ = writeln!(w, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            w,
+            "\n**Resources** of each zerodown (`/proc`: VmRSS, entries in fd/, utime+stime):\n"
+        );
+        let _ = writeln!(
+            w,
+            "| zerodown | when | at (s) | RSS | open FDs | of which | CPU used |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
         for (t, target) in self.world.targets.iter().enumerate() {
             for row in &self.samples.rows {
                 if let Some(Some(s)) = row.targets.get(t) {
+                    let kinds = row.sockets.get(t).map_or(String::new(), |k| {
+                        k.iter()
+                            .map(|(k, n)| format!("{k} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
                     let _ = writeln!(
                         w,
-                        "| {} | {} | {:.0} | {:.1} MB | {} | {:.1} s |",
+                        "| {} | {} | {:.0} | {:.1} MB | {} | {kinds} | {:.1} s |",
                         target.name,
                         row.label,
                         secs(row.t_us),
@@ -434,7 +487,8 @@ impl Report<'_> {
         };
         for (t, target) in self.world.targets.iter().enumerate() {
             let growth = |a: u64, b: u64| (b as f64 - a as f64) * 100.0 / (a.max(1) as f64);
-            if let (Some(a), Some(b)) = (find("start (under load)", t), find("end (under load)", t)) {
+            if let (Some(a), Some(b)) = (find("start (under load)", t), find("end (under load)", t))
+            {
                 let cpu = (b.cpu_ticks - a.cpu_ticks) as f64 / TICKS_PER_SEC;
                 let span = self.args.minutes * 60.0;
                 let _ = writeln!(
@@ -476,7 +530,10 @@ impl Report<'_> {
         }
 
         // Logs.
-        let _ = writeln!(w, "\n**Log lines** (zerodown writes JSON lines; access log off):\n");
+        let _ = writeln!(
+            w,
+            "\n**Log lines** (zerodown writes JSON lines; access log off):\n"
+        );
         for target in &self.world.targets {
             let (levels, errors, warns) = scan_log(&target.log);
             let _ = writeln!(
@@ -540,9 +597,15 @@ impl Report<'_> {
         use std::io::Write;
         let path = self.args.out.join(file);
         let new = !path.exists();
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         if new {
-            writeln!(f, "zerodown\tload\torder_s\tnew\tfirst_new_ms\tin_flight\tconns_without_new")?;
+            writeln!(
+                f,
+                "zerodown\tload\torder_s\tnew\tfirst_new_ms\tin_flight\tconns_without_new"
+            )?;
         }
         f.write_all(text.as_bytes())
     }
@@ -552,7 +615,11 @@ impl Report<'_> {
 #[allow(clippy::type_complexity)]
 fn scan_log(
     path: &std::path::Path,
-) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, BTreeMap<String, u64>) {
+) -> (
+    BTreeMap<String, u64>,
+    BTreeMap<String, u64>,
+    BTreeMap<String, u64>,
+) {
     let (mut levels, mut errors, mut warns) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {
@@ -567,7 +634,13 @@ fn scan_log(
         *levels.entry(level.clone()).or_default() += 1;
         let msg = v["message"].as_str().unwrap_or("").to_string();
         let target = v["target"].as_str().unwrap_or("");
-        let key = format!("{target}: {msg}").chars().take(160).collect::<String>();
+        let error = v["error"]
+            .as_str()
+            .map_or(String::new(), |e| format!(" (error: {e})"));
+        let key = format!("{target}: {msg}{error}")
+            .chars()
+            .take(220)
+            .collect::<String>();
         match level.as_str() {
             "ERROR" => *errors.entry(key).or_default() += 1,
             "WARN" => *warns.entry(key).or_default() += 1,

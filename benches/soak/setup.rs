@@ -48,6 +48,8 @@ pub struct World {
     pub zerodown: PathBuf,
     pub out: PathBuf,
     pub events: Arc<Events>,
+    /// The negative check (`--mix`): both versions tagged active after a switch.
+    pub mix: bool,
 }
 
 /// A free loopback port below the ephemeral range (32768+), so that no outgoing connection of
@@ -139,6 +141,7 @@ impl World {
             zerodown: args.zerodown.clone(),
             out: args.out.clone(),
             events,
+            mix: args.mix,
         };
         for i in 0..world.instances.len() {
             world.register(i, CheckStatus::Passing);
@@ -157,7 +160,7 @@ impl World {
     /// Tags of instance `i` for the current active version: `active`/`standby` and a colour.
     pub fn tags(&self, i: usize) -> Vec<String> {
         let inst = &self.instances[i];
-        let role = if inst.version == self.active {
+        let role = if inst.version == self.active || (self.mix && self.active != INITIAL) {
             "active"
         } else {
             "standby"
@@ -175,7 +178,10 @@ impl World {
                 .address("127.0.0.1")
                 .port(inst.http.port())
                 .tags(self.tags(i))
-                .meta([("version", version.as_str()), ("hsms_port", hsms_port.as_str())])
+                .meta([
+                    ("version", version.as_str()),
+                    ("hsms_port", hsms_port.as_str()),
+                ])
                 .check(check),
         );
     }
@@ -219,9 +225,14 @@ impl World {
                 self.upstreams.display()
             )
         };
+        let pools = if self.mix {
+            "[pools]\nsingle_version = false\n\n"
+        } else {
+            ""
+        };
         let config = format!(
             "# written by benches/soak\n[server]\nlisten = \"{http}\"\nadmin_listen = \"{admin}\"\n\n\
-             [log]\naccess_log = false\n\n{source}\n[hsms]\nlisten = \"{hsms}\"\n"
+             [log]\naccess_log = false\n\n{pools}{source}\n[hsms]\nlisten = \"{hsms}\"\n"
         );
         let path = self.out.join(format!("zerodown-{name}.toml"));
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
@@ -309,7 +320,11 @@ pub fn kill(child: &mut Child) {
 async fn wait_ready(admin: SocketAddr) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < deadline {
-        if crate::http_load::admin_get(admin, "/ready").await.map(|(s, _)| s) == Some(200) {
+        if crate::http_load::admin_get(admin, "/ready")
+            .await
+            .map(|(s, _)| s)
+            == Some(200)
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -80,8 +80,7 @@ async fn holder(addr: SocketAddr, stop: Arc<AtomicBool>) -> Stats {
             continue;
         };
         let opened = Instant::now();
-        if s
-            .write_all(b"GET /hello HTTP/1.1\r\nHost: soak\r\n")
+        if s.write_all(b"GET /hello HTTP/1.1\r\nHost: soak\r\n")
             .await
             .is_err()
         {
