@@ -7,6 +7,7 @@
 #   benches/soak.sh --minutes 1      # a smoke; SOAK_MINUTES=1 works too
 #   benches/soak.sh --minutes 1 --no-record   # keep RESULTS.md as it is (output in target/soak/)
 #   benches/soak.sh --minutes 1 --mix         # negative check: versions mixed on purpose; must exit 1
+#   benches/soak.sh --minutes 1 --max-requests 300   # many more h2 GOAWAYs / HTTP/1 closes at the cap
 #
 # Everything runs on 127.0.0.1 (ephemeral ports); every process the run starts is in one process
 # group, which is killed at exit whatever happens.
@@ -16,14 +17,15 @@ cd "$(dirname "$0")/.."
 minutes="${SOAK_MINUTES:-10}"
 slowloris=1000
 record=1
-mix=""
+extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --minutes) minutes="$2"; shift 2 ;;
         --slowloris) slowloris="$2"; shift 2 ;;
         --no-record) record=0; shift ;;
-        --mix) mix=--mix; record=0; shift ;;
-        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+        --mix) extra+=(--mix); record=0; shift ;;
+        --max-requests) extra+=(--max-requests "$2"); record=0; shift 2 ;;
+        -h|--help) sed -n 2,14p "$0"; exit 0 ;;
         *) echo "soak.sh: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -60,7 +62,7 @@ trap 'exit 130' INT TERM
 limit=$(python3 -c "print(int(float('$minutes') * 60 + 20 + 15 + 180))")
 started=$(date +%s)
 setsid timeout --signal=TERM --kill-after=30 "$limit" \
-    "$driver" --minutes "$minutes" --slowloris "$slowloris" $mix \
+    "$driver" --minutes "$minutes" --slowloris "$slowloris" "${extra[@]}" \
     --zerodown "$target_dir/release/zerodown" --out "$out" 2> >(tee "$out/driver.log" >&2) &
 pgid=$!
 status=0

@@ -86,8 +86,9 @@ pub struct Failure {
 #[derive(Default)]
 pub struct Shared {
     pub failures: Mutex<Vec<Failure>>,
-    /// h2 requests sent again on a new connection after a graceful GOAWAY refused them
-    /// (REFUSED_STREAM or GOAWAY NO_ERROR: never processed, safe to resend).
+    /// h2 requests sent again on a new connection because the first was certainly never
+    /// processed: refused by a graceful GOAWAY (REFUSED_STREAM, GOAWAY NO_ERROR), or handed back
+    /// unsent by hyper because the connection had closed.
     pub h2_resent: AtomicU64,
     /// HTTP/1.1 keep-alive connections the server ended with `Connection: close`.
     pub h1_closed_by_server: AtomicU64,
@@ -483,10 +484,18 @@ impl H2Worker {
             (o, format!("h2 not ready: {}", chain(&e)), true)
         })?;
         let uri = format!("http://{}/hello", self.addr);
-        let resp = tx
-            .send_request(get(&uri))
-            .await
-            .map_err(|e| fail("h2 request", e))?;
+        let resp = tx.try_send_request(get(&uri)).await.map_err(|e| {
+            // hyper hands the request back when it was never written to the connection (the
+            // connection closed first, e.g. after a GOAWAY): certainly unprocessed, so resent.
+            let unsent = e.message().is_some();
+            let (o, d, refused) = fail("h2 request", e.into_error());
+            let d = if unsent {
+                format!("{d} (never sent)")
+            } else {
+                d
+            };
+            (o, d, refused || unsent)
+        })?;
         read(resp).await.map_err(|(o, d)| (o, d, false))
     }
 }

@@ -45,6 +45,9 @@ pub struct Args {
     /// The negative check: `pools.single_version = false`, and a switch tags the new version
     /// active *beside* the old one, so the proxies mix versions and the report must say so.
     pub mix: bool,
+    /// `limits.max_requests_per_connection` for both zerodowns (HTTP/1 `Connection: close`,
+    /// h2 graceful GOAWAY at the cap); `None`: the product's default (10,000).
+    pub max_requests: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -56,6 +59,7 @@ fn parse_args() -> Args {
         zerodown: PathBuf::from("target/release/zerodown"),
         slowloris: 1000,
         mix: false,
+        max_requests: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +73,7 @@ fn parse_args() -> Args {
             "--zerodown" => a.zerodown = PathBuf::from(val()),
             "--slowloris" => a.slowloris = val().parse().expect("--slowloris N"),
             "--mix" => a.mix = true,
+            "--max-requests" => a.max_requests = Some(val().parse().expect("--max-requests N")),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -103,6 +108,18 @@ impl Events {
     pub fn all(&self) -> Vec<Event> {
         self.0.lock().expect("events").clone()
     }
+}
+
+/// Bytes of each zerodown's `/status` and `/metrics`: state that grows without bound shows here.
+async fn admin_sizes(world: &setup::World) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for t in &world.targets {
+        let size = |r: Option<(u16, String)>| r.map_or(0, |(_, b)| b.len());
+        let status = size(http_load::admin_get(t.admin, "/status").await);
+        let metrics = size(http_load::admin_get(t.admin, "/metrics").await);
+        out.push((status, metrics));
+    }
+    out
 }
 
 fn main() {
@@ -144,6 +161,7 @@ async fn run(args: Args) -> i32 {
 
     tokio::time::sleep(args.warmup).await;
     samples.take("start (under load)", &world);
+    let mut sizes = vec![("start", admin_sizes(&world).await)];
     let fault_secs = (args.minutes * 60.0).round() as u64;
     events.push(
         None,
@@ -153,6 +171,7 @@ async fn run(args: Args) -> i32 {
     faults::run(&mut world, fault_secs).await;
     events.push(None, "faults", "fault phase ends");
     samples.take("end (under load)", &world);
+    sizes.push(("end", admin_sizes(&world).await));
 
     stop.store(true, Ordering::Relaxed);
     let http = http_load::join(load).await;
@@ -173,6 +192,7 @@ async fn run(args: Args) -> i32 {
         slow,
         samples,
         exits,
+        admin_sizes: sizes,
     };
     match r.write() {
         Ok(ok) => {

@@ -24,6 +24,8 @@ pub struct Report<'a> {
     pub slow: Vec<(Stats, usize)>,
     pub samples: Samples,
     pub exits: Vec<String>,
+    /// (when, per zerodown: bytes of `/status`, bytes of `/metrics`).
+    pub admin_sizes: Vec<(&'static str, Vec<(usize, usize)>)>,
 }
 
 fn secs(us: u64) -> f64 {
@@ -517,6 +519,50 @@ impl Report<'_> {
                     b.fds
                 );
             }
+        }
+        let series = std::fs::read_to_string(self.args.out.join("samples.tsv")).unwrap_or_default();
+        for target in &self.world.targets {
+            // RSS over the run, by quarter, from the 5 s samples: a leak grows linearly, a heap
+            // finding its high-water mark levels off.
+            let rss: Vec<(f64, f64)> = series
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    (f.get(1) == Some(&target.name)).then_some(())?;
+                    Some((
+                        f.first()?.parse().ok()?,
+                        f.get(2)?.parse::<f64>().ok()? / 1024.0,
+                    ))
+                })
+                .collect();
+            if rss.len() >= 8 {
+                let q = |i: usize| rss[(rss.len() - 1) * i / 4];
+                let pts: Vec<String> = (0..=4)
+                    .map(|i| format!("{:.1} MB at {:.0} s", q(i).1, q(i).0))
+                    .collect();
+                let (a, b) = (q(2), q(4));
+                let _ = writeln!(
+                    w,
+                    "- {}: RSS by quarter of the run: {}; second half {:+.1} % ({:+.2} MB/min)",
+                    target.name,
+                    pts.join(", "),
+                    (b.1 - a.1) * 100.0 / a.1,
+                    (b.1 - a.1) * 60.0 / (b.0 - a.0).max(1.0)
+                );
+            }
+        }
+        for (t, target) in self.world.targets.iter().enumerate() {
+            let sizes = self
+                .admin_sizes
+                .iter()
+                .filter_map(|(when, v)| v.get(t).map(|(s, m)| format!("{when} {s} / {m}")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                w,
+                "- {}: bytes of `/status` / `/metrics`: {sizes}",
+                target.name
+            );
         }
         if let (Some(a), Some(b)) = (
             self.samples.rows.first().and_then(|r| r.driver),

@@ -50,6 +50,7 @@ pub struct World {
     pub events: Arc<Events>,
     /// The negative check (`--mix`): both versions tagged active after a switch.
     pub mix: bool,
+    pub max_requests: Option<u64>,
 }
 
 /// A free loopback port below the ephemeral range (32768+), so that no outgoing connection of
@@ -142,6 +143,7 @@ impl World {
             out: args.out.clone(),
             events,
             mix: args.mix,
+            max_requests: args.max_requests,
         };
         for i in 0..world.instances.len() {
             world.register(i, CheckStatus::Passing);
@@ -230,9 +232,12 @@ impl World {
         } else {
             ""
         };
+        let limits = self.max_requests.map_or(String::new(), |n| {
+            format!("[limits]\nmax_requests_per_connection = {n}\n\n")
+        });
         let config = format!(
             "# written by benches/soak\n[server]\nlisten = \"{http}\"\nadmin_listen = \"{admin}\"\n\n\
-             [log]\naccess_log = false\n\n{pools}{source}\n[hsms]\nlisten = \"{hsms}\"\n"
+             [log]\naccess_log = false\n\n{limits}{pools}{source}\n[hsms]\nlisten = \"{hsms}\"\n"
         );
         let path = self.out.join(format!("zerodown-{name}.toml"));
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
