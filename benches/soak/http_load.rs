@@ -90,6 +90,8 @@ pub struct Shared {
     /// processed: refused by a graceful GOAWAY (REFUSED_STREAM, GOAWAY NO_ERROR), or handed back
     /// unsent by hyper because the connection had closed.
     pub h2_resent: AtomicU64,
+    /// Of those, the ones hyper handed back unsent (the connection had closed under them).
+    pub h2_unsent: AtomicU64,
     /// HTTP/1.1 keep-alive connections the server ended with `Connection: close`.
     pub h1_closed_by_server: AtomicU64,
     /// HSMS sessions that had to be opened again (after any error).
@@ -488,6 +490,9 @@ impl H2Worker {
             // hyper hands the request back when it was never written to the connection (the
             // connection closed first, e.g. after a GOAWAY): certainly unprocessed, so resent.
             let unsent = e.message().is_some();
+            if unsent {
+                self.shared.h2_unsent.fetch_add(1, Ordering::Relaxed);
+            }
             let (o, d, refused) = fail("h2 request", e.into_error());
             let d = if unsent {
                 format!("{d} (never sent)")

@@ -267,10 +267,11 @@ impl Report<'_> {
         let http = &self.http.shared;
         let _ = writeln!(
             w,
-            "\nAlso: {} h2 requests resent after a graceful GOAWAY refused them (not processed: what any h2 client does), \
+            "\nAlso: {} h2 requests resent on a new connection, certainly unprocessed ({} handed back unsent by hyper as the connection closed after a GOAWAY, the rest refused by the GOAWAY): what any h2 client does; \
              {} HTTP/1.1 keep-alive connections ended by the server with `Connection: close`, \
              {} HSMS sessions opened again after an error, {} HTTP and {} HSMS load tasks stalled at the stop.\n",
             http.h2_resent.load(std::sync::atomic::Ordering::Relaxed),
+            http.h2_unsent.load(std::sync::atomic::Ordering::Relaxed),
             http.h1_closed_by_server.load(std::sync::atomic::Ordering::Relaxed),
             self.hsms.shared.hsms_reconnects.load(std::sync::atomic::Ordering::Relaxed),
             self.http.stuck,
