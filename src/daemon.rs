@@ -60,6 +60,7 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
+    reaper: JoinHandle<()>,
 }
 
 impl Daemon {
@@ -128,6 +129,11 @@ impl Daemon {
             Settings::from_config(&cfg, &services.all()),
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let reaper = tokio::spawn(reap_idle(
+            Arc::clone(&services),
+            Arc::clone(&proxy),
+            shutdown_rx.clone(),
+        ));
         let (settings, settings_rx) = watch::channel(Arc::new(ListenerSettings::from_config(&cfg)));
         let (drain, drain_rx) = watch::channel(cfg.server.drain_timeout);
         let permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
@@ -205,6 +211,7 @@ impl Daemon {
             shutdown,
             listeners,
             admin,
+            reaper,
         })
     }
 
@@ -285,6 +292,7 @@ impl Daemon {
         if let Some(a) = self.admin {
             a.abort();
         }
+        self.reaper.abort();
     }
 }
 
@@ -308,6 +316,30 @@ impl Daemon {
         let all = self.services.all();
         // A daemon always has its primary service: built first, never removed.
         Arc::clone(&all[0])
+    }
+}
+
+/// Closes pooled upstream connections that stayed idle past `upstream.idle_timeout` (or that
+/// the upstream closed), on every endpoint of every service: checkout skips them, but an
+/// endpoint no request goes to would otherwise hold their sockets until it is retired.
+async fn reap_idle(
+    services: Arc<Services>,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let timeout = proxy.idle_timeout();
+        let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        for service in services.all().iter() {
+            let snap = service.publisher.load();
+            for m in snap.active.members.iter().chain(&snap.standby.members) {
+                crate::http::upstream::ConnPool::of(&m.endpoint).evict(timeout);
+            }
+        }
     }
 }
 

@@ -200,3 +200,21 @@ async fn a_file_that_vanishes_and_returns_unchanged_is_healthy_again() {
     })
     .await;
 }
+
+/// A pooled connection nobody reuses is closed once it has been idle for `upstream.idle_timeout`,
+/// without waiting for a next request to that instance.
+#[tokio::test]
+async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
+    let up = counting_upstream().await;
+    let d = start(&[("a", up.addr.to_string(), "v1", "active")], |c| {
+        c.upstream.idle_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    assert_eq!(get(d.daemon.public_addr, "/fast").await.0, 200);
+    assert_eq!(up.open.load(Ordering::SeqCst), 1, "one pooled connection");
+    eventually("the idle connection closed by the reaper", || {
+        let open = up.open.clone();
+        async move { open.load(Ordering::SeqCst) == 0 }
+    })
+    .await;
+}

@@ -37,6 +37,11 @@ impl Proxy {
         }
     }
 
+    /// How long a pooled upstream connection may stay idle (the live setting).
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        self.settings.load().limits.idle_timeout
+    }
+
     pub fn reload(&self, settings: Settings) {
         self.settings.store(Arc::new(settings));
     }

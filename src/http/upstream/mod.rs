@@ -111,6 +111,15 @@ impl ConnPool {
         connect(address, limits).await.map(|s| (s, false))
     }
 
+    /// Closes idle connections older than `idle_timeout` or closed by the upstream; returns how
+    /// many. Checkout skips them too, but an endpoint nobody sends to would keep their sockets.
+    pub fn evict(&self, idle_timeout: Duration) -> usize {
+        let mut idle = self.idle_list();
+        let before = idle.len();
+        idle.retain(|i| i.since.elapsed() < idle_timeout && !i.sender.is_closed());
+        before - idle.len()
+    }
+
     /// Returns a connection whose response has been read to the end to the idle pool (called
     /// from the response body, so no task is spawned per request). Retired upstreams keep none.
     pub fn put_idle(&self, endpoint: &Endpoint, sender: Sender, max_idle: usize) {
