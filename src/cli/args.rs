@@ -75,6 +75,9 @@ pub enum Command {
         #[command(flatten)]
         nomad: NomadArgs,
     },
+    /// Exit 0 when the zerodown running here is ready (GET /ready on its admin listener), else 1:
+    /// a container's HEALTHCHECK. Reads the admin address from that process's command line.
+    Healthcheck(HealthArgs),
     /// Run one demo instance answering `GET /hello`.
     DemoBackend {
         #[arg(long, default_value = "127.0.0.1:9001")]
@@ -140,6 +143,22 @@ pub struct DemoArgs {
     /// swaps, gate holds and errors are still logged.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Which zerodown `healthcheck` asks.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The admin address to ask [default: the admin listener of the zerodown serve or demo
+    /// running as --pid].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// The zerodown process whose command line and config give the admin address [default: PID
+    /// 1 if it is one (a container's entrypoint), else the first one found].
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// How long /ready may take to answer.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// Flags shared by every operator command.

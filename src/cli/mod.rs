@@ -3,11 +3,13 @@
 mod args;
 mod check;
 mod demo;
+mod health;
 mod ops;
 mod serve;
 
 pub use args::{
-    ChangeArgs, Cli, Command, DemoArgs, NomadArgs, OpsArgs, ServeArgs, UpgradeArgs, EXIT_USAGE,
+    ChangeArgs, Cli, Command, DemoArgs, HealthArgs, NomadArgs, OpsArgs, ServeArgs, UpgradeArgs,
+    EXIT_USAGE,
 };
 
 use std::process::ExitCode;
@@ -30,6 +32,7 @@ pub fn run(cli: Cli) -> ExitCode {
         } => ops::deploy(change, version, image),
         Command::Rollback { change, force } => ops::rollback(change, force),
         Command::Diagnose { ops: a, nomad } => ops::diagnose(a, nomad),
+        Command::Healthcheck(a) => health::run(a),
         Command::DemoBackend {
             listen,
             version,
