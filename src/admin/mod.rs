@@ -205,13 +205,24 @@ fn not_ready_any(state: &AdminState, one: Option<&Arc<Service>>) -> Option<Strin
     })
 }
 
-/// Ready once the active pool has members: before that every proxied request would be a 503.
+/// Ready once the active pool has a member that is not ejected: before that every proxied
+/// request would be a 503, and with every member ejected after failures a 502.
 pub fn is_ready(s: &Snapshot) -> bool {
-    !s.active.is_empty()
+    s.active
+        .members
+        .iter()
+        .any(|m| m.endpoint.health.ejected_for().is_none())
 }
 
 /// Why `/ready` answers 503: nothing loaded yet, or an empty active pool beside a loaded standby.
 fn not_ready(s: &Snapshot) -> String {
+    if !s.active.is_empty() {
+        return format!(
+            "not ready: every active instance ({} of {}) is ejected after consecutive failures: requests get 502 until one recovers\n",
+            s.active.members.len(),
+            s.active.version.as_deref().unwrap_or("several versions")
+        );
+    }
     let standby = &s.standby;
     if standby.is_empty() {
         return "not ready: no instance loaded yet (nothing is tagged active or standby)\n".into();
@@ -349,6 +360,29 @@ mod tests {
         assert_eq!(
             not_ready(&p.load()),
             "not ready: the active pool is empty (no instance is tagged active); the standby pool has 2 instance(s) of v2\n"
+        );
+    }
+
+    #[test]
+    fn every_active_instance_ejected_is_not_ready() {
+        let p = Publisher::new("hello-service", true, Arc::new(Metrics::new()));
+        p.offer(Candidates {
+            active: vec![inst("a", "v1")],
+            standby: vec![],
+            source: SourceInfo {
+                kind: "file",
+                origin: "u.toml".into(),
+                index: None,
+            },
+        });
+        assert!(is_ready(&p.load()));
+        let snap = p.load();
+        let health = &snap.active.members[0].endpoint.health;
+        assert!(health.record_failure(1, std::time::Duration::from_secs(10)));
+        assert!(!is_ready(&p.load()));
+        assert_eq!(
+            not_ready(&p.load()),
+            "not ready: every active instance (1 of v1) is ejected after consecutive failures: requests get 502 until one recovers\n"
         );
     }
 }
