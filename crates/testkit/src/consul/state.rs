@@ -116,19 +116,9 @@ impl Store {
                 true
             }
             None => {
-                let serf = Check {
-                    id: "serfHealth".into(),
-                    name: "Serf Health Status".into(),
-                    status: CheckStatus::Passing,
-                    output: "Agent alive and reachable".into(),
-                    notes: String::new(),
-                    kind: String::new(),
-                    interval: String::new(),
-                    timeout: String::new(),
-                    service_tags: Vec::new(),
-                    create_index: idx,
-                    modify_index: idx,
-                };
+                let mut serf = node_check("serfHealth".into(), "Serf Health Status", idx);
+                serf.status = CheckStatus::Passing;
+                serf.output = "Agent alive and reachable".into();
                 let node = Node {
                     name: name.to_string(),
                     address: address.to_string(),
@@ -359,12 +349,19 @@ impl Store {
 
 /// The critical check `consul maint` adds, its reason in `Notes`.
 fn maintenance_check(id: String, name: &str, reason: &str, idx: u64) -> Check {
+    let mut c = node_check(id, name, idx);
+    c.notes = reason.to_string();
+    c
+}
+
+/// A critical check the agent itself owns (no script, no interval), created at `idx`.
+fn node_check(id: String, name: &str, idx: u64) -> Check {
     Check {
         id,
         name: name.into(),
         status: CheckStatus::Critical,
         output: String::new(),
-        notes: reason.to_string(),
+        notes: String::new(),
         kind: String::new(),
         interval: String::new(),
         timeout: String::new(),
