@@ -49,13 +49,17 @@ async fn twenty_switches_under_hsms_and_http_load_lose_nothing_and_never_mix() {
     let front = Arc::clone(rig.daemon.hsms.as_ref().unwrap());
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
+    let mut latest = Vec::new();
     let tasks: Vec<_> = (0..SESSIONS)
         .map(|_| {
-            tokio::spawn(equipment::run(
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            latest.push(rx);
+            tokio::spawn(equipment::run_watched(
                 rig.hsms,
                 WINDOW,
                 REPLY_DEADLINE,
                 stop.clone(),
+                Some(tx),
             ))
         })
         .collect();
@@ -99,7 +103,18 @@ async fn twenty_switches_under_hsms_and_http_load_lose_nothing_and_never_mix() {
                 .iter()
                 .filter_map(|s| s.last_switch.as_ref().map(|l| l.took_ms)),
         );
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Every session answered by the new version on a primary sent after the switch, so
+        // each window holds new-version replies for the check below (not a fixed sleep).
+        let switched = *switches.last().unwrap();
+        eventually("every session answered by the new version", || {
+            let seen = latest.iter().all(|rx| {
+                rx.borrow()
+                    .as_ref()
+                    .is_some_and(|r| r.version == to && r.start > switched)
+            });
+            async move { seen }
+        })
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut tallies = Vec::new();

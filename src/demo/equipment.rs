@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hsms::s1f2_version;
@@ -46,11 +47,33 @@ pub async fn run(
     deadline: Duration,
     stop: Arc<AtomicBool>,
 ) -> Tally {
+    run_watched(addr, window, deadline, stop, None).await
+}
+
+/// [`run`], also publishing each reply on `latest` as it arrives, so a caller can wait for a
+/// session's progress instead of sleeping.
+pub async fn run_watched(
+    addr: SocketAddr,
+    window: usize,
+    deadline: Duration,
+    stop: Arc<AtomicBool>,
+    latest: Option<watch::Sender<Option<Reply>>>,
+) -> Tally {
     let mut tally = Tally::default();
-    if let Err(e) = session(addr, window, deadline, &stop, &mut tally).await {
+    let to = Watched {
+        tally: &mut tally,
+        latest: latest.as_ref(),
+    };
+    if let Err(e) = session(addr, window, deadline, &stop, to).await {
         tally.errors.push(e);
     }
     tally
+}
+
+/// Where a session's replies go.
+struct Watched<'a> {
+    tally: &'a mut Tally,
+    latest: Option<&'a watch::Sender<Option<Reply>>>,
 }
 
 async fn session(
@@ -58,8 +81,9 @@ async fn session(
     window: usize,
     deadline: Duration,
     stop: &AtomicBool,
-    tally: &mut Tally,
+    to: Watched<'_>,
 ) -> Result<(), String> {
+    let Watched { tally, latest } = to;
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
@@ -123,11 +147,15 @@ async fn session(
                     continue;
                 };
                 let version = s1f2_version(&msg.body).ok_or("S1F2 without a version")?;
-                tally.replies.push(Reply {
+                let reply = Reply {
                     start,
                     end: Instant::now(),
                     version,
-                });
+                };
+                if let Some(l) = latest {
+                    l.send_replace(Some(reply.clone()));
+                }
+                tally.replies.push(reply);
             }
             other => {
                 return Err(format!(
