@@ -68,14 +68,14 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
 /// failed requests, every answer v1.
 async fn leaves_under_load(d: &Daemon, gone: &str, kept: &str, change: impl FnOnce()) {
     let load = Load::start(d.public_addr, "/hello", 8);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.until_each_conn("v1", 15).await;
     change();
     eventually(&format!("{gone} left the active pool"), || async {
         let snap = d.publisher().load_full();
         snap.active.members.len() == 1 && snap.active.members[0].instance.id == kept
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.until_each_conn("v1", 15).await;
     let records = load.finish().await;
     assert!(records.len() > 200, "too little load: {}", records.len());
     assert!(records.iter().all(|r| r.version == "v1"));
