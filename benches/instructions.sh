@@ -5,9 +5,11 @@
 #   instructions per request = (Ir(N2) - Ir(N1)) / (N2 - N1).
 # Kernel work (system calls) is not counted: `load.sh --syscalls` counts those, and they are
 # already equal (about 4 per request for every proxy). Not part of CI.
+# `floor` is examples/floor.rs: a bare hyper + tokio proxy built from the same locked versions,
+# the least zerodown's stack can cost. Ratios are printed against nginx and against the floor.
 #
-# Usage: benches/instructions.sh [--targets zerodown,nginx,haproxy] [--n1 2000] [--n2 10000]
-#        [--connections 16] [--zerodown BIN] [--out FILE]
+# Usage: benches/instructions.sh [--targets zerodown,floor,nginx,haproxy] [--n1 2000] [--n2 10000]
+#        [--connections 16] [--zerodown BIN] [--floor BIN] [--out FILE]
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,7 +17,7 @@ ROOT=$(dirname "$HERE")
 CONF="$HERE/conf"
 # shellcheck source=benches/lib.sh
 . "$HERE/lib.sh"
-TARGETS="zerodown,nginx,haproxy" N1=2000 N2=10000 CONNS=16 ZD_BIN="" OUT=""
+TARGETS="zerodown,floor,nginx,haproxy" N1=2000 N2=10000 CONNS=16 ZD_BIN="" FLOOR_BIN="" OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --targets) TARGETS=$2; shift ;;
@@ -23,8 +25,9 @@ while [ $# -gt 0 ]; do
     --n2) N2=$2; shift ;;
     --connections) CONNS=$2; shift ;;
     --zerodown) ZD_BIN=$2; shift ;;
+    --floor) FLOOR_BIN=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
     esac
     shift
@@ -34,6 +37,10 @@ for tool in valgrind oha nginx haproxy curl; do
     command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing (apt-get install valgrind nginx haproxy curl; cargo install oha)" >&2; exit 69; }
 done
 [ -x "$ZD_BIN" ] || (cd "$ROOT" && cargo build --release --locked)
+FLOOR_BIN=${FLOOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/floor}
+if [[ ",$TARGETS," == *",floor,"* ]] && [ ! -x "$FLOOR_BIN" ]; then
+    (cd "$ROOT" && cargo build --release --locked --example floor)
+fi
 
 RUN=$(mktemp -d /tmp/zerodown-instr.XXXXXX)
 PIDS=()
@@ -63,6 +70,8 @@ run_under_callgrind() {
     zerodown)
         render "$CONF/zerodown.toml" "$RUN/zerodown.toml" PORT=$PORT ADMIN=$ADMIN THREADS=1 POLL=1s
         cmd=("$ZD_BIN" serve --config "$RUN/zerodown.toml" --threads 1) ;;
+    floor)
+        cmd=("$FLOOR_BIN" --listen "127.0.0.1:$PORT" --upstream "$UP" --threads 1) ;;
     nginx)
         mkdir -p "$RUN/logs"
         render "$CONF/nginx-proxy.conf" "$RUN/nginx.conf" RUN="$RUN" PORT=$PORT WORKERS=1 NOFILE=4096 WCONN=1024 \
@@ -104,9 +113,11 @@ column -t "$RUN/result.tsv"
 python3 - "$RUN/result.tsv" <<'PY'
 import csv, sys
 rows = {r["target"]: int(r["instructions_per_request"]) for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")}
-if "nginx" in rows:
-    for t, v in rows.items():
-        print(f"{t}: {v / rows['nginx']:.2f} x nginx's instructions per request")
+for base in ("nginx", "floor"):
+    if base in rows:
+        for t, v in rows.items():
+            if t != base:
+                print(f"{t}: {v / rows[base]:.2f} x {base}'s instructions per request")
 PY
 [ -n "$OUT" ] && cp "$RUN/result.tsv" "$OUT"
 exit 0

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Load benchmark: zerodown vs nginx vs HAProxy (and a direct connection to one upstream, the
-# floor), side by side on one machine. Not part of CI.
+# Load benchmark: zerodown vs the hyper floor vs nginx vs HAProxy (and a direct connection to one
+# upstream), side by side on one machine. Not part of CI. `floor` is examples/floor.rs, a bare
+# hyper + tokio proxy from the same locked versions (no forwarding headers, no timers): the least
+# zerodown's stack can cost.
 #
 # Usage: benches/load.sh [options]
 #   --rounds N          rounds; each round runs every target once, interleaved (A B C D A B C D ...) [3]
 #   --duration S        seconds per run [10]
 #   --connections LIST  client connections, comma-separated, e.g. 64 or 1,10,100,1000 [64]
-#   --targets LIST      any of zerodown,nginx,haproxy,direct,zerodown_swap,zerodown_b [zerodown,nginx,haproxy,direct]
+#   --targets LIST      any of zerodown,floor,nginx,haproxy,direct,zerodown_swap,zerodown_b
+#                       [zerodown,floor,nginx,haproxy,direct]
 #   --swap MS           add the target zerodown_swap: the same zerodown while its upstreams file is
 #                       rewritten every MS ms (versions v1 <-> v2 on the same addresses), with
 #                       source.poll_interval = MS/2; the swaps that really happened are counted from
@@ -16,12 +19,13 @@
 #   --upstreams N       upstream instances [2]. N <= 8: one nginx process per instance;
 #                       N > 8: one nginx process listening on N ports (same single worker)
 #   --backend KIND      nginx | zerodown (`zerodown demo-backend`, N <= 8) [nginx]
-#   --threads N         zerodown --threads, nginx worker_processes, HAProxy nbthread [1]
+#   --threads N         zerodown and floor --threads, nginx worker_processes, HAProxy nbthread [1]
 #   --proxy-cpus LIST   taskset CPU list for the proxies [0]
 #   --load-cpus LIST    taskset CPU list for the load generator and the upstreams [1]
 #   --wrk-threads N     wrk -t [1]
 #   --zerodown-b BIN    add the target zerodown_b: a second zerodown binary (an A/B build), same config
 #   --zerodown BIN      zerodown binary [$CARGO_TARGET_DIR or ./target, release/zerodown; built if missing]
+#   --floor BIN         floor binary [same directory, release/examples/floor; built if missing]
 #   --out FILE          also copy the per-run TSV here
 #   --max-conns N       nginx worker_connections / 2 x HAProxy maxconn [2 x largest --connections + 1024]
 #   --idle-conns N      after the rounds, per target: open N keep-alive client connections, one
@@ -43,7 +47,8 @@
 # the run, and peak RSS (VmHWM; nginx: the worker, not the master). For `direct`, CPU and RSS
 # are the upstream instance's own.
 # Output: a TSV per run (machine-readable, path printed) and a summary table with medians,
-# min-max and ratios against nginx taken round by round (same round, same connections).
+# min-max and ratios against nginx (and zerodown's against the floor) taken round by round (same
+# round, same connections).
 # Every run is bounded (wrk -d / oha -z); every process started here is stopped by PID on exit.
 set -euo pipefail
 
@@ -53,8 +58,8 @@ CONF="$HERE/conf"
 # shellcheck source=benches/lib.sh
 . "$HERE/lib.sh"
 
-ROUNDS=3 DURATION=10 CONNECTIONS=64 TARGETS="zerodown,nginx,haproxy,direct" SWAP_MS="" RATE=""
-UPSTREAMS=2 BACKEND=nginx THREADS=1 PROXY_CPUS=0 LOAD_CPUS=1 WRK_THREADS=1 ZD_BIN="" ZD_B_BIN="" OUT=""
+ROUNDS=3 DURATION=10 CONNECTIONS=64 TARGETS="zerodown,floor,nginx,haproxy,direct" SWAP_MS="" RATE=""
+UPSTREAMS=2 BACKEND=nginx THREADS=1 PROXY_CPUS=0 LOAD_CPUS=1 WRK_THREADS=1 ZD_BIN="" ZD_B_BIN="" FLOOR_BIN="" OUT=""
 INSTALL=1 KEEP=0 WARMUP=2 MAX_CONNS="" IDLE_CONNS="" PROFILE="" SYSCALLS=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -72,6 +77,7 @@ while [ $# -gt 0 ]; do
     --wrk-threads) WRK_THREADS=$2; shift ;;
     --zerodown) ZD_BIN=$2; shift ;;
     --zerodown-b) ZD_B_BIN=$2; shift ;;
+    --floor) FLOOR_BIN=$2; shift ;;
     --out) OUT=$2; shift ;;
     --max-conns) MAX_CONNS=$2; shift ;;
     --idle-conns) IDLE_CONNS=$2; shift ;;
@@ -95,7 +101,7 @@ fi
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 IFS=, read -r -a CONN_LIST <<<"$CONNECTIONS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in zerodown | nginx | haproxy | direct) ;; zerodown_b) [ -x "$ZD_B_BIN" ] || { echo "load.sh: zerodown_b needs --zerodown-b BIN" >&2; exit 64; } ;; zerodown_swap) [ -n "$SWAP_MS" ] || SWAP_MS=10 ;;
+    case "$t" in zerodown | floor | nginx | haproxy | direct) ;; zerodown_b) [ -x "$ZD_B_BIN" ] || { echo "load.sh: zerodown_b needs --zerodown-b BIN" >&2; exit 64; } ;; zerodown_swap) [ -n "$SWAP_MS" ] || SWAP_MS=10 ;;
     *) echo "load.sh: unknown target $t" >&2; exit 64 ;; esac
 done
 
@@ -125,6 +131,11 @@ fi
 if [ ! -x "$ZD_BIN" ]; then
     log "building $ZD_BIN (release, fat LTO: a few minutes)"
     (cd "$ROOT" && cargo build --release --quiet)
+fi
+FLOOR_BIN=${FLOOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/floor}
+if [[ ",$TARGETS," == *",floor,"* ]] && [ ! -x "$FLOOR_BIN" ]; then
+    log "building $FLOOR_BIN (release)"
+    (cd "$ROOT" && cargo build --release --quiet --example floor)
 fi
 [ "$BACKEND" = nginx ] || [ "$UPSTREAMS" -le 8 ] || { echo "load.sh: --backend zerodown takes at most 8 upstreams" >&2; exit 64; }
 
@@ -181,7 +192,7 @@ wait_ok() {
     exit 1
 }
 
-UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 ZB_PORT=18084 ZB_ADMIN=18094 NP_PORT=18082 HA_PORT=18083
+UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 ZB_PORT=18084 ZB_ADMIN=18094 NP_PORT=18082 HA_PORT=18083 FL_PORT=18085
 UP_ADDRS=()
 for i in $(seq 0 $((UPSTREAMS - 1))); do UP_ADDRS+=("127.0.0.1:$((UP_BASE + i))"); done
 
@@ -239,6 +250,12 @@ if need_target zerodown_b; then
     MASTER[zerodown_b]=$STARTED
     wait_ok "http://127.0.0.1:$ZB_PORT/hello"
 fi
+if need_target floor; then
+    fargs=(); for a in "${UP_ADDRS[@]}"; do fargs+=(--upstream "$a"); done
+    start floor "$PROXY_CPUS" "$FLOOR_BIN" --listen "127.0.0.1:$FL_PORT" "${fargs[@]}" --threads "$THREADS"
+    MASTER[floor]=$STARTED
+    wait_ok "http://127.0.0.1:$FL_PORT/hello"
+fi
 if need_target nginx; then
     servers=$(for a in "${UP_ADDRS[@]}"; do echo "        server $a max_fails=3 fail_timeout=10s;"; done)
     render "$CONF/nginx-proxy.conf" "$RUN/nginx-proxy.conf" RUN="$RUN" PORT=$NP_PORT WORKERS="$THREADS" NOFILE="$NOFILE" WCONN="$WCONN" SERVERS="$servers"
@@ -255,7 +272,7 @@ if need_target haproxy; then
 fi
 MASTER[direct]=${UP_PIDS[0]}
 MASTER[zerodown_swap]=${MASTER[zerodown]:-}
-PORT=([zerodown]=$ZD_PORT [zerodown_b]=$ZB_PORT [zerodown_swap]=$ZD_PORT [nginx]=$NP_PORT [haproxy]=$HA_PORT [direct]=$UP_BASE)
+PORT=([zerodown]=$ZD_PORT [zerodown_b]=$ZB_PORT [zerodown_swap]=$ZD_PORT [floor]=$FL_PORT [nginx]=$NP_PORT [haproxy]=$HA_PORT [direct]=$UP_BASE)
 
 # cpu_pids T: the master and its children (all of them do the work or own it).
 cpu_pids() { local m=${MASTER[$1]}; echo "$m" $(children "$m"); }

@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-T=zerodown,nginx,haproxy
+T=zerodown,floor,nginx,haproxy
 if [ -z "$ONLY" ] || [ "$ONLY" = idle ]; then
     echo "== idle RSS and $IDLE idle keep-alive connections"
     "$HERE/load.sh" "${EXTRA[@]}" --targets "$T" --idle-only --idle-conns "$IDLE" \

@@ -6,7 +6,8 @@ Usage: benches/summarize.py RESULTS.tsv [--markdown]
 Per (connections, rate, target): runs, req/s median [min-max], p50 and p99 median [min-max],
 proxy CPU seconds per 100k requests median [min-max], CPU utilisation, peak RSS, errors.
 Ratios against nginx are computed round by round (same round, same connections: the runs closest
-in time), then summarised as median [min-max]; `zerodown_swap` is also compared to `zerodown`.
+in time), then summarised as median [min-max]; every zerodown target is also compared to `floor`
+(the bare hyper proxy) and `zerodown_swap` to `zerodown`.
 """
 import csv
 import statistics
@@ -64,6 +65,8 @@ def main():
     head = ["conns", "rate", "target", "vs", "req/s ratio", "cpu/req ratio", "p99 ratio", "p50 ratio"]
     table = []
     pairs = [(t, "nginx") for t in targets if t != "nginx"]
+    if "floor" in targets:
+        pairs += [(t, "floor") for t in targets if t.startswith("zerodown")]
     if "zerodown_swap" in targets and "zerodown" in targets:
         pairs.append(("zerodown_swap", "zerodown"))
     rounds = sorted({r["round"] for r in rows}, key=int)
