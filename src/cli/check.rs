@@ -38,11 +38,13 @@ pub fn run(file: &Path) -> ExitCode {
             }
         }
     }
-    println!("# {}: valid. Effective configuration:", file.display());
+    let mut text = format!("# {}: valid. Effective configuration:\n", file.display());
     for line in lines {
-        println!("# {line}");
+        text.push_str(&format!("# {line}\n"));
     }
-    print!("{}", cfg.render());
+    text.push_str(&cfg.render());
+    // A reader that stops early (`| head`) closes the pipe: not an error of the config.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
 }
 
