@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::consul::{register, source};
+use common::consul::{register, source, start_config};
 use common::load::Load;
 use common::*;
 use zerodown::config::{Config, SourceConfig};
@@ -22,14 +22,7 @@ async fn an_instance_in_maintenance_leaves_the_pool_without_a_failed_request() {
     let mut cfg = Config::default();
     cfg.log.access_log = false;
     cfg.source = SourceConfig::Consul(source(&consul));
-    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let d = Daemon::start(cfg.clone(), public, Some(admin)).unwrap();
-    let mut rx = d.publisher().subscribe();
-    tokio::time::timeout(DEADLINE, rx.wait_for(|g| *g >= 1))
-        .await
-        .unwrap()
-        .unwrap();
+    let d = start_config(cfg.clone()).await;
     leaves_under_load(&d, "v1-a", "v1-b", || {
         assert!(consul.set_maintenance("v1-a", Some("disk swap")))
     })

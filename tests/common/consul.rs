@@ -42,13 +42,19 @@ pub async fn start(
     let mut src = source(consul);
     tweak(&mut src, &mut cfg);
     cfg.source = SourceConfig::Consul(src);
+    start_config(cfg).await
+}
+
+/// Starts a daemon on `cfg` (public and admin on 127.0.0.1:0); waits until the first pools are
+/// published.
+pub async fn start_config(cfg: Config) -> Daemon {
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = Daemon::start(cfg, public, Some(admin)).unwrap();
     let mut rx = daemon.publisher().subscribe();
     tokio::time::timeout(super::DEADLINE, rx.wait_for(|g| *g >= 1))
         .await
-        .expect("first pool never loaded from the Consul double")
+        .expect("first pool never loaded")
         .unwrap();
     daemon
 }

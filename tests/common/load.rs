@@ -483,6 +483,20 @@ impl Windows {
     }
 }
 
+/// Two pools' window counts in one line: `A + S checked (fewest per window a + s), in flight at
+/// each <at> >= a + s`.
+pub fn both(a: &Windows, s: &Windows, at: &str) -> String {
+    format!(
+        "{} + {} checked (fewest per window {} + {}), in flight at each {at} >= {} + {}",
+        a.checked,
+        s.checked,
+        a.min_checked(),
+        s.min_checked(),
+        a.min_in_flight(),
+        s.min_in_flight()
+    )
+}
+
 /// The window rule for one pool. `switches[k]` is when the change to epoch k began (`switches[0]`:
 /// the steady state before the first change), `versions[k]` that epoch's version. Window k runs
 /// from `switches[k]` to `switches[k + 1]`.
