@@ -106,7 +106,7 @@ impl Daemon {
         let admin_addr = l.admin.as_ref().map(addr).transpose()?;
         let hsms_addr = l.hsms.as_ref().map(addr).transpose()?;
         let tls = tls_for(&cfg, &l)?;
-        let built = build_sources(&cfg)?;
+        let built = build_sources(&cfg, |_, _, _| true)?;
         let admin_token = cfg.server.admin_token()?;
         let listen_inode = crate::upgrade::fds::inode(&l.public);
         let offer = Arc::new(Offer::new(
@@ -230,10 +230,9 @@ impl Daemon {
         let mut running = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         // Only services whose source or pools changed get a new source; built before anything
         // changes, so a source that cannot be built rejects the whole reload.
-        let changed: Vec<Built> = build_sources(&new)?
-            .into_iter()
-            .filter(|b| !running.iter().any(|r| r.same(b)))
-            .collect();
+        let changed = build_sources(&new, |name, source, pools| {
+            !running.iter().any(|r| r.same(name, source, pools))
+        })?;
         // Certificates are re-read on every reload (renewals keep the same paths).
         let acceptor = match (&new.tls, &self.tls) {
             (Some(t), Some(_)) => Some(tls::acceptor(t)?),
@@ -351,14 +350,21 @@ struct Built {
     watch: Box<dyn UpstreamSource>,
 }
 
-/// Builds every service's source (the primary first); fails, naming the setting, on the first
-/// that cannot be built.
-fn build_sources(cfg: &Config) -> Result<Vec<Built>, SetupError> {
+/// Builds the source of every service `wanted` accepts (the primary first); fails, naming the
+/// setting, on the first that cannot be built. Building reads token and TLS files, so services
+/// that keep running as they are are left out rather than built and dropped.
+fn build_sources(
+    cfg: &Config,
+    wanted: impl Fn(&str, &SourceConfig, &PoolsConfig) -> bool,
+) -> Result<Vec<Built>, SetupError> {
     let mut out = Vec::new();
     for name in cfg.service_names() {
         let Some(view) = cfg.for_service(name) else {
             continue;
         };
+        if !wanted(name, &view.source, &view.pools) {
+            continue;
+        }
         out.push(Built {
             watch: discovery::from_config(&view.source, &view.pools)?,
             name: name.to_string(),
@@ -405,8 +411,8 @@ impl Running {
         }
     }
 
-    fn same(&self, b: &Built) -> bool {
-        self.service.name() == b.name && self.source == b.source && self.pools == b.pools
+    fn same(&self, name: &str, source: &SourceConfig, pools: &PoolsConfig) -> bool {
+        self.service.name() == name && &self.source == source && &self.pools == pools
     }
 }
 
