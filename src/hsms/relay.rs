@@ -4,12 +4,13 @@
 //! forwarded unchanged to one backend at a time, with every W-bit transaction tracked by system bytes
 //! in each direction so that a switch can wait for a transaction boundary.
 
+mod handoff;
 mod switch;
 mod types;
 
 pub use types::{
     Action, BackendId, BackendState, CloseReason, ConfigError, Direction, DropReason, Event,
-    RelayConfig, RollbackReason, Side,
+    HandOff, RelayConfig, RollbackReason, Side,
 };
 
 use std::collections::{BTreeMap, VecDeque};
@@ -121,7 +122,8 @@ impl Relay {
             BackendState::None | BackendState::Selecting { old: None, .. } => None,
             BackendState::Active(id)
             | BackendState::Selecting { old: Some(id), .. }
-            | BackendState::Draining { old: id, .. } => Some(id),
+            | BackendState::Draining { old: id, .. }
+            | BackendState::HandingOver { old: id, .. } => Some(id),
         }
     }
 
@@ -146,9 +148,9 @@ impl Relay {
             self.t7_deadline
         };
         let switch = match self.backend {
-            BackendState::Selecting { deadline, .. } | BackendState::Draining { deadline, .. } => {
-                deadline
-            }
+            BackendState::Selecting { deadline, .. }
+            | BackendState::Draining { deadline, .. }
+            | BackendState::HandingOver { deadline, .. } => deadline,
             _ => None,
         };
         let queue = self
@@ -198,6 +200,7 @@ impl Relay {
                     Role::Unknown
                 }
             }
+            BackendState::HandingOver { old, .. } if old == id => Role::Current,
             _ => Role::Unknown,
         }
     }
@@ -297,7 +300,8 @@ impl Relay {
             }
             BackendState::None
             | BackendState::Selecting { old: None, .. }
-            | BackendState::Draining { .. } => {
+            | BackendState::Draining { .. }
+            | BackendState::HandingOver { .. } => {
                 if self.queue.len() >= self.cfg.max_queued {
                     self.event(Event::Dropped {
                         system: msg.header.system,

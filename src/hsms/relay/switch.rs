@@ -132,6 +132,9 @@ impl Relay {
             BackendState::Draining { deadline, .. } if due(deadline, now) => {
                 self.rollback(RollbackReason::DrainTimeout)
             }
+            BackendState::HandingOver { old, deadline, .. } if due(deadline, now) => {
+                self.abandon_handover(old)
+            }
             _ => {}
         }
         // Sent late, a primary would be answered after the equipment's T3: drop it instead.
@@ -150,22 +153,26 @@ impl Relay {
 
     /// Ends the drain once the old backend has no open transaction in either direction.
     pub(super) fn maybe_finish(&mut self, now: Instant) {
+        self.maybe_hand_over(now);
         if let BackendState::Draining {
             old, new, started, ..
         } = self.backend
         {
-            let open = self
-                .to_host
-                .values()
-                .chain(self.to_equipment.values())
-                .any(|t| t.backend == old);
-            if !open {
+            if !self.has_open(old) {
                 let sep = codec::separate_req(self.system());
                 self.push(Action::SendBackend(old, sep));
                 self.push(Action::CloseBackend(old));
                 self.complete(Some(old), new, started, now);
             }
         }
+    }
+
+    /// Whether `id` has an open transaction in either direction.
+    pub(super) fn has_open(&self, id: BackendId) -> bool {
+        self.to_host
+            .values()
+            .chain(self.to_equipment.values())
+            .any(|t| t.backend == id)
     }
 
     /// Makes `to` the backend and hands it the queues; `from` is already separated or gone.
@@ -282,6 +289,16 @@ impl Relay {
                 self.event(Event::BackendLost { id });
                 self.complete(Some(old), new, started, now);
             }
+            BackendState::HandingOver { old, started, .. } if old == id => {
+                // Nothing left to drain: the hand-over can go on at once.
+                self.lose_transactions(id);
+                self.push(Action::CloseBackend(id));
+                self.event(Event::BackendLost { id });
+                self.backend = BackendState::None;
+                self.push(Action::HandOverReady {
+                    took: now.saturating_duration_since(started),
+                });
+            }
             BackendState::Selecting { new, .. } | BackendState::Draining { new, .. }
                 if new == id =>
             {
@@ -298,6 +315,7 @@ impl Relay {
             BackendState::Active(id) => (vec![id], None),
             BackendState::Selecting { old, new, .. } => (old.into_iter().collect(), Some(new)),
             BackendState::Draining { old, new, .. } => (vec![old, new], None),
+            BackendState::HandingOver { old, .. } => (vec![old], None),
         };
         for id in selected {
             self.lose_transactions(id);

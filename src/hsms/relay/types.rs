@@ -185,6 +185,12 @@ pub enum Action {
         abandoned: BackendId,
         reason: RollbackReason,
     },
+    /// No transaction is open and no backend is left: take [`Relay::hand_off`] and move the
+    /// connection to the next process now.
+    HandOverReady { took: Duration },
+    /// The old backend still had open transactions after the drain bound: the session stays on
+    /// it, here (its queue already flushed to it).
+    HandOverAbandoned { kept: BackendId },
     /// Log or count it.
     Event(Event),
 }
@@ -210,4 +216,21 @@ pub enum BackendState {
         started: Instant,
         deadline: Option<Instant>,
     },
+    /// The session moves to another process (an upgrade): equipment primaries are queued until
+    /// `old` has no open transaction, then the glue hands the connection over.
+    HandingOver {
+        old: BackendId,
+        started: Instant,
+        deadline: Option<Instant>,
+    },
+}
+
+/// What another process needs to carry a session on: the equipment's state and the primaries
+/// waiting for a backend, each with its age so its T3 keeps counting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOff {
+    pub selected: bool,
+    /// What is left of T7 when the equipment has not selected.
+    pub t7_left: Option<Duration>,
+    pub queue: Vec<(Message, Duration)>,
 }

@@ -1,6 +1,7 @@
 use super::*;
 use bytes::Bytes;
 
+mod handoff;
 mod sim;
 mod switch;
 
