@@ -296,6 +296,20 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// At an upgrade: HSMS sessions move to `next` (when it takes them) instead of ending.
+    pub fn hand_over_sessions(&self, next: Arc<crate::upgrade::Successor>) {
+        if let Some(h) = &self.hsms {
+            if next.takes_sessions {
+                h.hand_over_to(next);
+            }
+        }
+    }
+
+    /// Whether this process adopts HSMS sessions from its predecessor.
+    pub fn takes_sessions(&self) -> bool {
+        self.hsms.as_ref().is_some_and(|h| h.takes_sessions())
+    }
+
     /// Copies of the listening sockets, for a successor (see [`crate::upgrade`]).
     pub fn offer(&self) -> Arc<Offer> {
         Arc::clone(&self.offer)

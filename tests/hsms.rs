@@ -440,3 +440,40 @@ async fn a_reload_renaming_the_primary_service_is_refused_while_hsms_relays_to_i
     let mut eq = Equipment::connect(rig.hsms).await;
     assert_eq!(eq.select().await, 0);
 }
+
+#[tokio::test]
+async fn a_session_whose_hand_over_fails_stays_here_and_the_process_waits_for_it() {
+    let rig = Rig::start(two_versions(Duration::ZERO).await, |_| {}).await;
+    let mut eq = Equipment::connect(rig.hsms).await;
+    assert_eq!(eq.select().await, codec::SELECT_OK);
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    // A successor that answered READY, then went away before taking the session.
+    let (line, gone) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(gone);
+    let daemon = rig.daemon;
+    daemon.hand_over_sessions(std::sync::Arc::new(zerodown::upgrade::Successor::new(
+        0, true, line,
+    )));
+    let (hsms, metrics) = (daemon.hsms.clone().unwrap(), daemon.metrics.clone());
+    let stopping = tokio::spawn(daemon.shutdown());
+    eventually("the session was taken back", || async {
+        metrics
+            .render()
+            .contains("hsms_handovers_total{outcome=\"kept\"} 1")
+    })
+    .await;
+    // Still served, with the same equipment connection, while the process waits for it.
+    assert_eq!(eq.s1f1(WAIT).await.as_deref(), Some("v1"));
+    assert_eq!(hsms.sessions().len(), 1);
+    assert!(
+        !stopping.is_finished(),
+        "the process stopped while it held a session"
+    );
+    assert!(eq.unsolicited.is_empty(), "{:?}", eq.unsolicited);
+    // Once the equipment leaves, nothing holds the process.
+    drop(eq);
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .expect("stopped once the session ended")
+        .unwrap();
+}

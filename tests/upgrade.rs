@@ -4,7 +4,10 @@
 //! idle keep-alive connection was closed by the draining process) is retried on a new
 //! connection, as every HTTP client does, and counted apart. Also: a successor with a bad config,
 //! one that never becomes ready, and a second upgrade while one runs all leave the running process
-//! serving.
+//! serving. HSMS equipment sessions ride through the same ten upgrades on one connection each,
+//! sending W-bit primaries throughout: every primary gets exactly one reply, no session sees a
+//! disconnect, a Deselect or a Separate, and each ends up in the last process having lived
+//! through all ten upgrades.
 
 mod common;
 
@@ -114,10 +117,59 @@ async fn client(addr: SocketAddr, keep_alive: bool, stop: Arc<AtomicBool>, t: Ar
     }
 }
 
+/// Outcomes of the equipment sessions.
+#[derive(Debug, Default)]
+struct Equip {
+    replies: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+/// One equipment session for the whole test: Select once, then two S1F1 W primaries in flight
+/// at a time until `stop`. Any missing reply, disconnect, or message it did not ask for (a
+/// duplicated reply, a Deselect, a Separate) is an error.
+async fn equipment(addr: SocketAddr, stop: Arc<AtomicBool>, t: Arc<Equip>) {
+    use common::hsms::{s1f1, Equipment};
+    use zerodown::hsms::codec::SType;
+    let mut e = Equipment::connect(addr).await;
+    if e.select().await != 0 {
+        return t.errors.lock().unwrap().push("Select refused".into());
+    }
+    while !stop.load(Ordering::Relaxed) {
+        // The host may answer the two in either order.
+        let mut open = vec![e.system(), e.system()];
+        for s in &open {
+            e.send(&s1f1(*s)).await;
+        }
+        while !open.is_empty() {
+            let Some(m) = e.recv(Duration::from_secs(10)).await else {
+                return t.errors.lock().unwrap().push(format!(
+                    "no reply to primaries {open:?} within 10 s (or the connection closed)"
+                ));
+            };
+            match open.iter().position(|s| *s == m.header.system) {
+                Some(i) if m.header.stype == SType::Data => {
+                    open.swap_remove(i);
+                    t.replies.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => e.unsolicited.push(m),
+            }
+        }
+    }
+    // Anything still arriving would be a duplicate or a control message nobody asked for.
+    let late = e.recv(Duration::from_millis(200)).await;
+    let mut errors = t.errors.lock().unwrap();
+    errors.extend(late.map(|m| format!("unexpected message after the last reply: {:?}", m.header)));
+    errors.extend(
+        e.unsolicited
+            .iter()
+            .map(|m| format!("unexpected message: {:?}", m.header)),
+    );
+}
+
 fn write_config(dir: &std::path::Path, upstreams: &str, timeout: &str) -> std::path::PathBuf {
     let path = dir.join(format!("zerodown-{}.toml", upstreams.replace('.', "-")));
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndrain_timeout = \"{timeout}\"\nupgrade_socket = \"upgrade.sock\"\n\n[log]\naccess_log = false\n\n[source]\nkind = \"file\"\npath = \"{upstreams}\"\npoll_interval = \"50ms\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndrain_timeout = \"{timeout}\"\nupgrade_socket = \"upgrade.sock\"\n\n[log]\naccess_log = false\n\n[source]\nkind = \"file\"\npath = \"{upstreams}\"\npoll_interval = \"50ms\"\n\n[hsms]\nlisten = \"127.0.0.1:0\"\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -152,9 +204,16 @@ async fn exit_code(p: &mut Proc, wait: Duration) -> Option<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     let dir = tempfile::tempdir().unwrap();
-    write_upstreams(
+    // The HSMS host answers after 5 ms, so transactions are open when an upgrade begins.
+    common::hsms::write(
         &dir.path().join("upstreams.toml"),
-        &[("v1", backend("v1").await.to_string(), "v1", "active")],
+        &[(
+            "v1",
+            backend("v1").await,
+            common::hsms::host("v1", Duration::from_millis(5)).await,
+            "v1",
+            "active",
+        )],
     );
     let config = write_config(dir.path(), "upstreams.toml", "5s");
     let mut current = Proc::run(&["serve".into(), "--config".into(), config.clone().into()]);
@@ -171,6 +230,11 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     let tally = Arc::new(Tally::default());
     let clients: Vec<_> = (0..8)
         .map(|i| tokio::spawn(client(addr, i % 2 == 0, stop.clone(), tally.clone())))
+        .collect();
+    let hsms_addr = addr_of(&started, "hsms");
+    let equip = Arc::new(Equip::default());
+    let sessions: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(equipment(hsms_addr, stop.clone(), equip.clone())))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -215,8 +279,25 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     current.wait_for("upgrade aborted: the new process went away before it was ready; this process keeps serving");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // Before the equipment leaves: each session is in the last process, after all ten upgrades.
+    let (_, body) = get(admin, "/status").await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let upgrades: Vec<_> = doc["hsms"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["upgrades"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        upgrades,
+        [10; 4],
+        "every equipment session lived through every upgrade; equipment errors: {:?}; HSMS status: {}",
+        equip.errors.lock().unwrap(),
+        doc["hsms"]
+    );
+
     stop.store(true, Ordering::Relaxed);
-    for c in clients {
+    for c in sessions.into_iter().chain(clients) {
         tokio::time::timeout(DEADLINE, c)
             .await
             .expect("a client stalled")
@@ -232,6 +313,24 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
         &errors[..errors.len().min(5)]
     );
     assert!(ok > 500, "too little load to prove anything: {ok} requests");
+    let equip_errors = equip.errors.lock().unwrap().clone();
+    let replies = equip.replies.load(Ordering::Relaxed);
+    if !equip_errors.is_empty() {
+        let hsms_log: Vec<_> = current
+            .log()
+            .lines()
+            .filter(|l| l.contains("hsms") || l.contains("upgrade"))
+            .map(String::from)
+            .collect();
+        panic!(
+            "HSMS: {equip_errors:?}\nthe last process's HSMS log:\n{}",
+            hsms_log.join("\n")
+        );
+    }
+    assert!(
+        replies > 100,
+        "too few HSMS replies to prove anything: {replies}"
+    );
     let (code, body) = get(admin, "/status").await;
     assert_eq!(code, 200);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -239,6 +338,7 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     took.sort();
     eprintln!(
         "10 upgrades: {ok} requests answered 200, {not_sent} retried after an idle close, 0 errors; \
+         {replies} HSMS replies on 4 sessions, none lost or duplicated, no disconnect; \
          start of the new process to exit of the old: median {:?}, max {:?}",
         took[took.len() / 2],
         took[took.len() - 1]
@@ -250,11 +350,16 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     );
 }
 
-/// The admin address a process logged at start (a plain address, or `Some(address)`).
+/// The admin address a process logged at start.
 fn admin_of(started: &serde_json::Value) -> SocketAddr {
-    let text = started["admin"]
+    addr_of(started, "admin")
+}
+
+/// An address a process logged at start (a plain address, or `Some(address)`).
+fn addr_of(started: &serde_json::Value, key: &str) -> SocketAddr {
+    let text = started[key]
         .as_str()
-        .expect("admin address in the start log");
+        .unwrap_or_else(|| panic!("{key} address in the start log"));
     text.trim_start_matches("Some(")
         .trim_end_matches(')')
         .parse()

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -179,13 +180,17 @@ pub fn run_with(
         let _ = tokio::time::timeout(FIRST_POOLS_WAIT, first.wait_for(|g| *g >= 1)).await;
         on_started(&daemon);
         upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
-        let (handed_tx, handed_over) = watch::channel(false);
+        let (handed_tx, handed_over) = watch::channel(None);
         if let Some(path) = upgrade_socket {
             tokio::spawn(upgrade::serve_control(path, daemon.offer(), handed_tx));
         }
-        if let Err(e) = until_stopped(&daemon, &reload_config, handed_over).await {
-            eprintln!("zerodown: {e}");
-            return ExitCode::FAILURE;
+        match until_stopped(&daemon, &reload_config, handed_over).await {
+            Ok(Some(next)) => daemon.hand_over_sessions(next),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("zerodown: {e}");
+                return ExitCode::FAILURE;
+            }
         }
         tracing::info!(target: "zerodown::server", "shutdown signal received");
         let generation = daemon.generation;
@@ -196,12 +201,12 @@ pub fn run_with(
 }
 
 /// Turns signals into reloads (SIGHUP) and successors (SIGUSR2) until SIGTERM/SIGINT or a
-/// successor took over.
+/// successor took over (returned).
 async fn until_stopped(
     daemon: &Daemon,
     reload_config: &impl Fn() -> Result<Config, ConfigError>,
-    mut handed_over: watch::Receiver<bool>,
-) -> Result<(), String> {
+    mut handed_over: watch::Receiver<Option<Arc<upgrade::Successor>>>,
+) -> Result<Option<Arc<upgrade::Successor>>, String> {
     let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -223,11 +228,14 @@ async fn until_stopped(
             }
             _ = usr2.recv() => spawn_successor(),
             Ok(()) = handed_over.changed() => {
-                tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "handed over to the next generation: draining");
-                return Ok(());
+                let next = handed_over.borrow_and_update().clone();
+                if next.is_some() {
+                    tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "handed over to the next generation: draining");
+                    return Ok(next);
+                }
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(None),
+            _ = int.recv() => return Ok(None),
         }
     }
 }
@@ -275,12 +283,37 @@ async fn become_ready(
             "no pools loaded within --upgrade-timeout {timeout:?} (is the source reachable?)"
         ));
     }
-    tokio::task::spawn_blocking(move || inherited.ready())
+    let takes_sessions = daemon.takes_sessions();
+    let previous = tokio::task::spawn_blocking(move || inherited.ready(takes_sessions))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot tell the running zerodown: {e}"))?;
-    tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, "serving; the previous generation drains");
+    tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, takes_sessions, "serving; the previous generation drains");
+    if let (true, Some(h)) = (takes_sessions, daemon.hsms.clone()) {
+        std::thread::spawn(move || adopt_sessions(previous, &h));
+    }
     Ok(())
+}
+
+/// Reads the sessions the previous process hands over until it has sent them all.
+fn adopt_sessions(previous: upgrade::Predecessor, h: &crate::hsms::Hsms) {
+    let mut adopted = 0u64;
+    loop {
+        match previous.next_session() {
+            Ok(Some((payload, fd))) => match h.adopt(&payload, fd) {
+                Ok(()) => adopted += 1,
+                Err(e) => {
+                    tracing::error!(target: "zerodown::upgrade", error = %e, "a session from the previous process could not be adopted: its equipment connection is lost")
+                }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(target: "zerodown::upgrade", error = %e, "the hand-over line from the previous process broke");
+                break;
+            }
+        }
+    }
+    tracing::info!(target: "zerodown::upgrade", sessions = adopted, "the previous generation has handed over its sessions");
 }
 
 /// SIGUSR2: starts `zerodown serve --upgrade` with this process's arguments.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::handoff::Adoption;
 use super::state::Hsms;
 use crate::config::HsmsMode;
 
@@ -23,10 +24,19 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(h.cfg.max_sessions));
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
+    let mut adoptions = h.adoptions();
+    // For the sessions; `shutdown` itself is borrowed by the loop's select.
+    let stop = shutdown.clone();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
+            Some(a) = async { adoptions.as_mut()?.recv().await }, if adoptions.is_some() => {
+                // Not limited by max_sessions: refusing it would drop a live session.
+                let permit = Arc::clone(&permits).try_acquire_owned().ok();
+                tasks.spawn(adopted(Arc::clone(&h), a, permit, stop.clone()));
+                continue;
+            }
             a = listener.accept() => a,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
@@ -68,6 +78,13 @@ pub async fn serve(
         );
     }
     drop(listener);
+    if h.handing_over() {
+        // A session whose hand-over failed stays here until its equipment leaves: this process
+        // must not exit while it still holds one.
+        tracing::info!(target: "zerodown::hsms", sessions = tasks.len(), "HSMS listener stopped; handing sessions to the next process");
+        while tasks.join_next().await.is_some() {}
+        return;
+    }
     tracing::info!(target: "zerodown::hsms", sessions = tasks.len(), "HSMS listener stopped; ending sessions");
     if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
         .await
@@ -75,4 +92,26 @@ pub async fn serve(
     {
         tasks.abort_all();
     }
+}
+
+/// Serves a session the previous process handed over.
+async fn adopted(
+    h: Arc<Hsms>,
+    a: Adoption,
+    permit: Option<OwnedSemaphorePermit>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _permit = permit;
+    let peer = a
+        .stream
+        .peer_addr()
+        .map_or_else(|_| a.parcel.head.equipment.clone(), |p| p.to_string());
+    let span = tracing::info_span!("conn", peer = %peer);
+    let (id, view) = h.register_named(peer);
+    h.metrics.hsms_sessions.inc();
+    super::session::adopt(&h, id, view, a, shutdown)
+        .instrument(span)
+        .await;
+    h.metrics.hsms_sessions.dec();
+    h.unregister(id);
 }

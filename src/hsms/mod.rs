@@ -9,7 +9,7 @@
 //! - [`target`]: which version and instances sessions should use.
 //! - `frontend`: the listener and its limits; `state`: what sessions share and the registry
 //!   `/status` reads; `session` and `backend` are the per-connection glue, `tcp` the plain-TCP
-//!   mode.
+//!   mode; `handoff`: sessions moving to the next process at an upgrade.
 //!
 //! Guarantees: the equipment's control messages (Select, Linktest, Deselect, Separate) are
 //! answered locally, so it never sees a switch; only one backend exchanges data with an equipment
@@ -26,6 +26,7 @@
 mod backend;
 pub mod codec;
 mod frontend;
+mod handoff;
 pub mod relay;
 mod session;
 mod state;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::backend::{self, BackendEvent, Dial};
 use super::codec::{self, Decoder, Message};
+use super::handoff::{self, Adoption, Head, Parcel};
 use super::relay::{Action, BackendId, BackendState, Event, Relay};
 use super::state::{lock, unix_ms, BackendView, Hsms, SessionView, SwitchView};
 use crate::core::Instance;
@@ -31,6 +32,7 @@ struct Link {
 
 struct Session<'a> {
     h: &'a Hsms,
+    id: u64,
     relay: Relay,
     links: HashMap<BackendId, Link>,
     /// The version the session's data goes to (set when a switch completes).
@@ -44,45 +46,199 @@ struct Session<'a> {
     queued: usize,
     /// Set when the session must end once the actions are carried out.
     ending: Option<String>,
+    moving: Move,
 }
 
-/// Serves one equipment connection until it closes, the relay ends it, or the daemon stops.
+/// Where a hand-over to the next process stands.
+#[derive(Default)]
+struct Move {
+    /// The process is upgrading: the session moves once it can.
+    wanted: bool,
+    /// The relay is draining toward it.
+    under_way: bool,
+    /// After an abandoned attempt, when to try again.
+    again_at: Option<Instant>,
+    /// The relay is ready: the connection goes now.
+    ready: Option<Duration>,
+}
+
+/// How a session starts: fresh, or carried on from a hand-over.
+struct Start {
+    relay: Relay,
+    buf: BytesMut,
+    serving: Option<String>,
+    /// Taken back after a failed hand-over: the process stopping does not end it.
+    kept: bool,
+}
+
+/// What a session ended in.
+enum End {
+    Closed(String),
+    /// Ready to move: the socket (reunited) and the session's state.
+    Moving(TcpStream, Box<Parcel>),
+}
+
+/// Serves one equipment connection until it closes, the relay ends it, the daemon stops, or it
+/// moves to the next process.
 pub async fn run(
     h: &Hsms,
     id: u64,
     view: Arc<Mutex<SessionView>>,
     stream: TcpStream,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    tracing::info!(target: "zerodown::hsms", session = id, "equipment connected");
+    let start = Start {
+        relay: Relay::new(h.relay_config(), Instant::now()),
+        buf: BytesMut::with_capacity(8192),
+        serving: None,
+        kept: false,
+    };
+    carry_on(h, id, view, stream, start, shutdown).await;
+}
+
+/// Serves a session the previous process handed over.
+pub async fn adopt(
+    h: &Hsms,
+    id: u64,
+    view: Arc<Mutex<SessionView>>,
+    a: Adoption,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Adoption { stream, mut parcel } = a;
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(target: "zerodown::hsms", session = id, error = %e, "cannot serve a handed-over session");
+            return;
+        }
+    };
+    let head = &parcel.head;
+    tracing::info!(target: "zerodown::hsms", session = id, previous_session = head.session, equipment = %head.equipment, serving = head.serving.as_deref(), queued = parcel.off.queue.len(), pending_bytes = parcel.pending.len(), upgrades = head.upgrades, "session adopted from the previous process");
+    h.metrics
+        .hsms_handovers
+        .get_or_create(&[("outcome", Lv::S("adopted"))])
+        .inc();
+    {
+        let mut v = lock(&view);
+        v.upgrades = head.upgrades;
+        v.switches = head.switches;
+        v.rollbacks = head.rollbacks;
+    }
+    let start = Start {
+        relay: parcel.relay(h),
+        serving: parcel.head.serving.take(),
+        buf: std::mem::take(&mut parcel.pending),
+        kept: false,
+    };
+    carry_on(h, id, view, stream, start, shutdown).await;
+}
+
+/// Runs the session; a hand-over that fails gives the session back, and it carries on here.
+async fn carry_on(
+    h: &Hsms,
+    id: u64,
+    view: Arc<Mutex<SessionView>>,
+    mut stream: TcpStream,
+    mut start: Start,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (sock, parcel) = match relay(h, id, &view, stream, start, shutdown.clone()).await {
+            End::Closed(why) => {
+                tracing::info!(target: "zerodown::hsms", session = id, reason = %why, "session ended");
+                return;
+            }
+            End::Moving(sock, parcel) => (sock, parcel),
+        };
+        let queued = parcel.off.queue.len();
+        let sock = match sock.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "zerodown::hsms", session = id, error = %e, "session ended: its socket could not be handed over");
+                return;
+            }
+        };
+        let (sock, mut parcel, why) = match handoff::send(h, sock, *parcel).await {
+            Ok(()) => {
+                tracing::info!(target: "zerodown::hsms", session = id, queued, "session handed over to the next process");
+                h.metrics
+                    .hsms_handovers
+                    .get_or_create(&[("outcome", Lv::S("handed_over"))])
+                    .inc();
+                return;
+            }
+            Err(back) => back,
+        };
+        tracing::warn!(target: "zerodown::hsms", session = id, error = %why, "session could not be handed over: it stays in this process");
+        h.metrics
+            .hsms_handovers
+            .get_or_create(&[("outcome", Lv::S("kept"))])
+            .inc();
+        stream = match TcpStream::from_std(sock) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: "zerodown::hsms", session = id, error = %e, "session ended: its socket could not be taken back");
+                return;
+            }
+        };
+        start = Start {
+            relay: parcel.relay(h),
+            serving: parcel.head.serving.take(),
+            buf: std::mem::take(&mut parcel.pending),
+            kept: true,
+        };
+    }
+}
+
+/// Relays between the equipment and the backends until the session ends or is ready to move.
+async fn relay(
+    h: &Hsms,
+    id: u64,
+    view: &Arc<Mutex<SessionView>>,
+    stream: TcpStream,
+    start: Start,
+    mut shutdown: watch::Receiver<bool>,
+) -> End {
     let (mut rd, wr) = stream.into_split();
     let (eq_tx, eq_rx) = mpsc::channel(h.cfg.max_queued);
     let writer = tokio::spawn(write_equipment(wr, eq_rx));
     let (ev_tx, mut ev_rx) = mpsc::channel(h.cfg.max_queued);
+    let Start {
+        relay,
+        mut buf,
+        serving,
+        kept,
+    } = start;
     let mut s = Session {
         h,
-        relay: Relay::new(h.relay_config(), Instant::now()),
+        id,
+        relay,
         links: HashMap::new(),
-        serving: None,
+        serving,
         retry_at: None,
         hold: None,
         eq_tx,
         events: ev_tx,
-        view,
+        view: Arc::clone(view),
         queued: 0,
         ending: None,
+        moving: Move::default(),
     };
-    tracing::info!(target: "zerodown::hsms", session = id, "equipment connected");
     s.follow_target(Instant::now());
     let mut generation = h.publisher.subscribe();
-    let mut buf = BytesMut::with_capacity(8192);
     let mut decoder = Decoder::new(h.cfg.max_message_bytes);
-    let mut t8: Option<Instant> = None;
+    // Bytes carried over from the previous process may hold whole messages.
+    s.decode(&mut decoder, &mut buf);
+    let mut t8 = decoder.partial(&buf).then(|| Instant::now() + h.cfg.t8);
+    let mut stopping = kept;
     loop {
+        s.move_on(Instant::now());
         s.apply();
-        if s.ending.is_some() {
+        if s.ending.is_some() || s.moving.ready.is_some() {
             break;
         }
-        let deadline = [s.relay.next_deadline(), t8, s.retry_at]
+        let deadline = [s.relay.next_deadline(), t8, s.retry_at, s.moving.again_at]
             .into_iter()
             .flatten()
             .min();
@@ -119,16 +275,54 @@ pub async fn run(
                 }
             }
             Ok(()) = generation.changed() => s.follow_target(Instant::now()),
-            _ = shutdown.wait_for(|down| *down) => s.equipment_gone("zerodown is stopping".into()),
+            _ = shutdown.wait_for(|down| *down), if !stopping => {
+                stopping = true;
+                if h.successor().is_some() {
+                    s.moving.wanted = true;
+                } else if h.handing_over() {
+                    // The successor broke before this session's turn: it stays, and is served.
+                    tracing::warn!(target: "zerodown::hsms", session = id, "the next process cannot take sessions: this one stays here");
+                } else {
+                    s.equipment_gone("zerodown is stopping".into());
+                }
+            }
         }
     }
-    let why = s.ending.take().unwrap_or_default();
-    tracing::info!(target: "zerodown::hsms", session = id, reason = %why, "session ended");
     s.h.metrics.hsms_queued.dec_by(s.queued as i64);
-    // Dropping the senders closes the backends and lets the writer flush (a last Reject, say).
+    if let Some(why) = s.ending.take() {
+        // Dropping the senders closes the backends and lets the writer flush (a last Reject, say).
+        drop(s);
+        match tokio::time::timeout(h.cfg.t6, writer).await {
+            Ok(Ok(Some(mut wr))) => {
+                let _ = wr.shutdown().await;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                tracing::debug!(target: "zerodown::hsms", session = id, "equipment writer did not finish")
+            }
+        }
+        return End::Closed(why);
+    }
+    let took = s.moving.ready.unwrap_or_default();
+    let off = s.relay.hand_off(Instant::now());
+    let mut head = Head::new(id, String::new(), s.serving.take());
+    {
+        let v = lock(view);
+        head.equipment = v.equipment.clone();
+        head.upgrades = v.upgrades + 1;
+        head.switches = v.switches;
+        head.rollbacks = v.rollbacks;
+    }
+    tracing::debug!(target: "zerodown::hsms", session = id, took_ms = took.as_millis() as u64, "session drained for the hand-over");
+    // Everything the relay sent the equipment is written before the socket moves.
     drop(s);
-    if tokio::time::timeout(h.cfg.t6, writer).await.is_err() {
-        tracing::debug!(target: "zerodown::hsms", session = id, "equipment writer did not finish");
+    let wr = match writer.await {
+        Ok(Some(wr)) => wr,
+        _ => return End::Closed("the equipment connection failed while handing over".into()),
+    };
+    match rd.reunite(wr) {
+        Ok(sock) => End::Moving(sock, Box::new(Parcel::new(head, off, buf))),
+        Err(_) => End::Closed("the equipment socket could not be reunited".into()),
     }
 }
 
@@ -187,13 +381,16 @@ impl Session<'_> {
 
     /// Moves the session toward the version the snapshot says, unless a switch is under way.
     fn follow_target(&mut self, now: Instant) {
-        if self.ending.is_some() {
+        // A session about to move switches nowhere: the next process picks its backend.
+        if self.ending.is_some() || self.moving.wanted {
             return;
         }
         let idle = match self.relay.backend_state() {
             BackendState::Active(_) => true,
             BackendState::None => self.links.is_empty(),
-            BackendState::Selecting { .. } | BackendState::Draining { .. } => false,
+            BackendState::Selecting { .. }
+            | BackendState::Draining { .. }
+            | BackendState::HandingOver { .. } => false,
         };
         if !idle {
             return;
@@ -229,6 +426,23 @@ impl Session<'_> {
         tracing::info!(target: "zerodown::hsms", backend = bid, instance = %instance.id, version = %instance.version, from = self.serving.as_deref(), "selecting a backend");
         self.links.insert(bid, Link { tx, instance });
         self.relay.begin_switch(bid, now);
+    }
+
+    /// Starts the hand-over when one is wanted and no switch is under way (a switch ends within
+    /// T6 or the drain bound; the loop asks again after each event).
+    fn move_on(&mut self, now: Instant) {
+        let m = &mut self.moving;
+        if !m.wanted || m.under_way || m.again_at.is_some_and(|t| now < t) {
+            return;
+        }
+        m.again_at = None;
+        if self.h.successor().is_none() {
+            // The successor went away (a hand-over to it failed): this process keeps the session.
+            m.wanted = false;
+            self.retry_at = Some(now);
+            return;
+        }
+        m.under_way = self.relay.begin_handover(now);
     }
 
     /// Carries out the relay's actions (which may produce more), then refreshes the view.
@@ -296,6 +510,12 @@ impl Session<'_> {
                 });
                 drop(v);
                 self.retry_at = Some(now + RETRY_AFTER);
+            }
+            Action::HandOverReady { took } => self.moving.ready = Some(took),
+            Action::HandOverAbandoned { kept } => {
+                tracing::warn!(target: "zerodown::hsms", session = self.id, backend = kept, drain_bound = ?self.h.cfg.drain_bound, "hand-over postponed: the backend still had open transactions after the drain bound");
+                self.moving.under_way = false;
+                self.moving.again_at = Some(now + RETRY_AFTER);
             }
             Action::Event(e) => self.on_event(e),
         }
@@ -392,6 +612,7 @@ impl Session<'_> {
             match self.relay.backend_state() {
                 BackendState::Active(_) => "selected",
                 BackendState::Selecting { .. } | BackendState::Draining { .. } => "switching",
+                BackendState::HandingOver { .. } => "handing_over",
                 BackendState::None => "no_backend",
             }
         };
@@ -417,9 +638,13 @@ impl Session<'_> {
     }
 }
 
-/// Writes what the relay sends the equipment, batching what is queued; ends (closing the
-/// connection after the last message) when the session drops its sender.
-async fn write_equipment(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Message>) {
+/// Writes what the relay sends the equipment, batching what is queued, until the session drops
+/// its sender; returns the write half then (`None` if a write failed), for the session to close
+/// or hand over.
+async fn write_equipment(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Message>,
+) -> Option<OwnedWriteHalf> {
     let mut buf = BytesMut::with_capacity(8192);
     while let Some(m) = rx.recv().await {
         buf.clear();
@@ -431,8 +656,8 @@ async fn write_equipment(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Message>
             next = rx.try_recv().ok();
         }
         if wr.write_all(&buf).await.is_err() {
-            return;
+            return None;
         }
     }
-    let _ = wr.shutdown().await;
+    Some(wr)
 }

@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
+use super::handoff::{self, Adoption};
 use super::relay::{BackendId, RelayConfig};
 use super::target::{self, Target};
 use crate::config::{HsmsConfig, HsmsMode};
 use crate::core::{Instance, Publisher};
 use crate::telemetry::metrics::Metrics;
+use crate::upgrade::Successor;
 
 /// Shared by every equipment connection.
 pub struct Hsms {
@@ -24,6 +27,11 @@ pub struct Hsms {
     next_session: AtomicU64,
     next_backend: AtomicU64,
     rr: AtomicUsize,
+    /// Set at an upgrade: sessions move to this process instead of ending.
+    successor: Mutex<Option<Arc<Successor>>>,
+    /// Sessions the previous process handed over, for the listener to serve.
+    adopt_tx: mpsc::UnboundedSender<Adoption>,
+    adopt_rx: Mutex<Option<mpsc::UnboundedReceiver<Adoption>>>,
 }
 
 /// One session as `/status` shows it.
@@ -32,8 +40,8 @@ pub struct Hsms {
 pub struct SessionView {
     pub id: u64,
     pub equipment: String,
-    /// `not_selected`, `selected`, `switching`, `no_backend` (hsms mode); `connected`,
-    /// `draining` (tcp mode).
+    /// `not_selected`, `selected`, `switching`, `handing_over`, `no_backend` (hsms mode);
+    /// `connected`, `draining` (tcp mode).
     pub state: String,
     pub backend: Option<BackendView>,
     pub open_to_host: usize,
@@ -44,6 +52,8 @@ pub struct SessionView {
     pub last_switch: Option<SwitchView>,
     /// Why the session is not on the active version, when it is not.
     pub hold: Option<String>,
+    /// Upgrades of zerodown this session lived through (its socket handed to the next process).
+    pub upgrades: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +88,7 @@ pub struct HsmsStatus {
 
 impl Hsms {
     pub fn new(cfg: HsmsConfig, publisher: Arc<Publisher>, metrics: Arc<Metrics>) -> Hsms {
+        let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
         Hsms {
             cfg,
             publisher,
@@ -86,7 +97,46 @@ impl Hsms {
             next_session: AtomicU64::new(1),
             next_backend: AtomicU64::new(1),
             rr: AtomicUsize::new(0),
+            successor: Mutex::new(None),
+            adopt_tx,
+            adopt_rx: Mutex::new(Some(adopt_rx)),
         }
+    }
+
+    /// Whether sessions can move to another process (the `hsms` mode; a TCP relay has no
+    /// message boundary to move at).
+    pub fn takes_sessions(&self) -> bool {
+        self.cfg.mode == HsmsMode::Hsms
+    }
+
+    /// From now on, stopping sessions move to `next` instead of ending.
+    pub fn hand_over_to(&self, next: Arc<Successor>) {
+        *lock(&self.successor) = Some(next);
+    }
+
+    /// The successor sessions move to, while hand-overs to it work.
+    pub fn successor(&self) -> Option<Arc<Successor>> {
+        lock(&self.successor)
+            .as_ref()
+            .filter(|s| s.usable() && s.takes_sessions)
+            .cloned()
+    }
+
+    /// Whether this process hands its sessions over (and so waits for them as long as it takes).
+    pub fn handing_over(&self) -> bool {
+        lock(&self.successor).is_some()
+    }
+
+    /// A session from the previous process; served once the listener runs.
+    pub fn adopt(&self, payload: &[u8], fd: std::os::fd::OwnedFd) -> Result<(), String> {
+        let a = handoff::receive(self, payload, fd)?;
+        self.adopt_tx
+            .send(a)
+            .map_err(|_| "the HSMS listener has stopped".to_string())
+    }
+
+    pub(super) fn adoptions(&self) -> Option<mpsc::UnboundedReceiver<Adoption>> {
+        lock(&self.adopt_rx).take()
     }
 
     pub fn relay_config(&self) -> RelayConfig {
@@ -115,10 +165,14 @@ impl Hsms {
     }
 
     pub(super) fn register(&self, equipment: SocketAddr) -> (u64, Arc<Mutex<SessionView>>) {
+        self.register_named(equipment.to_string())
+    }
+
+    pub(super) fn register_named(&self, equipment: String) -> (u64, Arc<Mutex<SessionView>>) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let view = Arc::new(Mutex::new(SessionView {
             id,
-            equipment: equipment.to_string(),
+            equipment,
             state: "not_selected".into(),
             ..SessionView::default()
         }));

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub watch_last_index: Family<L1, Gauge>,
     pub hsms_sessions: Gauge,
     pub hsms_sessions_refused: Counter,
+    /// Sessions at an upgrade, by outcome (`handed_over`, `adopted`, `kept`).
+    pub hsms_handovers: Family<L1, Counter>,
     /// Data messages relayed, by direction (`to_backend`, `to_equipment`).
     pub hsms_messages: Family<L1, Counter>,
     /// Session switches, by outcome (`done`, `rolled_back`).
@@ -134,6 +136,7 @@ impl Metrics {
             watch_last_index: Family::default(),
             hsms_sessions: Gauge::default(),
             hsms_sessions_refused: Counter::default(),
+            hsms_handovers: Family::default(),
             hsms_messages: Family::default(),
             hsms_switches: Family::default(),
             hsms_switch_duration: Family::new_with_constructor(histogram),
@@ -245,6 +248,11 @@ impl Metrics {
             "hsms_sessions_refused",
             "Equipment connections closed on accept (hsms.max_sessions reached)",
             m.hsms_sessions_refused.clone(),
+        );
+        r.register(
+            "hsms_handovers",
+            "Equipment sessions moved at an upgrade, by outcome (handed_over, adopted, kept: a hand-over failed and the session stayed)",
+            m.hsms_handovers.clone(),
         );
         r.register(
             "hsms_messages",

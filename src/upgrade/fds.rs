@@ -1,9 +1,10 @@
-//! Listening sockets across processes: SCM_RIGHTS over a Unix stream (rustix's safe API), and
-//! the peer's user (SO_PEERCRED), so only the same user can take the sockets.
+//! Sockets across processes (listeners; HSMS equipment connections at an upgrade): SCM_RIGHTS
+//! over a Unix stream (rustix's safe API), and the peer's user (SO_PEERCRED), so only the same
+//! user can take them.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{
@@ -11,50 +12,51 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-/// Listening sockets one message can carry (public, TLS, admin, HSMS, and room to grow).
+/// Sockets one message can carry (public, TLS, admin, HSMS, and room to grow).
 pub const MAX_FDS: usize = 8;
-/// The manifest that travels with the sockets is small JSON.
-const MAX_MANIFEST: usize = 16 * 1024;
 
-/// Sends `manifest` and `fds` as one message.
-pub fn send(stream: &UnixStream, manifest: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
-    if fds.len() > MAX_FDS || manifest.len() > MAX_MANIFEST {
-        return Err(std::io::Error::other(
-            "too many sockets or too large a manifest",
-        ));
+/// Sends `payload` and `fds` as one message: the sockets travel with the 4-byte length.
+pub fn send(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| std::io::Error::other("message too large to hand over"))?;
+    if fds.len() > MAX_FDS {
+        return Err(std::io::Error::other("too many sockets for one message"));
     }
-    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(std::io::Error::other(
             "socket list does not fit the control buffer",
         ));
     }
-    // The length first, so the receiver knows when the manifest is complete.
-    let len = (manifest.len() as u32).to_be_bytes();
+    let len = len.to_be_bytes();
     let sent = sendmsg(
         stream,
-        &[IoSlice::new(&len), IoSlice::new(manifest)],
+        &[IoSlice::new(&len), IoSlice::new(payload)],
         &mut control,
-        SendFlags::empty(),
+        // A successor gone away must give an error here, not a SIGPIPE.
+        SendFlags::NOSIGNAL,
     )?;
-    let want = len.len() + manifest.len();
-    if sent < want {
-        // The sockets went with the first bytes; the rest is plain data.
-        std::io::Write::write_all(&mut &*stream, &[&len[..], manifest].concat()[sent..])?;
+    // The sockets went with the first bytes; the rest is plain data.
+    let mut rest = sent;
+    let mut w = stream;
+    if rest < len.len() {
+        std::io::Write::write_all(&mut w, &len[rest..])?;
+        rest = len.len();
     }
-    Ok(())
+    std::io::Write::write_all(&mut w, &payload[rest - len.len()..])
 }
 
-/// Receives one message sent by [`send`]: the manifest and the sockets, in order.
-pub fn recv(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+/// Receives one message sent by [`send`], reading exactly its bytes (more messages may follow
+/// on the stream); `None` when the stream ended cleanly before one began.
+pub fn recv(stream: &UnixStream, max: usize) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut buf = vec![0u8; 4 + MAX_MANIFEST];
+    let mut len = [0u8; 4];
+    // Only the length: a longer read could reach the next message and its sockets.
     let got = recvmsg(
         stream,
-        &mut [IoSliceMut::new(&mut buf)],
+        &mut [IoSliceMut::new(&mut len)],
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
     )?;
@@ -64,24 +66,20 @@ pub fn recv(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
             fds.extend(rights);
         }
     }
-    let mut have = got.bytes;
-    if have < 4 {
-        return Err(std::io::Error::other(
-            "the old process closed before sending its sockets",
-        ));
+    if got.bytes == 0 {
+        return Ok(None);
     }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_MANIFEST {
-        return Err(std::io::Error::other("manifest too large"));
+    let mut r = stream;
+    std::io::Read::read_exact(&mut r, &mut len[got.bytes..])?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "message of {len} bytes, more than the {max} expected"
+        )));
     }
-    while have < 4 + len {
-        let n = std::io::Read::read(&mut &*stream, &mut buf[have..4 + len])?;
-        if n == 0 {
-            return Err(std::io::Error::other("the old process closed mid-manifest"));
-        }
-        have += n;
-    }
-    Ok((buf[4..4 + len].to_vec(), fds))
+    let mut payload = vec![0u8; len];
+    std::io::Read::read_exact(&mut r, &mut payload)?;
+    Ok(Some((payload, fds)))
 }
 
 /// The user id of the process at the other end of `stream`.
@@ -109,10 +107,14 @@ mod tests {
         let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addrs = [l1.local_addr().unwrap(), l2.local_addr().unwrap()];
+        assert_eq!(peer_uid(&a).unwrap(), own_uid());
         let inodes = [inode(&l1), inode(&l2)];
-        let fds = vec![OwnedFd::from(l1), OwnedFd::from(l2)];
+        let fds = [l1.as_fd(), l2.as_fd()];
         send(&a, br#"{"listeners":["public","admin"]}"#, &fds).unwrap();
-        let (manifest, got) = recv(&b).unwrap();
+        // A second message right behind the first: each read takes only its own.
+        send(&a, &[7u8; 50_000], &fds[..1]).unwrap();
+        drop(a);
+        let (manifest, got) = recv(&b, 1024).unwrap().unwrap();
         assert_eq!(manifest, br#"{"listeners":["public","admin"]}"#);
         assert_eq!(got.len(), 2);
         for (i, fd) in got.into_iter().enumerate() {
@@ -120,6 +122,9 @@ mod tests {
             let l = std::net::TcpListener::from(fd);
             assert_eq!(l.local_addr().unwrap(), addrs[i]);
         }
-        assert_eq!(peer_uid(&a).unwrap(), own_uid());
+        let (big, one) = recv(&b, 50_000).unwrap().unwrap();
+        assert_eq!((big.len(), one.len()), (50_000, 1));
+        assert_eq!(inode(&one[0]), inodes[0]);
+        assert!(recv(&b, 10).unwrap().is_none(), "a clean end");
     }
 }

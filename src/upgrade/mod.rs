@@ -12,15 +12,17 @@
 //!
 //! Sockets can also come from systemd (`LISTEN_FDS`, matched to the config by address).
 //!
-//! Not handed over: established connections. HTTP connections finish in the old process (idle
-//! keep-alive ones are closed gracefully); HSMS equipment sessions end with the old process and
-//! reconnect to the new one.
+//! Established HTTP connections finish in the old process (idle keep-alive ones are closed
+//! gracefully). HSMS equipment sessions move: a successor that serves HSMS answers
+//! `READY sessions`, and the old process then sends each session, at a message boundary, over the
+//! same Unix connection: the equipment socket (SCM_RIGHTS) with the session's state
+//! ([`crate::hsms`]'s hand-off), until it has none left.
 
 pub mod fds;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+/// The largest hand-off message a successor reads (a session's queued primaries included).
+const MAX_SESSION_BYTES: usize = 1 << 30;
 
 /// What travels with the sockets.
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,7 +91,9 @@ pub fn receive(path: &Path) -> Result<Inherited, UpgradeError> {
         });
     }
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let (manifest, sockets) = fds::recv(&conn)?;
+    let (manifest, sockets) = fds::recv(&conn, 64 * 1024)?.ok_or_else(|| {
+        std::io::Error::other("the running zerodown closed before sending its sockets")
+    })?;
     if let Some(reason) = manifest.strip_prefix(b"BUSY ") {
         return Err(UpgradeError::Refused(
             String::from_utf8_lossy(reason).into_owned(),
@@ -116,10 +123,79 @@ pub fn receive(path: &Path) -> Result<Inherited, UpgradeError> {
 }
 
 impl Inherited {
-    /// Tells the old process the new one serves: it stops accepting and drains.
-    pub fn ready(mut self) -> std::io::Result<()> {
-        self.conn.write_all(b"READY\n")?;
-        self.conn.flush()
+    /// Tells the old process the new one serves: it stops accepting and drains. With
+    /// `takes_sessions` it also hands over its HSMS sessions, read from the returned line.
+    pub fn ready(mut self, takes_sessions: bool) -> std::io::Result<Predecessor> {
+        let line: &[u8] = if takes_sessions {
+            b"READY sessions\n"
+        } else {
+            b"READY\n"
+        };
+        self.conn.write_all(line)?;
+        self.conn.flush()?;
+        Ok(Predecessor { conn: self.conn })
+    }
+}
+
+/// The previous process, seen from its successor once it answered READY.
+pub struct Predecessor {
+    conn: UnixStream,
+}
+
+impl Predecessor {
+    /// The next session it hands over (state and equipment socket); `None` once it has sent them
+    /// all and closed the line. Blocking.
+    pub fn next_session(&self) -> std::io::Result<Option<(Vec<u8>, OwnedFd)>> {
+        let Some((payload, fds)) = fds::recv(&self.conn, MAX_SESSION_BYTES)? else {
+            return Ok(None);
+        };
+        let mut fds = fds.into_iter();
+        match (fds.next(), fds.next()) {
+            (Some(fd), None) => Ok(Some((payload, fd))),
+            _ => Err(std::io::Error::other(
+                "a hand-over message without exactly one socket",
+            )),
+        }
+    }
+}
+
+/// The next process, once it answered READY: sessions are handed to it on this line.
+pub struct Successor {
+    pub pid: i32,
+    /// Whether it adopts HSMS sessions (its config serves HSMS in `hsms` mode).
+    pub takes_sessions: bool,
+    conn: std::sync::Mutex<UnixStream>,
+    broken: AtomicBool,
+}
+
+impl Successor {
+    /// The successor with process id `pid` on `conn`, once it answered READY.
+    pub fn new(pid: i32, takes_sessions: bool, conn: UnixStream) -> Successor {
+        Successor {
+            pid,
+            takes_sessions,
+            conn: std::sync::Mutex::new(conn),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends one session: its state and its equipment socket. Blocking. After a failure every
+    /// later call fails at once: the successor is gone or stuck, and sessions stay here.
+    pub fn send_session(&self, payload: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        if !self.usable() {
+            return Err(std::io::Error::other("an earlier hand-over to it failed"));
+        }
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = fds::send(&conn, payload, &[fd]);
+        if sent.is_err() {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// False once a hand-over to it failed.
+    pub fn usable(&self) -> bool {
+        !self.broken.load(Ordering::SeqCst)
     }
 }
 
@@ -156,10 +232,15 @@ impl Offer {
     }
 }
 
-/// Serves the upgrade socket at `path` until a successor says `READY`, then sets `handed_over`.
+/// Serves the upgrade socket at `path` until a successor says `READY`, then sets `handed_over`
+/// to it.
 /// The socket file is created with mode 0600 (created in a private temporary name, then renamed
 /// into place, so a successor's own socket replaces its predecessor's atomically).
-pub async fn serve_control(path: PathBuf, offer: Arc<Offer>, handed_over: watch::Sender<bool>) {
+pub async fn serve_control(
+    path: PathBuf,
+    offer: Arc<Offer>,
+    handed_over: watch::Sender<Option<Arc<Successor>>>,
+) {
     let listener = match bind_private(&path) {
         Ok(l) => l,
         Err(e) => {
@@ -173,7 +254,7 @@ pub async fn serve_control(path: PathBuf, offer: Arc<Offer>, handed_over: watch:
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = taken.wait_for(|t| *t) => return,
+            _ = taken.wait_for(|t| t.is_some()) => return,
         };
         let (stream, _) = match accepted {
             Ok(s) => s,
@@ -193,38 +274,39 @@ pub async fn serve_control(path: PathBuf, offer: Arc<Offer>, handed_over: watch:
         // first waits for its successor.
         let (offer, busy, done) = (Arc::clone(&offer), Arc::clone(&busy), handed_over.clone());
         tokio::task::spawn_blocking(move || {
-            if hand_over(stream, &offer, &busy) {
-                done.send_replace(true);
+            if let Some(next) = hand_over(stream, &offer, &busy) {
+                done.send_replace(Some(Arc::new(next)));
             }
         });
     }
 }
 
-/// One successor's request; returns whether it took over.
-fn hand_over(stream: UnixStream, offer: &Offer, busy: &AtomicBool) -> bool {
+/// One successor's request; returns it once it took over.
+fn hand_over(stream: UnixStream, offer: &Offer, busy: &AtomicBool) -> Option<Successor> {
     let creds = match rustix::net::sockopt::socket_peercred(&stream) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(target: "zerodown::upgrade", error = %e, "upgrade refused: cannot check the peer's user");
-            return false;
+            return None;
         }
     };
     let pid = creds.pid.as_raw_nonzero().get();
     if creds.uid.as_raw() != fds::own_uid() {
         tracing::warn!(target: "zerodown::upgrade", peer_uid = creds.uid.as_raw(), peer_pid = pid, "upgrade refused: the peer runs as another user");
-        return false;
+        return None;
     }
     if busy.swap(true, Ordering::SeqCst) {
         tracing::warn!(target: "zerodown::upgrade", peer_pid = pid, "second upgrade refused: one is already running");
         let _ = fds::send(&stream, b"BUSY an upgrade is already in progress", &[]);
-        return false;
+        return None;
     }
-    let took = offer_to(&stream, offer, pid);
-    busy.store(took, Ordering::SeqCst);
-    took
+    let takes_sessions = offer_to(&stream, offer, pid);
+    busy.store(takes_sessions.is_some(), Ordering::SeqCst);
+    takes_sessions.map(|takes_sessions| Successor::new(pid, takes_sessions, stream))
 }
 
-fn offer_to(stream: &UnixStream, offer: &Offer, pid: i32) -> bool {
+/// Sends the sockets and waits for READY; returns whether the successor takes HSMS sessions.
+fn offer_to(stream: &UnixStream, offer: &Offer, pid: i32) -> Option<bool> {
     tracing::info!(target: "zerodown::upgrade", peer_pid = pid, generation = offer.generation + 1, "upgrade started: sending the listening sockets");
     let sent = offer.copies().and_then(|(listeners, copies)| {
         let manifest = Manifest {
@@ -233,22 +315,26 @@ fn offer_to(stream: &UnixStream, offer: &Offer, pid: i32) -> bool {
             listeners,
         };
         let json = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
-        fds::send(stream, &json, &copies)
+        let fds: Vec<BorrowedFd<'_>> = copies.iter().map(|f| f.as_fd()).collect();
+        fds::send(stream, &json, &fds)
     });
     if let Err(e) = sent {
         tracing::error!(target: "zerodown::upgrade", error = %e, "upgrade aborted: cannot send the sockets");
-        return false;
+        return None;
     }
     // The successor may take long to load its pools; it gives up on its own deadline.
     let mut line = String::new();
     let answered = BufReader::new(stream).read_line(&mut line);
-    if answered.is_ok() && line.trim() == "READY" {
-        tracing::info!(target: "zerodown::upgrade", peer_pid = pid, "successor ready: stopping accepting and draining");
-        true
-    } else {
-        tracing::warn!(target: "zerodown::upgrade", peer_pid = pid, "upgrade aborted: the new process went away before it was ready; this process keeps serving");
-        false
-    }
+    let takes_sessions = match (answered, line.trim()) {
+        (Ok(_), "READY") => false,
+        (Ok(_), "READY sessions") => true,
+        _ => {
+            tracing::warn!(target: "zerodown::upgrade", peer_pid = pid, "upgrade aborted: the new process went away before it was ready; this process keeps serving");
+            return None;
+        }
+    };
+    tracing::info!(target: "zerodown::upgrade", peer_pid = pid, takes_sessions, "successor ready: stopping accepting and draining");
+    Some(takes_sessions)
 }
 
 /// Binds a Unix socket only this user can connect to, replacing `path` atomically.
