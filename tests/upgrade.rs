@@ -121,6 +121,8 @@ async fn client(addr: SocketAddr, keep_alive: bool, stop: Arc<AtomicBool>, t: Ar
 #[derive(Debug, Default)]
 struct Equip {
     replies: AtomicU64,
+    /// The longest wait for the replies to a pair of primaries, in microseconds.
+    slowest_us: AtomicU64,
     errors: Mutex<Vec<String>>,
 }
 
@@ -137,6 +139,7 @@ async fn equipment(addr: SocketAddr, stop: Arc<AtomicBool>, t: Arc<Equip>) {
     while !stop.load(Ordering::Relaxed) {
         // The host may answer the two in either order.
         let mut open = vec![e.system(), e.system()];
+        let sent = std::time::Instant::now();
         for s in &open {
             e.send(&s1f1(*s)).await;
         }
@@ -154,6 +157,8 @@ async fn equipment(addr: SocketAddr, stop: Arc<AtomicBool>, t: Arc<Equip>) {
                 _ => e.unsolicited.push(m),
             }
         }
+        t.slowest_us
+            .fetch_max(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
     // Anything still arriving would be a duplicate or a control message nobody asked for.
     let late = e.recv(Duration::from_millis(200)).await;
@@ -338,8 +343,9 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     took.sort();
     eprintln!(
         "10 upgrades: {ok} requests answered 200, {not_sent} retried after an idle close, 0 errors; \
-         {replies} HSMS replies on 4 sessions, none lost or duplicated, no disconnect; \
+         {replies} HSMS replies on 4 sessions, none lost or duplicated, no disconnect, slowest pair {:?}; \
          start of the new process to exit of the old: median {:?}, max {:?}",
+        Duration::from_micros(equip.slowest_us.load(Ordering::Relaxed)),
         took[took.len() / 2],
         took[took.len() - 1]
     );
