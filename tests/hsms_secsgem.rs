@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::hsms::{two_versions, Rig};
+use common::proc::Proc;
 use serde_json::Value;
 use zerodown::hsms::SessionView;
 
@@ -108,15 +109,108 @@ impl Drop for Script {
     }
 }
 
+/// tests/secsgem/equipment.py running: its stdin for instants to report on, its output read on
+/// blocking tasks.
+struct Run {
+    script: Script,
+    stdin: std::process::ChildStdin,
+    out: tokio::task::JoinHandle<String>,
+    err: tokio::task::JoinHandle<String>,
+}
+
+impl Run {
+    /// `sessions` equipment sessions to `port`, sending S1F1 for `seconds` once all are selected.
+    fn start(port: u16, sessions: usize, seconds: f64, t0: f64) -> Run {
+        let mut child = Command::new("python3")
+            .arg(SCRIPT)
+            .args(["--address", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(["--sessions", &sessions.to_string()])
+            .args(["--seconds", &seconds.to_string()])
+            .args(["--t3", &T3_SECONDS.to_string()])
+            .args(["--t0", &format!("{t0:.6}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run python3 tests/secsgem/equipment.py");
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err = tokio::task::spawn_blocking(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Run {
+            script: Script(child),
+            stdin,
+            out,
+            err,
+        }
+    }
+
+    /// Tells the script an instant (ms since t0) to report open transactions at.
+    fn mark(&mut self, at: f64) {
+        writeln!(self.stdin, "{at:.1}").expect("tell the script the instant");
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for the report (and the last lines of stderr); `None` when the test is skipped.
+    async fn finish(self, seconds: f64) -> Option<(Value, String)> {
+        let Run {
+            mut script,
+            stdin,
+            out,
+            err,
+        } = self;
+        drop(stdin);
+        // The script bounds its own waits; this bounds the script.
+        let bound = Duration::from_secs_f64(seconds + T3_SECONDS + 15.0);
+        let stdout = tokio::time::timeout(bound, out)
+            .await
+            .expect("the secsgem script did not finish in time")
+            .unwrap();
+        let stderr = tokio::time::timeout(Duration::from_secs(5), err)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let status = script.0.wait().expect("script exit status");
+        let tail: String = {
+            let lines: Vec<&str> = stderr.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        if status.code() == Some(2) {
+            // secsgem vanished between the check and the run: same rule as at the start.
+            if !require_secsgem() {
+                return None;
+            }
+            panic!("the script says secsgem is missing, python3 imports it: {tail}");
+        }
+        assert!(
+            status.success(),
+            "script failed ({status}); stderr:\n{tail}"
+        );
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("script output is not JSON ({e}): {stdout}\nstderr:\n{tail}")
+        });
+        Some((report, tail))
+    }
+}
+
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(u64::MAX)
 }
 
-/// Everything wrong with the script's report, given the flip instants (ms since the common t0)
-/// and the versions active before the first flip and after it. Empty when the run proves the
-/// switch: no error of any class, enough replies, and per session exactly one version change in
-/// each flip window, to that window's version (none before the first flip).
-fn judge(report: &Value, flips: &[f64], first: &str, second: &str) -> Vec<String> {
+/// Errors of any class the equipment counted, and any control message or data it should not
+/// have received.
+fn protocol_errors(report: &Value) -> Vec<String> {
     let mut bad = Vec::new();
     let totals = &report["totals"];
     for class in [
@@ -146,6 +240,15 @@ fn judge(report: &Value, flips: &[f64], first: &str, second: &str) -> Vec<String
             bad.push(format!("secsgem could not decode {n} {sf}"));
         }
     }
+    bad
+}
+
+/// Everything wrong with the script's report, given the flip instants (ms since the common t0)
+/// and the versions active before the first flip and after it. Empty when the run proves the
+/// switch: no error of any class, enough replies, and per session exactly one version change in
+/// each flip window, to that window's version (none before the first flip).
+fn judge(report: &Value, flips: &[f64], first: &str, second: &str) -> Vec<String> {
+    let mut bad = protocol_errors(report);
     let sent = report["flips_ms"].as_array().map_or(0, Vec::len);
     if sent != flips.len() {
         bad.push(format!(
@@ -246,34 +349,7 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
     let t0 = unix_now();
     let since_t0 = move || (unix_now() - t0) * 1000.0;
 
-    let mut child = Command::new("python3")
-        .arg(SCRIPT)
-        .args(["--address", "127.0.0.1", "--port"])
-        .arg(rig.hsms.port().to_string())
-        .args(["--sessions", &SESSIONS.to_string()])
-        .args(["--seconds", &LOAD_SECONDS.to_string()])
-        .args(["--t3", &T3_SECONDS.to_string()])
-        .args(["--t0", &format!("{t0:.6}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 tests/secsgem/equipment.py");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let script = Script(child);
-    let out = tokio::task::spawn_blocking(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = tokio::task::spawn_blocking(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-
+    let mut run = Run::start(rig.hsms.port(), SESSIONS, LOAD_SECONDS, t0);
     // Every session selected and on v1 (python start-up and select included in the bound).
     let ready_by = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -303,8 +379,7 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
         let at = since_t0();
         rig.flip();
         flips.push(at);
-        writeln!(stdin, "{at:.1}").expect("tell the script the flip");
-        stdin.flush().unwrap();
+        run.mark(at);
         let by = tokio::time::Instant::now() + CONVERGE;
         loop {
             let s = hsms.sessions();
@@ -337,38 +412,9 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
             }
         }
     }
-    drop(stdin);
-
-    // The script bounds its own waits; this bounds the script.
-    let bound = Duration::from_secs_f64(LOAD_SECONDS + T3_SECONDS + 15.0);
-    let stdout = tokio::time::timeout(bound, out)
-        .await
-        .expect("the secsgem script did not finish in time")
-        .unwrap();
-    let stderr = tokio::time::timeout(Duration::from_secs(5), err)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let mut script = script;
-    let status = script.0.wait().expect("script exit status");
-    let tail: String = {
-        let lines: Vec<&str> = stderr.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+    let Some((report, tail)) = run.finish(LOAD_SECONDS).await else {
+        return;
     };
-    if status.code() == Some(2) {
-        // secsgem vanished between the check and the run: same rule as above.
-        if !require_secsgem() {
-            return;
-        }
-        panic!("the script says secsgem is missing, python3 imports it: {tail}");
-    }
-    assert!(
-        status.success(),
-        "script failed ({status}); stderr:\n{tail}"
-    );
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("script output is not JSON ({e}): {stdout}\nstderr:\n{tail}"));
 
     let inflight: Vec<usize> = (0..flips.len())
         .map(|k| {
@@ -509,4 +555,143 @@ fn the_judge_catches_timeouts_mixing_and_missing_switches() {
         "{bad:?}"
     );
     assert!(bad.iter().any(|b| b.contains("10 replies")), "{bad:?}");
+}
+
+/// Upgrades of zerodown (the real binary, `serve --upgrade`) while secsgem equipment sessions send
+/// S1F1 throughout: the sessions move to each new process, so the equipment sees no disconnect,
+/// no Deselect or Separate, no T3 timeout, and every S1F1 gets its S1F2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secsgem_equipment_rides_through_upgrades_of_zerodown() {
+    const UPGRADES: u64 = 5;
+    const SESSIONS: usize = 8;
+    const SECONDS: f64 = 8.0;
+    if !require_secsgem() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::hsms::write(
+        &dir.path().join("upstreams.toml"),
+        &[(
+            "v1",
+            common::backend("v1").await,
+            common::hsms::host("v1", V1_DELAY).await,
+            "v1",
+            "active",
+        )],
+    );
+    let config = dir.path().join("zerodown.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupgrade_socket = \"upgrade.sock\"\n\n\
+         [log]\naccess_log = false\n\n[source]\nkind = \"file\"\npath = \"upstreams.toml\"\npoll_interval = \"50ms\"\n\n\
+         [hsms]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let serve: Vec<std::ffi::OsString> = vec!["serve".into(), "--config".into(), config.into()];
+    let mut upgrade = serve.clone();
+    upgrade.push("--upgrade".into());
+    let mut current = Proc::run(&serve);
+    let started = current.wait_for("zerodown started");
+    let addr = |key: &str| -> std::net::SocketAddr {
+        started[key]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap()
+    };
+    let hsms = addr("hsms");
+    current.wait_for("pool swap");
+
+    let t0 = unix_now();
+    let mut run = Run::start(hsms.port(), SESSIONS, SECONDS, t0);
+    let mut admin = addr("admin");
+    let sessions = |admin| async move {
+        let (_, body) = common::get(admin, "/status").await;
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        doc["hsms"]["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let ready_by = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = sessions(admin).await;
+        if s.len() == SESSIONS && s.iter().all(|v| v["state"] == "selected") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < ready_by,
+            "secsgem sessions never all selected: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut marks = Vec::new();
+    for generation in 2..=UPGRADES + 1 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let at = (unix_now() - t0) * 1000.0;
+        let mut next = Proc::run(&upgrade);
+        let s = next.wait_for("zerodown started");
+        assert_eq!(s["generation"], generation);
+        next.wait_for("serving; the previous generation drains");
+        run.mark(at);
+        marks.push(at);
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while current.child.try_wait().unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "the old process did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        admin = s["admin"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+        current = next;
+    }
+    // Still running: every session is in the last process, having lived through every upgrade.
+    let upgrades: Vec<u64> = sessions(admin)
+        .await
+        .iter()
+        .map(|s| s["upgrades"].as_u64().unwrap_or(0))
+        .collect();
+    let Some((report, tail)) = run.finish(SECONDS).await else {
+        return;
+    };
+    let inflight: Vec<usize> = (0..marks.len())
+        .map(|k| {
+            report["per_session"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["inflight_at_flips"][k].as_bool() == Some(true))
+                .count()
+        })
+        .collect();
+    eprintln!(
+        "secsgem across {UPGRADES} upgrades: {} S1F1/S1F2 on {SESSIONS} sessions, sessions with an \
+         S1F1 open as each upgrade began {inflight:?}; totals {}; control messages received {}",
+        report["totals"]["replies"], report["totals"], report["control_received"]
+    );
+    let mut bad = protocol_errors(&report);
+    if upgrades != vec![UPGRADES; SESSIONS] {
+        bad.push(format!(
+            "sessions' upgrades in the last process {upgrades:?} (want {UPGRADES} each)"
+        ));
+    }
+    if u(&report["totals"]["replies"]) < 20 * SESSIONS as u64 {
+        bad.push(format!("too few replies: {}", report["totals"]["replies"]));
+    }
+    assert!(
+        bad.is_empty(),
+        "secsgem across upgrades:\n  {}\nstderr:\n{tail}",
+        bad.join("\n  ")
+    );
+    current.signal("TERM");
 }
