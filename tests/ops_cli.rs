@@ -229,3 +229,26 @@ async fn service_flag_switches_one_service_and_leaves_the_other() {
          \"default\", \"user-service\")\n"
     );
 }
+
+/// A reader that closes the pipe before the command prints (`zerodown status | head -0`) must
+/// not make it panic: Rust ignores SIGPIPE, so `println!` would abort with exit 101.
+#[test]
+fn a_closed_stdout_does_not_panic_a_command() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/zerodown.toml");
+    for args in [
+        vec!["diagnose", "--config", config],
+        vec!["check-config", config],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zerodown"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}

@@ -43,8 +43,7 @@ pub fn run(file: &Path) -> ExitCode {
         text.push_str(&format!("# {line}\n"));
     }
     text.push_str(&cfg.render());
-    // A reader that stops early (`| head`) closes the pipe: not an error of the config.
-    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    out!("{text}");
     ExitCode::SUCCESS
 }
 

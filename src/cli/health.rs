@@ -28,7 +28,7 @@ pub fn run(args: HealthArgs) -> ExitCode {
         (None, pid) => match server_admin(pid) {
             Ok(a) => a,
             Err(e) => {
-                println!("unhealthy: {e}");
+                outln!("unhealthy: {e}");
                 return ExitCode::FAILURE;
             }
         },
@@ -39,22 +39,22 @@ pub fn run(args: HealthArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            println!("unhealthy: cannot start the runtime: {e}");
+            outln!("unhealthy: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     // Docker keeps the output in `docker inspect`'s health log: one line saying why.
     match rt.block_on(http::get(&admin, "/ready", timeout)) {
         Ok(a) if a.status == 200 => {
-            println!("ready ({admin}/ready)");
+            outln!("ready ({admin}/ready)");
             ExitCode::SUCCESS
         }
         Ok(a) => {
-            println!("unhealthy: {admin}/ready {}: {}", a.status, a.text().trim());
+            outln!("unhealthy: {admin}/ready {}: {}", a.status, a.text().trim());
             ExitCode::FAILURE
         }
         Err(e) => {
-            println!("unhealthy: {e}");
+            outln!("unhealthy: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,22 @@
 //! The `zerodown` command line. Flag names are an interface scripts depend on: keep them.
 
+/// `print!` to stdout, ignoring a closed pipe: a reader that stops early (`| head`) is not an
+/// error of the command, and `print!` would panic on it (Rust ignores SIGPIPE).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` to stdout, ignoring a closed pipe (see `out!`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod args;
 mod check;
 mod demo;

@@ -92,9 +92,9 @@ pub fn status(a: OpsArgs) -> ExitCode {
     };
     let r = runtime().block_on(ops::status::report(&ctx));
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {
-        print!("{}", ops::status::render(&r));
+        out!("{}", ops::status::render(&r));
     }
     if !r.healthy() {
         ExitCode::from(1)
@@ -107,12 +107,12 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
     match r {
         Ok(s) => {
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"ok": true, "from": s.from, "to": s.to, "elapsed_ms": s.elapsed.as_millis() as u64, "how": s.how, "hsms": s.hsms, "notes": s.notes})
                 );
             } else {
-                println!(
+                outln!(
                     "{what}: {} -> {} ({}); the proxy serves {} on /hello after {:.2}s",
                     s.from,
                     s.to,
@@ -121,7 +121,7 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
                     s.elapsed.as_secs_f64()
                 );
                 if let Some(h) = &s.hsms {
-                    println!("{what}: {h}");
+                    outln!("{what}: {h}");
                 }
             }
             for n in &s.notes {
@@ -132,7 +132,7 @@ fn report_switch(a: &OpsArgs, what: &str, r: Result<ops::switch::Switched, OpsEr
         Err(e) => {
             let nothing = matches!(e, OpsError::NothingToDo { .. });
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"ok": false, "nothing_to_do": nothing, "error": e.to_string()})
                 );
@@ -172,18 +172,18 @@ pub fn diagnose(a: OpsArgs, nomad: NomadArgs) -> ExitCode {
     let ctx = match context(&a, &nomad, READ_ONLY_TIMEOUT) {
         Ok(c) => c,
         Err((code, m)) => {
-            println!("✗ config: {m}\n  fix: zerodown check-config FILE");
+            outln!("✗ config: {m}\n  fix: zerodown check-config FILE");
             return ExitCode::from(code);
         }
     };
     let checks = runtime().block_on(ops::diagnose::run(&ctx));
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&checks).unwrap_or_default()
         );
     } else {
-        print!("{}", ops::diagnose::render(&checks));
+        out!("{}", ops::diagnose::render(&checks));
     }
     if checks.iter().all(|c| c.ok) {
         ExitCode::SUCCESS
@@ -201,15 +201,15 @@ pub fn deploy(c: ChangeArgs, version: String, image: String) -> ExitCode {
     match runtime().block_on(ops::deploy::deploy(&ctx, &version, &image)) {
         Ok(msg) => {
             if a.json {
-                println!("{}", serde_json::json!({"ok": true, "message": msg}));
+                outln!("{}", serde_json::json!({"ok": true, "message": msg}));
             } else {
-                println!("{msg}");
+                outln!("{msg}");
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"ok": false, "error": e.to_string()})
                 );
