@@ -72,8 +72,10 @@ impl Parcel {
         Ok(out)
     }
 
-    /// Reads what [`Parcel::encode`] wrote; the error names what is wrong.
-    pub fn decode(bytes: &[u8], max_message_bytes: u32) -> Result<Parcel, String> {
+    /// Reads what [`Parcel::encode`] wrote; the error names what is wrong. The queued primaries
+    /// passed the previous process's size limit already: this process's `max_message_bytes`
+    /// applies to what the equipment sends next, not to messages it was promised delivery of.
+    pub fn decode(bytes: &[u8]) -> Result<Parcel, String> {
         let short = || "the hand-over message is cut short".to_string();
         let len = bytes.get(..4).ok_or_else(short)?;
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
@@ -83,7 +85,8 @@ impl Parcel {
         let rest = &bytes[4 + len..];
         let frames = rest.get(..head.queued_bytes).ok_or_else(short)?;
         let mut frames = BytesMut::from(frames);
-        let mut decoder = Decoder::new(max_message_bytes);
+        // No frame is longer than the bytes it comes in: a damaged length cannot make it allocate.
+        let mut decoder = Decoder::new(u32::try_from(frames.len()).unwrap_or(u32::MAX));
         let mut queue = Vec::with_capacity(head.queued_age_us.len());
         for age in &head.queued_age_us {
             let m = decoder
@@ -172,8 +175,8 @@ pub struct Adoption {
 }
 
 /// Reads a session the previous process sent; the error names what is wrong with it.
-pub fn receive(h: &Hsms, payload: &[u8], fd: OwnedFd) -> Result<Adoption, String> {
-    let parcel = Parcel::decode(payload, h.cfg.max_message_bytes)?;
+pub fn receive(payload: &[u8], fd: OwnedFd) -> Result<Adoption, String> {
+    let parcel = Parcel::decode(payload)?;
     let stream = std::net::TcpStream::from(fd);
     stream
         .set_nonblocking(true)
@@ -205,17 +208,15 @@ mod tests {
             BytesMut::from(&b"\x00\x00\x00\x0c\x00"[..]),
         );
         let bytes = p.encode().unwrap();
-        let back = Parcel::decode(&bytes, 1 << 20).unwrap();
+        let back = Parcel::decode(&bytes).unwrap();
         assert_eq!(back.off, off);
         assert_eq!(&back.pending[..], b"\x00\x00\x00\x0c\x00");
         assert_eq!(back.head.serving.as_deref(), Some("v1"));
         assert_eq!((back.head.session, back.head.upgrades), (3, 2));
 
-        let err = Parcel::decode(&bytes[..bytes.len() - 20], 1 << 20)
-            .err()
-            .unwrap();
+        let err = Parcel::decode(&bytes[..bytes.len() - 20]).err().unwrap();
         assert!(err.contains("cut short"), "{err}");
-        assert!(Parcel::decode(b"\x00\x00\x00\x02{}", 1 << 20)
+        assert!(Parcel::decode(b"\x00\x00\x00\x02{}")
             .err()
             .unwrap()
             .contains("unreadable head"));

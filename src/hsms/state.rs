@@ -129,7 +129,7 @@ impl Hsms {
 
     /// A session from the previous process; served once the listener runs.
     pub fn adopt(&self, payload: &[u8], fd: std::os::fd::OwnedFd) -> Result<(), String> {
-        let a = handoff::receive(self, payload, fd)?;
+        let a = handoff::receive(payload, fd)?;
         self.adopt_tx
             .send(a)
             .map_err(|_| "the HSMS listener has stopped".to_string())
