@@ -204,6 +204,30 @@ impl Run {
     }
 }
 
+/// For each marked instant, how many sessions had an S1F1 open then.
+fn inflight(report: &Value, marks: usize) -> Vec<usize> {
+    (0..marks)
+        .map(|k| {
+            report["per_session"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["inflight_at_flips"][k].as_bool() == Some(true))
+                .count()
+        })
+        .collect()
+}
+
+/// An address a process logged (a plain address, or `Some(address)`).
+fn logged_addr(v: &Value) -> std::net::SocketAddr {
+    v.as_str()
+        .expect("an address in the log line")
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap()
+}
+
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(u64::MAX)
 }
@@ -416,16 +440,7 @@ async fn secsgem_equipment_sees_no_error_across_version_flips() {
         return;
     };
 
-    let inflight: Vec<usize> = (0..flips.len())
-        .map(|k| {
-            report["per_session"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["inflight_at_flips"][k].as_bool() == Some(true))
-                .count()
-        })
-        .collect();
+    let inflight = inflight(&report, flips.len());
     let per_session: Vec<u64> = report["per_session"]
         .as_array()
         .into_iter()
@@ -592,21 +607,12 @@ async fn secsgem_equipment_rides_through_upgrades_of_zerodown() {
     upgrade.push("--upgrade".into());
     let mut current = Proc::run(&serve);
     let started = current.wait_for("zerodown started");
-    let addr = |key: &str| -> std::net::SocketAddr {
-        started[key]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .parse()
-            .unwrap()
-    };
-    let hsms = addr("hsms");
+    let hsms = logged_addr(&started["hsms"]);
     current.wait_for("pool swap");
 
     let t0 = unix_now();
     let mut run = Run::start(hsms.port(), SESSIONS, SECONDS, t0);
-    let mut admin = addr("admin");
+    let mut admin = logged_addr(&started["admin"]);
     let sessions = |admin| async move {
         let (_, body) = common::get(admin, "/status").await;
         let doc: Value = serde_json::from_str(&body).unwrap();
@@ -646,13 +652,7 @@ async fn secsgem_equipment_rides_through_upgrades_of_zerodown() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        admin = s["admin"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
+        admin = logged_addr(&s["admin"]);
         current = next;
     }
     // Still running: every session is in the last process, having lived through every upgrade.
@@ -664,16 +664,7 @@ async fn secsgem_equipment_rides_through_upgrades_of_zerodown() {
     let Some((report, tail)) = run.finish(SECONDS).await else {
         return;
     };
-    let inflight: Vec<usize> = (0..marks.len())
-        .map(|k| {
-            report["per_session"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["inflight_at_flips"][k].as_bool() == Some(true))
-                .count()
-        })
-        .collect();
+    let inflight = inflight(&report, marks.len());
     eprintln!(
         "secsgem across {UPGRADES} upgrades: {} S1F1/S1F2 on {SESSIONS} sessions, sessions with an \
          S1F1 open as each upgrade began {inflight:?}; totals {}; control messages received {}",
