@@ -71,6 +71,18 @@ struct Start {
     kept: bool,
 }
 
+impl Start {
+    /// Carries on the session `parcel` holds (adopted, or `kept` after a failed hand-over).
+    fn carried(h: &Hsms, parcel: &mut Parcel, kept: bool) -> Start {
+        Start {
+            relay: parcel.relay(h),
+            serving: parcel.head.serving.take(),
+            buf: std::mem::take(&mut parcel.pending),
+            kept,
+        }
+    }
+}
+
 /// What a session ended in.
 enum End {
     Closed(String),
@@ -125,12 +137,7 @@ pub async fn adopt(
         v.switches = head.switches;
         v.rollbacks = head.rollbacks;
     }
-    let start = Start {
-        relay: parcel.relay(h),
-        serving: parcel.head.serving.take(),
-        buf: std::mem::take(&mut parcel.pending),
-        kept: false,
-    };
+    let start = Start::carried(h, &mut parcel, false);
     carry_on(h, id, view, stream, start, shutdown).await;
 }
 
@@ -182,12 +189,7 @@ async fn carry_on(
                 return;
             }
         };
-        start = Start {
-            relay: parcel.relay(h),
-            serving: parcel.head.serving.take(),
-            buf: std::mem::take(&mut parcel.pending),
-            kept: true,
-        };
+        start = Start::carried(h, &mut parcel, true);
     }
 }
 
