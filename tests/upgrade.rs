@@ -1,4 +1,5 @@
-//! Upgrading zerodown under load (the real binary, as separate processes): ten successive
+//! Upgrading zerodown under load (the real binary and a copy of it taking turns, as separate
+//! processes): ten successive
 //! `serve --upgrade` hand-overs while keep-alive and new-connection clients request /hello. Every
 //! request has a deadline and is counted by class; a request a client provably never sent (its
 //! idle keep-alive connection was closed by the draining process) is retried on a new
@@ -243,12 +244,21 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // Two binaries take turns, as an upgrade to a new build would: the built one and a copy.
+    let copy = dir.path().join("zerodown-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_zerodown"), &copy).unwrap();
+    let binaries = [
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_zerodown")),
+        copy,
+    ];
     let mut took = Vec::new();
     for generation in 2..=11u64 {
         let began = std::time::Instant::now();
-        let mut next = Proc::run(&upgrade_args(&config, "10s"));
+        let binary = &binaries[generation as usize % 2];
+        let mut next = Proc::run_binary(binary, &upgrade_args(&config, "10s"));
         let s = next.wait_for("zerodown started");
         admin = admin_of(&s);
+        assert_eq!(s["pid"], next.child.id(), "the new process logs itself");
         assert_eq!(s["generation"], generation);
         assert_eq!(s["listen"], started["listen"], "the same address");
         assert_eq!(s["listen_inode"].as_u64(), Some(inode), "the same socket");

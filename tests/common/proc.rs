@@ -27,7 +27,12 @@ impl Proc {
 
     /// The binary with `args`, its JSON log lines read on a thread.
     pub fn run(args: &[OsString]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zerodown"))
+        Proc::run_binary(env!("CARGO_BIN_EXE_zerodown").as_ref(), args)
+    }
+
+    /// `binary` (a zerodown, e.g. a copy of the built one) with `args`.
+    pub fn run_binary(binary: &std::path::Path, args: &[OsString]) -> Proc {
+        let mut child = Command::new(binary)
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
