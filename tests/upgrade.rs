@@ -1,6 +1,6 @@
 //! Upgrading zerodown under load (the real binary and a copy of it taking turns, as separate
-//! processes): ten successive
-//! `serve --upgrade` hand-overs while keep-alive and new-connection clients request /hello. Every
+//! processes): ten successive `serve --upgrade` hand-overs while keep-alive and new-connection
+//! clients request /hello. Every
 //! request has a deadline and is counted by class; a request a client provably never sent (its
 //! idle keep-alive connection was closed by the draining process) is retried on a new
 //! connection, as every HTTP client does, and counted apart. Also: a successor with a bad config,
