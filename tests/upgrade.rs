@@ -1,14 +1,13 @@
 //! Upgrading zerodown under load (the real binary and a copy of it taking turns, as separate
 //! processes): ten successive `serve --upgrade` hand-overs while keep-alive and new-connection
-//! clients request /hello. Every
-//! request has a deadline and is counted by class; a request a client provably never sent (its
-//! idle keep-alive connection was closed by the draining process) is retried on a new
-//! connection, as every HTTP client does, and counted apart. Also: a successor with a bad config,
-//! one that never becomes ready, and a second upgrade while one runs all leave the running process
-//! serving. HSMS equipment sessions ride through the same ten upgrades on one connection each,
-//! sending W-bit primaries throughout: every primary gets exactly one reply, no session sees a
-//! disconnect, a Deselect or a Separate, and each ends up in the last process having lived
-//! through all ten upgrades.
+//! clients request /hello. Every request has a deadline and is counted by class; a request a
+//! client provably never sent (its idle keep-alive connection was closed by the draining process)
+//! is retried on a new connection, as every HTTP client does, and counted apart. HSMS equipment
+//! sessions ride through the same ten upgrades on one connection each, sending W-bit primaries
+//! throughout: every primary gets exactly one reply, no session sees a disconnect, a Deselect or a
+//! Separate, and each ends up in the last process having lived through all ten upgrades. Also: a
+//! successor with a bad config, one that never becomes ready, and a second upgrade while one runs
+//! all leave the running process serving.
 
 mod common;
 
