@@ -278,6 +278,20 @@ async fn ten_upgrades_under_load_refuse_nothing_and_keep_the_socket() {
     std::fs::write(dir.path().join("bad.toml"), "[server]\nlisten = 8080\n").unwrap();
     let mut bad = Proc::run(&upgrade_args(&dir.path().join("bad.toml"), "10s"));
     assert_eq!(exit_code(&mut bad, Duration::from_secs(10)).await, Some(64));
+    // So does one whose admin port is taken by another program.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "admin_listen = \"127.0.0.1:0\"",
+        &format!("admin_listen = \"{}\"", taken.local_addr().unwrap()),
+    );
+    let busy = dir.path().join("admin-taken.toml");
+    std::fs::write(&busy, text).unwrap();
+    let mut blocked = Proc::run(&upgrade_args(&busy, "10s"));
+    assert_eq!(
+        exit_code(&mut blocked, Duration::from_secs(10)).await,
+        Some(1)
+    );
+    current.wait_for("upgrade aborted: the new process went away before it was ready; this process keeps serving");
     // One that never becomes ready (its upstreams file does not exist) gives up; a second
     // upgrade while it waits is refused.
     let never = write_config(dir.path(), "missing.toml", "5s");
