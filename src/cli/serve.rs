@@ -286,10 +286,19 @@ async fn become_ready(
         ));
     }
     let takes_sessions = daemon.takes_sessions();
+    // systemd must know the new main process before the old one can exit: told after READY, a
+    // slow successor loses the race to the old process's exit, and systemd takes that exit
+    // (status 0) for the service's end and stops it, successor included.
+    let old_pid = inherited.manifest.pid;
+    upgrade::notify_systemd(&format!("MAINPID={}", std::process::id()));
     let previous = tokio::task::spawn_blocking(move || inherited.ready(takes_sessions))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot tell the running zerodown: {e}"))?;
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| format!("cannot tell the running zerodown: {e}")));
+    let previous = previous.inspect_err(|_| {
+        // The old process keeps serving: it is the main process again.
+        upgrade::notify_systemd(&format!("MAINPID={old_pid}"));
+    })?;
     tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, takes_sessions, "serving; the previous generation drains");
     if let (true, Some(h)) = (takes_sessions, daemon.hsms.clone()) {
         std::thread::spawn(move || adopt_sessions(previous, &h));
