@@ -100,6 +100,18 @@ impl Daemon {
 
     /// As [`Daemon::run`], as process generation `generation` (after `generation - 1` upgrades).
     pub fn run_as(cfg: Config, l: Listeners, generation: u64) -> Result<Daemon, SetupError> {
+        Daemon::run_held(cfg, l, generation, None)
+    }
+
+    /// As [`Daemon::run_as`]; with `first_pools_wait`, generation 1 too holds its listeners until
+    /// the first pools load, at most that long: for sockets systemd passed, whose queue may
+    /// already hold connections (socket activation), which would otherwise get 503s.
+    pub fn run_held(
+        cfg: Config,
+        l: Listeners,
+        generation: u64,
+        first_pools_wait: Option<Duration>,
+    ) -> Result<Daemon, SetupError> {
         let addr = |l: &TcpListener| l.local_addr().map_err(SetupError::Listener);
         let public_addr = addr(&l.public)?;
         let tls_addr = l.tls.as_ref().map(addr).transpose()?;
@@ -147,7 +159,9 @@ impl Daemon {
         // A successor shares its sockets with the running process: it must not take connections
         // until it can serve them, or they would get 503s while its first pools load.
         let gate = Gate {
-            services: (generation > 1).then(|| services.all()),
+            services: (generation > 1 || first_pools_wait.is_some()).then(|| services.all()),
+            // A successor's wait is bounded by its --upgrade-timeout (it exits past it).
+            bound: first_pools_wait.filter(|_| generation == 1),
             shutdown: shutdown_rx.clone(),
         };
         let mut listeners = vec![gate.spawn(listener::serve(l.public, None, shared.clone()))];
@@ -483,19 +497,28 @@ fn tls_for(cfg: &Config, l: &Listeners) -> Result<Option<Arc<ArcSwap<TlsAcceptor
     }
 }
 
-/// Holds a listener back until every service has loaded (when `services` is set).
+/// Holds a listener back until every service has loaded (when `services` is set), at most
+/// `bound` when set.
 struct Gate {
     services: Option<Arc<Vec<Arc<Service>>>>,
+    bound: Option<Duration>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Gate {
     fn spawn(&self, serve: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
         let (services, mut shutdown) = (self.services.clone(), self.shutdown.clone());
+        let bound = self.bound;
         tokio::spawn(async move {
             if let Some(services) = services {
+                let loaded = async {
+                    match bound {
+                        Some(b) => drop(tokio::time::timeout(b, all_loaded(&services)).await),
+                        None => all_loaded(&services).await,
+                    }
+                };
                 tokio::select! {
-                    _ = all_loaded(&services) => {}
+                    _ = loaded => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
             }

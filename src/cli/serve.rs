@@ -142,9 +142,9 @@ pub fn run_with(
     };
     rt.block_on(async move {
         let upgrade_socket = cfg.server.upgrade_socket.clone();
-        let (listeners, predecessor, generation) = match start {
+        let (listeners, predecessor, generation, activated) = match start {
             Start::Bind => match bind(&cfg, HashMap::new()).await {
-                Ok(l) => (l, None, 1),
+                Ok((l, activated)) => (l, None, 1, activated),
                 Err(e) => {
                     eprintln!("zerodown: {e}");
                     return ExitCode::FAILURE;
@@ -153,7 +153,7 @@ pub fn run_with(
             Start::Upgrade { timeout } => match take_over(&cfg, timeout).await {
                 Ok((l, inherited)) => {
                     let g = inherited.manifest.generation + 1;
-                    (l, Some((inherited, timeout)), g)
+                    (l, Some((inherited, timeout)), g, false)
                 }
                 Err(e) => {
                     eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
@@ -161,7 +161,9 @@ pub fn run_with(
                 }
             },
         };
-        let daemon = match Daemon::run_as(cfg, listeners, generation) {
+        // Connections systemd queued before this process started wait for the first pools.
+        let hold = activated.then_some(FIRST_POOLS_WAIT);
+        let daemon = match Daemon::run_held(cfg, listeners, generation, hold) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("zerodown: cannot start: {e}");
@@ -264,7 +266,7 @@ async fn take_over(
     };
     let named = std::mem::take(&mut inherited.listeners);
     tracing::info!(target: "zerodown::upgrade", from_pid = inherited.manifest.pid, generation = inherited.manifest.generation + 1, sockets = ?inherited.manifest.listeners, "took the listening sockets");
-    let listeners = bind(cfg, named).await?;
+    let (listeners, _) = bind(cfg, named).await?;
     Ok((listeners, inherited))
 }
 
@@ -284,10 +286,19 @@ async fn become_ready(
         ));
     }
     let takes_sessions = daemon.takes_sessions();
+    // systemd must know the new main process before the old one can exit: told after READY, a
+    // slow successor loses the race to the old process's exit, and systemd takes that exit
+    // (status 0) for the service's end and stops it, successor included.
+    let old_pid = inherited.manifest.pid;
+    upgrade::notify_systemd(&format!("MAINPID={}", std::process::id()));
     let previous = tokio::task::spawn_blocking(move || inherited.ready(takes_sessions))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot tell the running zerodown: {e}"))?;
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| format!("cannot tell the running zerodown: {e}")));
+    let previous = previous.inspect_err(|_| {
+        // The old process keeps serving: it is the main process again.
+        upgrade::notify_systemd(&format!("MAINPID={old_pid}"));
+    })?;
     tracing::info!(target: "zerodown::upgrade", generation = daemon.generation, takes_sessions, "serving; the previous generation drains");
     if let (true, Some(h)) = (takes_sessions, daemon.hsms.clone()) {
         std::thread::spawn(move || adopt_sessions(previous, &h));
@@ -338,12 +349,14 @@ fn spawn_successor() {
 }
 
 /// Every listener the config names: taken from `inherited` (by name) or from systemd's
-/// `LISTEN_FDS` (by address) when there, else bound. The error names the address and the setting.
+/// `LISTEN_FDS` (by address) when there, else bound; true when any came from systemd. The error
+/// names the address and the setting.
 async fn bind(
     cfg: &Config,
     mut inherited: HashMap<String, std::net::TcpListener>,
-) -> Result<Listeners, String> {
+) -> Result<(Listeners, bool), String> {
     let mut activated = systemd_sockets();
+    let passed = activated.len();
     let mut one = |name: &'static str, addr: SocketAddr, what: &'static str, fix: &'static str| {
         let taken = inherited
             .remove(name)
@@ -381,12 +394,16 @@ async fn bind(
         Some(h) => Some(one("hsms", h.listen, " for HSMS", "hsms.listen").await?),
         None => None,
     };
-    Ok(Listeners {
-        public,
-        admin: Some(admin),
-        tls,
-        hsms,
-    })
+    let from_systemd = activated.len() < passed;
+    Ok((
+        Listeners {
+            public,
+            admin: Some(admin),
+            tls,
+            hsms,
+        },
+        from_systemd,
+    ))
 }
 
 /// Sockets systemd passed (`LISTEN_FDS`), by the address they listen on.
