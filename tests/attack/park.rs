@@ -1,0 +1,78 @@
+//! Parked keep-alive connections (`http::park`): an idle HTTP/1 connection gives back hyper's
+//! buffers and keeps its socket; its next requests are answered on the same socket, without
+//! `Connection: close`, and a connection closed while parked is noticed.
+
+use std::time::{Duration, Instant};
+
+use crate::proxy_to;
+use crate::raw::{Client, Recorder};
+
+/// Waits (up to 10 s) until `parked` gauge reads `want`.
+async fn parked_becomes(d: &crate::common::TestDaemon, want: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = d.daemon.metrics.connections_parked.get();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: client_connections_parked stayed {got}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_kept_open(r: &crate::raw::Message, what: &str) {
+    assert_eq!(r.status(), 200, "{what}:\n{}", r.head_text());
+    assert!(
+        !r.connection_tokens().contains(&"close".to_string()),
+        "{what}: told to close:\n{}",
+        r.head_text()
+    );
+}
+
+#[tokio::test]
+async fn a_parked_connection_answers_its_next_requests_on_the_same_socket() {
+    let up = Recorder::echo().await;
+    let d = proxy_to(&up, |_| {}).await;
+    let mut c = Client::connect(d.daemon.public_addr).await;
+    c.send(b"GET /one HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_kept_open(&c.response().await.unwrap(), "first request");
+    parked_becomes(&d, 1, "after the first answer").await;
+
+    // Two pipelined requests in one write wake it: both answered, in order.
+    c.send(
+        b"GET /two HTTP/1.1\r\nHost: example.test\r\n\r\n\
+          POST /three HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await
+    .expect("the parked connection was closed");
+    assert_kept_open(&c.response().await.unwrap(), "first request after parking");
+    assert_kept_open(&c.response().await.unwrap(), "pipelined second request");
+    parked_becomes(&d, 1, "parked again").await;
+
+    // A head that arrives in pieces across the wake-up is still one request.
+    c.send(b"GET /fo").await.unwrap();
+    c.send(b"ur HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_kept_open(
+        &c.response().await.unwrap(),
+        "head split across the wake-up",
+    );
+
+    let targets: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|m| m.target().to_string())
+        .collect();
+    assert_eq!(targets, ["/one", "/two", "/three", "/four"]);
+    assert_eq!(up.requests()[2].body, b"hello");
+
+    parked_becomes(&d, 1, "parked before the client leaves").await;
+    drop(c);
+    parked_becomes(&d, 0, "the client closed a parked connection").await;
+}
