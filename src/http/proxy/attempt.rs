@@ -174,8 +174,8 @@ fn prepare(
     Option<Arc<BodyVerdict>>,
 ) {
     let (parts, body) = req.into_parts();
-    let template = (may_retry && body.is_end_stream() && parts.method.is_idempotent())
-        .then(|| parts.clone());
+    let template =
+        (may_retry && body.is_end_stream() && parts.method.is_idempotent()).then(|| parts.clone());
     let mut verdict = None;
     let upstream_body = if body.is_end_stream() {
         UpstreamBody::Empty
