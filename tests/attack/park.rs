@@ -81,3 +81,36 @@ async fn a_parked_connection_answers_its_next_requests_on_the_same_socket() {
     drop(c);
     parked_becomes(&d, 0, "the client closed a parked connection").await;
 }
+
+/// Shutdown closes a parked connection after the drain grace (it holds no request) instead of
+/// waiting out `drain_timeout` (or the idle timeout) for it.
+#[tokio::test]
+async fn a_drain_closes_a_parked_connection_without_waiting_for_it() {
+    let up = Recorder::echo().await;
+    // Long timers: only the drain may close it.
+    let d = proxy_to(&up, |c| {
+        c.server.drain_timeout = Duration::from_secs(60);
+        c.server.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut c = Client::connect(d.daemon.public_addr).await;
+    c.send(b"GET /one HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_kept_open(&c.response().await.unwrap(), "first request");
+    parked_becomes(&d, 1, "after the first answer").await;
+
+    let crate::common::TestDaemon {
+        daemon, dir: _dir, ..
+    } = d;
+    let bound = Duration::from_secs(15);
+    let (closed, stopped) = tokio::join!(
+        c.closed_within(bound),
+        tokio::time::timeout(bound, daemon.shutdown())
+    );
+    assert!(closed, "the parked connection was not closed by the drain");
+    assert!(
+        stopped.is_ok(),
+        "the drain waited for the parked connection (drain_timeout 60 s)"
+    );
+}
