@@ -8,6 +8,7 @@
 //! [`PARK_AFTER`] while serving, never per request.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::listener::{Builders, ListenerSettings};
@@ -149,7 +150,8 @@ impl Conn {
         match serve {
             Serve::Http2 => {
                 let io = Parkable::new(Bytes::new(), io, Arc::clone(&state));
-                self.serve_h2(io, svc, &state).await
+                // Boxed, as below: HTTP/2's connection state is not part of every HTTP/1 task.
+                Box::pin(self.serve_h2(io, svc, &state)).await
             }
             Serve::Http1 => self.serve_h1(io, svc, state, false).await,
             Serve::Either => self.serve_h1(io, svc, state, true).await,
@@ -220,7 +222,7 @@ impl Conn {
                     }
                 }
                 if expired {
-                    return close(io, header_timeout).await;
+                    return close(io, timer.as_mut(), header_timeout).await;
                 }
                 carried = Bytes::copy_from_slice(&first[..got]);
                 if sniffing && park::sniff(&carried) == Sniff::Http2 {
@@ -233,103 +235,153 @@ impl Conn {
 
             // Serving: hyper reads `carried` first, then the socket.
             fresh = false;
-            act.stop.store(false, Ordering::Relaxed);
-            let parkable = Parkable::new(carried, io, Arc::clone(&state));
-            let conn = self
-                .builders
-                .http1
-                .serve_connection(TokioIo::new(parkable), svc)
-                .without_shutdown();
-            // Boxed: the task keeps only a pointer while parked.
-            let mut conn = Box::pin(conn);
-            let mut last = act.counts();
-            let mut closing = false;
-            let next_tick = |now: Instant, idle_since: Instant, grace_at: Option<Instant>| {
-                let mut t = (now + PARK_AFTER)
-                    .min(after(idle_since, header_timeout))
-                    .min(age_at);
-                if let Some(g) = grace_at {
-                    t = t.min(g);
-                }
-                t
-            };
-            timer
-                .as_mut()
-                .reset(next_tick(Instant::now(), idle_since, grace_at));
-            let parts = loop {
-                tokio::select! {
-                    r = conn.as_mut() => match r {
-                        Ok(parts) => break parts,
-                        Err(e) => {
-                            tracing::debug!(target: "zerodown::server", peer = %self.peer, error = %e, "client connection ended with error");
-                            return;
-                        }
-                    },
-                    _ = &mut timer => {
-                        let now = Instant::now();
-                        if now >= age_at || grace_at.is_some_and(|g| now >= g) {
-                            // Answers from now on say close; an idle connection ends at once.
-                            act.closing.store(true, Ordering::Relaxed);
-                            act.stop.store(true, Ordering::Relaxed);
-                            closing = true;
-                        }
-                        let counts = act.counts();
-                        if counts != last || act.in_flight() > 0 {
-                            last = counts;
-                            idle_since = now;
-                        } else if !act.in_body.load(Ordering::Relaxed)
-                            && now >= after(idle_since, header_timeout)
-                        {
-                            // No complete head within the header timeout (hyper's own timer
-                            // would have closed it the same way).
-                            return;
-                        } else {
-                            // Quiet for a whole period: end hyper's connection at the boundary.
-                            act.stop.store(true, Ordering::Relaxed);
-                        }
-                        let t = if closing { after(now, header_timeout) } else { next_tick(now, idle_since, grace_at) };
-                        timer.as_mut().reset(t);
+            let awake = self.awake(
+                &state,
+                io,
+                svc,
+                carried,
+                timer.as_mut(),
+                &mut idle_since,
+                &mut grace_at,
+                age_at,
+            );
+            match Box::pin(awake).await {
+                Awake::Park {
+                    io: i,
+                    svc: s,
+                    carried: c,
+                } => (io, svc, carried) = (i, s, c),
+                Awake::Close(io) => return close(io, timer.as_mut(), header_timeout).await,
+                Awake::Gone => return,
+            }
+        }
+    }
+
+    /// One serving phase of an HTTP/1 connection: hyper over the socket (fed `carried` first)
+    /// until it is ended at a boundary to park, ends by itself, or fails. Boxed by the caller,
+    /// so a parked connection's task does not carry this state.
+    #[allow(clippy::too_many_arguments)]
+    async fn awake<IO, S>(
+        &mut self,
+        state: &Arc<State>,
+        io: Strict<IO>,
+        svc: S,
+        carried: Bytes,
+        mut timer: Pin<&mut Sleep>,
+        idle_since: &mut Instant,
+        grace_at: &mut Option<Instant>,
+        age_at: Instant,
+    ) -> Awake<IO, S>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<RespBody>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let act = &state.act;
+        let header_timeout = self.settings.header_timeout;
+        // Serving: hyper reads `carried` first, then the socket.
+        act.stop.store(false, Ordering::Relaxed);
+        let parkable = Parkable::new(carried, io, Arc::clone(state));
+        let conn = self
+            .builders
+            .http1
+            .serve_connection(TokioIo::new(parkable), svc)
+            .without_shutdown();
+        // Boxed: the task keeps only a pointer while parked.
+        let mut conn = Box::pin(conn);
+        let mut last = act.counts();
+        let mut closing = false;
+        let next_tick = |now: Instant, idle_since: Instant, grace_at: Option<Instant>| {
+            let mut t = (now + PARK_AFTER)
+                .min(after(idle_since, header_timeout))
+                .min(age_at);
+            if let Some(g) = grace_at {
+                t = t.min(g);
+            }
+            t
+        };
+        timer
+            .as_mut()
+            .reset(next_tick(Instant::now(), *idle_since, *grace_at));
+        let parts = loop {
+            tokio::select! {
+                r = conn.as_mut() => match r {
+                    Ok(parts) => break parts,
+                    Err(e) => {
+                        tracing::debug!(target: "zerodown::server", peer = %self.peer, error = %e, "client connection ended with error");
+                        return Awake::Gone;
                     }
-                    _ = self.shutdown.wait_for(|s| *s), if grace_at.is_none() => {
+                },
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= age_at || grace_at.is_some_and(|g| now >= g) {
+                        // Answers from now on say close; an idle connection ends at once.
                         act.closing.store(true, Ordering::Relaxed);
-                        let g = Instant::now() + DRAIN_IDLE_GRACE;
-                        grace_at = Some(g);
-                        if !closing && g < timer.deadline() {
-                            timer.as_mut().reset(g);
-                        }
+                        act.stop.store(true, Ordering::Relaxed);
+                        closing = true;
+                    }
+                    let counts = act.counts();
+                    if counts != last || act.in_flight() > 0 {
+                        last = counts;
+                        *idle_since = now;
+                    } else if !act.in_body.load(Ordering::Relaxed)
+                        && now >= after(*idle_since, header_timeout)
+                    {
+                        // No complete head within the header timeout (hyper's own timer
+                        // would have closed it the same way).
+                        return Awake::Gone;
+                    } else {
+                        // Quiet for a whole period: end hyper's connection at the boundary.
+                        act.stop.store(true, Ordering::Relaxed);
+                    }
+                    let t = if closing { after(now, header_timeout) } else { next_tick(now, *idle_since, *grace_at) };
+                    timer.as_mut().reset(t);
+                }
+                _ = self.shutdown.wait_for(|s| *s), if grace_at.is_none() => {
+                    act.closing.store(true, Ordering::Relaxed);
+                    let g = Instant::now() + DRAIN_IDLE_GRACE;
+                    *grace_at = Some(g);
+                    if !closing && g < timer.deadline() {
+                        timer.as_mut().reset(g);
                     }
                 }
-            };
-            let hyper::server::conn::http1::Parts {
-                io: parkable,
-                read_buf,
-                service,
-                ..
-            } = parts;
-            let (rest, strict, stopped) = parkable.into_inner().into_inner();
-            io = strict;
-            svc = service;
-            if !stopped || closing {
-                // hyper ended by itself (the client's `Connection: close`, the request cap, a
-                // close answered while draining) or we are closing: shut the socket as hyper
-                // would have.
-                return close(io, header_timeout).await;
             }
-            // Bytes hyper had read ahead come before what it had not yet taken. Copied: even
-            // empty, `read_buf` shares (and would keep alive) hyper's whole read buffer.
-            carried = if read_buf.is_empty() && rest.is_empty() {
-                Bytes::new()
-            } else {
-                let mut b = BytesMut::with_capacity(read_buf.len() + rest.len());
-                b.extend_from_slice(&read_buf);
-                b.extend_from_slice(&rest);
-                b.freeze()
-            };
-            drop(read_buf);
-            // A request answered since the last tick: the idle period starts now.
-            if act.counts() != last {
-                idle_since = Instant::now();
-            }
+        };
+        let hyper::server::conn::http1::Parts {
+            io: parkable,
+            read_buf,
+            service,
+            ..
+        } = parts;
+        let (rest, io, stopped) = parkable.into_inner().into_inner();
+        if !stopped || closing {
+            // hyper ended by itself (the client's `Connection: close`, the request cap, a
+            // close answered while draining) or we are closing: shut the socket as hyper
+            // would have.
+            return Awake::Close(io);
+        }
+        // Bytes hyper had read ahead come before what it had not yet taken. Copied: even
+        // empty, `read_buf` shares (and would keep alive) hyper's whole read buffer.
+        let carried = if read_buf.is_empty() && rest.is_empty() {
+            Bytes::new()
+        } else {
+            let mut b = BytesMut::with_capacity(read_buf.len() + rest.len());
+            b.extend_from_slice(&read_buf);
+            b.extend_from_slice(&rest);
+            b.freeze()
+        };
+        drop(read_buf);
+        // A request answered since the last tick: the idle period starts now.
+        if act.counts() != last {
+            *idle_since = Instant::now();
+        }
+        Awake::Park {
+            io,
+            svc: service,
+            carried,
         }
     }
 
@@ -374,6 +426,20 @@ impl Conn {
     }
 }
 
+/// How a serving phase ended.
+enum Awake<IO, S> {
+    /// At a boundary, to park: the socket, the service and any bytes hyper had not used.
+    Park {
+        io: Strict<IO>,
+        svc: S,
+        carried: Bytes,
+    },
+    /// hyper ended by itself or the connection is closing: shut the socket.
+    Close(Strict<IO>),
+    /// Failed or timed out: drop it.
+    Gone,
+}
+
 /// Counts a parked connection for as long as it lives.
 struct Parked<'a>(&'a Gauge);
 
@@ -390,7 +456,12 @@ impl Drop for Parked<'_> {
     }
 }
 
-/// Ends an HTTP/1 connection as hyper does (FIN, or TLS close_notify), bounded in time.
-async fn close<IO: AsyncWrite + Unpin>(mut io: IO, within: Duration) {
-    let _ = tokio::time::timeout(within, io.shutdown()).await;
+/// Ends an HTTP/1 connection as hyper does (FIN, or TLS close_notify), bounded in time by the
+/// connection's timer.
+async fn close<IO: AsyncWrite + Unpin>(mut io: IO, mut timer: Pin<&mut Sleep>, within: Duration) {
+    timer.as_mut().reset(Instant::now() + within);
+    tokio::select! {
+        _ = io.shutdown() => {}
+        _ = timer => {}
+    }
 }
