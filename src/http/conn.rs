@@ -290,7 +290,7 @@ impl Conn {
             .http1
             .serve_connection(TokioIo::new(parkable), svc)
             .without_shutdown();
-        // Boxed: the task keeps only a pointer while parked.
+        // Pinned for polling: the future of `without_shutdown` is not `Unpin`.
         let mut conn = Box::pin(conn);
         let mut last = act.counts();
         let mut closing = false;
