@@ -9,6 +9,7 @@
 //!   connection cap.
 //! - `attack/slow.rs`: slowloris, slow bodies, keep-alive, requests per connection, connection age.
 //! - `attack/h2.rs`: HTTP/2 settings and flood defences, with a hand-rolled frame client.
+//! - `attack/park.rs`: idle keep-alive connections parked without hyper's buffers, then woken.
 //!
 //! Timers are shortened through the config so each slow-client test finishes in about a second.
 
@@ -26,6 +27,8 @@ mod h2;
 mod headers;
 #[path = "attack/limits.rs"]
 mod limits;
+#[path = "attack/park.rs"]
+mod park;
 #[path = "attack/slow.rs"]
 mod slow;
 

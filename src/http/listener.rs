@@ -1,27 +1,21 @@
 //! A public listener (HTTP, or HTTPS when given a TLS acceptor): accept under a connection cap,
-//! serve each connection (HTTP/1.1, h2c by prior knowledge, or ALPN over TLS) through the proxy
-//! with hyper's limits and timers set, close connections that reach their request or age limit,
-//! and drain gracefully on shutdown.
+//! hand each connection to [`conn`](crate::http::conn) with the connection builders of the
+//! current settings, and wait for open connections to drain on shutdown.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{header, HeaderValue, Version};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::config::{Config, Http2Config, LimitsConfig};
-use crate::http::proxy::headers::Peer;
+use crate::http::conn::{Conn, Serve};
 use crate::http::proxy::Proxy;
-use crate::http::strict::Strict;
 
 /// Client-side connection settings, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -43,45 +37,36 @@ impl ListenerSettings {
     }
 }
 
-/// The connection builders of one settings generation: the cleartext port serves HTTP/1.1 and h2c
-/// (prior knowledge, told apart by the preface); a TLS connection serves exactly the protocol ALPN
-/// negotiated (`h2`, else HTTP/1.1), so a broken preface on one is never read as the other.
+/// The connection builders of one settings generation. HTTP/1.1 uses hyper's own builder, whose
+/// connection can be ended without closing the socket (parking, see [`crate::http::park`]); a
+/// TLS connection serves exactly the protocol ALPN negotiated, so a broken preface on one is never
+/// read as the other.
 pub struct Builders {
-    any: auto::Builder<TokioExecutor>,
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
+    pub http1: hyper::server::conn::http1::Builder,
+    pub h2: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
     pub fn new(s: &ListenerSettings) -> Builders {
-        let any = builder(s);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            // The connection loop times the wait for a head with its one timer per connection
+            // (hyper's allocates a timer per request).
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_headers(s.limits.max_headers)
+            // The read buffer must hold the whole head; past it hyper answers 431.
+            .max_buf_size(s.limits.max_header_bytes.max(8192));
         Builders {
-            h1: any.clone().http1_only(),
-            h2: any.clone().http2_only(),
-            any,
+            http1,
+            h2: builder(s).http2_only(),
         }
     }
 }
 
-/// The protocol a connection is served with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Serve {
-    /// Cleartext: HTTP/1.1 or h2c by prior knowledge.
-    Either,
-    Http1,
-    Http2,
-}
-
-pub fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
+/// The HTTP/2 side of the connection builders.
+fn builder(s: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // hyper starts this timer whenever it waits for a request head, idle keep-alive included.
-        .header_read_timeout(s.header_timeout)
-        .keep_alive(true)
-        .max_headers(s.limits.max_headers)
-        // The read buffer must hold the whole head; past it hyper answers 431.
-        .max_buf_size(s.limits.max_header_bytes.max(8192));
     let h2 = &s.http2;
     b.http2()
         .timer(TokioTimer::new())
@@ -106,11 +91,6 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     pub drain: watch::Receiver<Duration>,
 }
-
-/// While draining, an HTTP/1 connection gets this long to send one more request (answered with
-/// `Connection: close`) before it is closed as idle: a client writing just as the connection
-/// closed would otherwise see its request fail.
-const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Refusals beyond the connection cap are logged at most this often.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -174,7 +154,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             proxy: Arc::clone(&shared.proxy),
-            builder: Arc::clone(&builder),
+            builders: Arc::clone(&builder),
             settings: Arc::clone(&settings),
             shutdown: shared.shutdown.clone(),
             peer,
@@ -190,7 +170,8 @@ pub async fn serve(
                 open.inc();
                 match tls {
                     None => conn.run(stream, Serve::Either).await,
-                    Some(acceptor) => conn.run_tls(stream, acceptor).await,
+                    // Boxed: a plaintext connection's task need not be as large as a TLS one's.
+                    Some(acceptor) => Box::pin(conn.run_tls(stream, acceptor)).await,
                 }
                 open.dec();
             }
@@ -205,134 +186,6 @@ pub async fn serve(
         Ok(_) => tracing::info!(target: "zerodown::server", proto, "drained"),
         Err(_) => {
             tracing::warn!(target: "zerodown::server", proto, "drain timeout reached; closing remaining connections")
-        }
-    }
-}
-
-/// One accepted client connection.
-struct Conn {
-    proxy: Arc<Proxy>,
-    builder: Arc<Builders>,
-    settings: Arc<ListenerSettings>,
-    shutdown: watch::Receiver<bool>,
-    peer: std::net::SocketAddr,
-    proto: &'static str,
-}
-
-impl Conn {
-    /// The TLS handshake (bounded by the header timeout), then the protocol ALPN chose.
-    async fn run_tls(self, stream: tokio::net::TcpStream, acceptor: Arc<TlsAcceptor>) {
-        let peer = self.peer;
-        let timeout = self.settings.header_timeout;
-        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => {
-                let alpn = match s.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => Serve::Http2,
-                    _ => Serve::Http1,
-                };
-                self.run(s, alpn).await
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(target: "zerodown::server", peer = %peer, error = %e, "TLS handshake failed")
-            }
-            Err(_) => {
-                tracing::debug!(target: "zerodown::server", peer = %peer, "TLS handshake timed out")
-            }
-        }
-    }
-
-    async fn run<IO>(mut self, io: IO, serve: Serve)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let proxy = Arc::clone(&self.proxy);
-        // Forwarding header values are built once per connection, not per request.
-        let peer = Arc::new(Peer::new(self.peer, self.proto));
-        let peer_addr = self.peer;
-        let served = Arc::new(AtomicU64::new(0));
-        let max_requests = self.settings.limits.max_requests_per_connection;
-        // HTTP/2 has no `Connection: close`: at the cap the connection sends a graceful GOAWAY
-        // (streams already open finish), as nginx does after `keepalive_requests`.
-        let at_cap = Arc::new(tokio::sync::Notify::new());
-        let cap = Arc::clone(&at_cap);
-        // Set while draining: HTTP/1 answers say `Connection: close`, so a client that sends on
-        // a keep-alive connection is answered and told, rather than racing an idle close.
-        let draining = Arc::new(AtomicBool::new(false));
-        let saw_h2 = Arc::new(AtomicBool::new(false));
-        let (drain_flag, h2_flag) = (Arc::clone(&draining), Arc::clone(&saw_h2));
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            let peer = Arc::clone(&peer);
-            let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-            let http1 = req.version() < Version::HTTP_2;
-            if !http1 {
-                h2_flag.store(true, Ordering::Relaxed);
-                if n == max_requests {
-                    cap.notify_one();
-                }
-            }
-            let close = http1 && (n >= max_requests || drain_flag.load(Ordering::Relaxed));
-            async move {
-                let mut resp = proxy.handle(req, &peer).await;
-                if close {
-                    // hyper closes the connection after a response that says so.
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        let io = Strict::new(
-            io,
-            self.settings.limits.max_header_bytes,
-            peer_addr,
-            &self.proxy.metrics,
-        );
-        let builder = match serve {
-            Serve::Either => &self.builder.any,
-            Serve::Http1 => &self.builder.h1,
-            Serve::Http2 => &self.builder.h2,
-        };
-        let conn = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        let age = tokio::time::sleep(self.settings.limits.max_connection_age);
-        tokio::pin!(age);
-        let mut closing = false;
-        let idle_close = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(idle_close);
-        let mut idle_armed = false;
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(target: "zerodown::server", peer = %peer_addr, error = %e, "client connection ended with error");
-                    }
-                    return;
-                }
-                _ = self.shutdown.wait_for(|s| *s), if !closing && !idle_armed => {
-                    draining.store(true, Ordering::Relaxed);
-                    if saw_h2.load(Ordering::Relaxed) {
-                        // GOAWAY names the last stream: no race with a client's next request.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    } else {
-                        idle_close.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
-                        idle_armed = true;
-                    }
-                }
-                _ = &mut idle_close, if idle_armed && !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                _ = &mut age, if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                _ = at_cap.notified(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
         }
     }
 }

@@ -364,6 +364,18 @@ impl<IO> Strict<IO> {
     }
 }
 
+impl<IO> Strict<IO> {
+    /// Every byte read so far belongs to a complete message: the next one starts a head.
+    pub fn at_message_start(&self) -> bool {
+        self.framer.state == State::Head && self.framer.head.bytes == 0
+    }
+
+    /// The last read ended inside a request body.
+    pub fn in_body(&self) -> bool {
+        matches!(self.framer.state, State::Fixed(_) | State::Chunked(_))
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Strict<IO> {
     fn poll_read(
         self: Pin<&mut Self>,

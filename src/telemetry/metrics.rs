@@ -74,6 +74,8 @@ pub struct Metrics {
     pub request_duration: Hist<L2>,
     pub in_flight: Gauge,
     pub connections_open: Gauge,
+    /// Idle HTTP/1 client connections holding no hyper state (see `http::park`).
+    pub connections_parked: Gauge,
     pub connections_refused: Counter,
     pub requests_refused: Family<L1, Counter>,
     // Everything about pools and sources is by service first.
@@ -119,6 +121,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(histogram),
             in_flight: Gauge::default(),
             connections_open: Gauge::default(),
+            connections_parked: Gauge::default(),
             connections_refused: Counter::default(),
             requests_refused: Family::default(),
             connect_errors: Family::default(),
@@ -163,6 +166,11 @@ impl Metrics {
             "client_connections_open",
             "Open client connections on the public listener",
             m.connections_open.clone(),
+        );
+        r.register(
+            "client_connections_parked",
+            "Idle HTTP/1 client connections parked without hyper's buffers",
+            m.connections_parked.clone(),
         );
         r.register(
             "client_connections_refused",

@@ -62,7 +62,9 @@ pub async fn send(
         }
         ejected
     };
-    let (mut pending, template, verdict) = prepare(req, &to, settings);
+    // A replay needs another member to go to (the same one is never tried twice).
+    let may_retry = settings.max_attempts > 1 && pool.members.len() > 1;
+    let (mut pending, template, verdict) = prepare(req, &to, settings, may_retry);
     let start = pool.next_start();
     let mut tried = Tried::default();
     let mut attempts = 0;
@@ -137,7 +139,7 @@ pub async fn send(
                 }
                 let error = e.into_error();
                 // The client's body broke a limit: its fault, not the instance's.
-                if let Some(cut) = verdict.get() {
+                if let Some(cut) = verdict.as_ref().and_then(|v| v.get()) {
                     return Err(client_fault(cut));
                 }
                 record_failure(up);
@@ -158,22 +160,27 @@ pub async fn send(
 }
 
 /// The request to send first, the head to replay it from when that is safe (bodiless and
-/// idempotent, as nginx does), and where a limit-breaking client body is recorded.
+/// idempotent, as nginx does) and possible (`may_retry`: copying the head costs ~1,400
+/// instructions per request), and where a limit-breaking client body is recorded (none without
+/// a body).
 fn prepare(
     req: Request<Incoming>,
     to: &Target,
     settings: &Settings,
+    may_retry: bool,
 ) -> (
     Option<Request<UpstreamBody>>,
     Option<http::request::Parts>,
-    Arc<BodyVerdict>,
+    Option<Arc<BodyVerdict>>,
 ) {
     let (parts, body) = req.into_parts();
-    let template = (body.is_end_stream() && parts.method.is_idempotent()).then(|| parts.clone());
-    let verdict = Arc::new(BodyVerdict::default());
+    let template =
+        (may_retry && body.is_end_stream() && parts.method.is_idempotent()).then(|| parts.clone());
+    let mut verdict = None;
     let upstream_body = if body.is_end_stream() {
         UpstreamBody::Empty
     } else {
+        let v = verdict.insert(Arc::new(BodyVerdict::default()));
         let limits = BodyLimits {
             max_bytes: to.max_body,
             idle: settings.body_idle_timeout,
@@ -181,7 +188,7 @@ fn prepare(
             min_rate: to.body_min_rate,
             grace: settings.body_min_rate_grace,
         };
-        UpstreamBody::Stream(Box::new(Guarded::new(body, limits, Arc::clone(&verdict))))
+        UpstreamBody::Stream(Box::new(Guarded::new(body, limits, Arc::clone(v))))
     };
     (
         Some(Request::from_parts(parts, upstream_body)),
