@@ -9,7 +9,9 @@
 # the least zerodown's stack can cost. Ratios are printed against nginx and against the floor.
 #
 # Usage: benches/instructions.sh [--targets zerodown,floor,nginx,haproxy] [--n1 2000] [--n2 10000]
-#        [--connections 16] [--zerodown BIN] [--floor BIN] [--out FILE]
+#        [--connections 16] [--zerodown BIN] [--floor BIN] [--out FILE] [--access-log]
+# --access-log: zerodown as shipped logs (level info, one JSON access line per request, stdout
+# to /dev/null) instead of the bench config's warnings only.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,7 +19,7 @@ ROOT=$(dirname "$HERE")
 CONF="$HERE/conf"
 # shellcheck source=benches/lib.sh
 . "$HERE/lib.sh"
-TARGETS="zerodown,floor,nginx,haproxy" N1=2000 N2=10000 CONNS=16 ZD_BIN="" FLOOR_BIN="" OUT=""
+TARGETS="zerodown,floor,nginx,haproxy" N1=2000 N2=10000 CONNS=16 ZD_BIN="" FLOOR_BIN="" OUT="" ACCESS_LOG=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --targets) TARGETS=$2; shift ;;
@@ -27,7 +29,8 @@ while [ $# -gt 0 ]; do
     --zerodown) ZD_BIN=$2; shift ;;
     --floor) FLOOR_BIN=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    --access-log) ACCESS_LOG=1 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
     esac
     shift
@@ -69,6 +72,10 @@ run_under_callgrind() {
     case "$t" in
     zerodown)
         render "$CONF/zerodown.toml" "$RUN/zerodown.toml" PORT=$PORT ADMIN=$ADMIN THREADS=1 POLL=1s
+        if [ -n "$ACCESS_LOG" ]; then
+            sed -i 's/^level = "warn"/level = "info"/; s/^access_log = false/access_log = true/' "$RUN/zerodown.toml"
+            grep -q '^access_log = true' "$RUN/zerodown.toml" || { echo "instructions.sh: --access-log: the bench config changed" >&2; exit 70; }
+        fi
         cmd=("$ZD_BIN" serve --config "$RUN/zerodown.toml" --threads 1) ;;
     floor)
         cmd=("$FLOOR_BIN" --listen "127.0.0.1:$PORT" --upstream "$UP" --threads 1) ;;
