@@ -6,7 +6,7 @@
 //! Keys: `timestamp`, `level`, the event's fields in the order declared (`message` first),
 //! `target`, and `spans` (root first, each `{"name": …, fields…}`) when the event is in a span.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
@@ -48,65 +48,141 @@ impl<T: Serialize> fmt::Debug for Json<T> {
     }
 }
 
-/// Collects fields as typed JSON values, in the order they are recorded.
+/// Collects fields as JSON text, each value written once into `text` (no intermediate values):
+/// the line is assembled from these slices in the order the call site declares its fields.
 #[derive(Default)]
-struct Fields(Vec<(&'static str, Value)>);
+struct Fields {
+    text: String,
+    at: Vec<(&'static str, usize, usize)>,
+}
 
 impl Fields {
-    fn put(&mut self, field: &Field, value: Value) {
-        self.0.push((field.name(), value));
+    fn clear(&mut self) {
+        self.text.clear();
+        self.at.clear();
+    }
+
+    fn put(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        self.at.push((field.name(), start, self.text.len()));
+    }
+
+    fn value(&self, i: usize) -> &str {
+        let (_, a, b) = self.at[i];
+        &self.text[a..b]
     }
 }
 
 impl Visit for Fields {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let v = serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number);
-        self.put(field, v);
+        self.put(field, |t| {
+            if value.is_finite() {
+                // Display never uses an exponent: always a valid JSON number.
+                let _ = write!(t, "{value}");
+            } else {
+                t.push_str("null");
+            }
+        });
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
+        self.put(field, |t| {
+            let _ = write!(t, "{value}");
+        });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
+        self.put(field, |t| {
+            let _ = write!(t, "{value}");
+        });
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        let v = i64::try_from(value).map_or_else(|_| value.to_string().into(), Value::from);
-        self.put(field, v);
+        // Beyond 64 bits, as a string: JSON readers lose such integers.
+        match i64::try_from(value) {
+            Ok(v) => self.record_i64(field, v),
+            Err(_) => self.put(field, |t| push_str(t, &value.to_string())),
+        }
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        let v = u64::try_from(value).map_or_else(|_| value.to_string().into(), Value::from);
-        self.put(field, v);
+        match u64::try_from(value) {
+            Ok(v) => self.record_u64(field, v),
+            Err(_) => self.put(field, |t| push_str(t, &value.to_string())),
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
+        self.put(field, |t| t.push_str(if value { "true" } else { "false" }));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, value.into());
+        self.put(field, |t| push_str(t, value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, value.to_string().into());
+        self.put(field, |t| push_str(t, &value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
-        let v = match text.strip_prefix(MARK) {
-            Some(j) => serde_json::from_str(j).unwrap_or_else(|_| j.into()),
-            None => text.into(),
-        };
-        self.put(field, v);
+        self.put(field, |t| {
+            let start = t.len();
+            let _ = write!(t, "{value:?}");
+            if t[start..].starts_with(MARK) {
+                // A [`json`] value: its text is JSON already (serde_json wrote it).
+                t.replace_range(start..start + MARK.len(), "");
+            } else if t.as_bytes()[start..].iter().any(|b| needs_escape(*b)) {
+                let text = t.split_off(start);
+                push_str(t, &text);
+            } else {
+                // The usual case (a method, a path, an address): quoted where it stands.
+                t.insert(start, '"');
+                t.push('"');
+            }
+        });
     }
 }
 
-fn write_object(out: &mut String, fields: &[(&str, Value)]) {
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Appends `s` as a JSON string: quotes, backslashes and control characters escaped.
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Appends `fields` as one JSON object.
+fn push_object(out: &mut String, fields: &Fields) {
     out.push('{');
-    for (i, (k, v)) in fields.iter().enumerate() {
+    for (i, (k, _, _)) in fields.at.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&Value::from(*k).to_string());
+        push_str(out, k);
         out.push(':');
-        out.push_str(&v.to_string());
+        out.push_str(fields.value(i));
     }
     out.push('}');
+}
+
+thread_local! {
+    /// Reused per thread: a line costs no allocation once the buffers have grown.
+    static SCRATCH: std::cell::RefCell<(Fields, String)> = Default::default();
 }
 
 /// The event format: one JSON object per line.
@@ -123,52 +199,91 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let mut line: Vec<(&str, Value)> = vec![
-            ("timestamp", timestamp.into()),
-            ("level", meta.level().as_str().into()),
-        ];
-        // In the order the call site declares them; a field declared but given no value is
-        // null, not left out.
-        let mut recorded = fields.0;
-        for f in meta.fields() {
-            let value = match recorded.iter().position(|(k, _)| *k == f.name()) {
-                Some(i) => recorded.swap_remove(i).1,
-                None => Value::Null,
-            };
-            line.push((f.name(), value));
-        }
-        line.extend(recorded);
-        line.push(("target", meta.target().into()));
-        if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<Value> = scope
-                .from_root()
-                .map(|span| {
-                    let mut obj = Map::new();
-                    obj.insert("name".into(), span.name().into());
-                    let ext = span.extensions();
-                    if let Some(f) = ext.get::<FormattedFields<N>>() {
-                        if let Ok(Value::Object(m)) = serde_json::from_str(&f.fields) {
-                            obj.extend(m);
-                        }
-                    }
-                    Value::Object(obj)
-                })
-                .collect();
-            line.push(("spans", Value::Array(spans)));
-        }
-        let mut out = String::with_capacity(256);
-        write_object(&mut out, &line);
-        out.push('\n');
-        writer.write_str(&out)
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut s) => {
+                let (fields, out) = &mut *s;
+                format_line(ctx, event, fields, out);
+                writer.write_str(out)
+            }
+            // A value's Debug logged an event of its own: fresh buffers for that one.
+            Err(_) => {
+                let (mut fields, mut out) = Default::default();
+                format_line(ctx, event, &mut fields, &mut out);
+                writer.write_str(&out)
+            }
+        })
     }
 }
 
-/// Span fields, kept as a JSON object text that [`JsonLines`] reads back.
+/// Writes the event's line into `out`: `timestamp`, `level`, the fields in the order declared
+/// (one declared but given no value is null, not left out), `target`, then `spans`.
+fn format_line<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    event: &Event<'_>,
+    fields: &mut Fields,
+    out: &mut String,
+) where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let meta = event.metadata();
+    fields.clear();
+    event.record(fields);
+    out.clear();
+    out.push_str("{\"timestamp\":\"");
+    let _ = SystemTime.format_time(&mut Writer::new(out));
+    out.push_str("\",\"level\":\"");
+    out.push_str(meta.level().as_str());
+    out.push('"');
+    for f in meta.fields() {
+        out.push(',');
+        push_str(out, f.name());
+        out.push(':');
+        match fields.at.iter().position(|(k, _, _)| *k == f.name()) {
+            Some(i) => out.push_str(fields.value(i)),
+            None => out.push_str("null"),
+        }
+    }
+    // Fields the call site did not declare (none from `tracing` macros; kept, not dropped).
+    for (i, (k, _, _)) in fields.at.iter().enumerate() {
+        if meta.fields().field(k).is_none() {
+            out.push(',');
+            push_str(out, k);
+            out.push(':');
+            out.push_str(fields.value(i));
+        }
+    }
+    out.push_str(",\"target\":");
+    push_str(out, meta.target());
+    if let Some(scope) = ctx.event_scope() {
+        out.push_str(",\"spans\":[");
+        for (i, span) in scope.from_root().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            push_str(out, span.name());
+            let ext = span.extensions();
+            // The span's fields are kept as an object's text: spliced in, not parsed again.
+            if let Some(f) = ext.get::<FormattedFields<N>>() {
+                let inner = f
+                    .fields
+                    .strip_prefix('{')
+                    .and_then(|t| t.strip_suffix('}'))
+                    .unwrap_or("");
+                if !inner.is_empty() {
+                    out.push(',');
+                    out.push_str(inner);
+                }
+            }
+            out.push('}');
+        }
+        out.push(']');
+    }
+    out.push_str("}\n");
+}
+
+/// Span fields, kept as a JSON object text that [`JsonLines`] splices into each line.
 pub struct JsonSpanFields;
 
 impl<'w> FormatFields<'w> for JsonSpanFields {
@@ -180,7 +295,7 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
         let mut f = Fields::default();
         fields.record(&mut f);
         let mut out = String::new();
-        write_object(&mut out, &f.0);
+        push_object(&mut out, &f);
         writer.write_str(&out)
     }
 
@@ -189,11 +304,15 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
+        // Rare (`Span::record`): parsed and merged so a recorded field replaces its old value.
         let mut f = Fields::default();
         fields.record(&mut f);
         let mut merged: Map<String, Value> =
             serde_json::from_str(&current.fields).unwrap_or_default();
-        merged.extend(f.0.into_iter().map(|(k, v)| (k.to_string(), v)));
+        for (i, (k, _, _)) in f.at.iter().enumerate() {
+            let v = serde_json::from_str(f.value(i)).unwrap_or(Value::Null);
+            merged.insert(k.to_string(), v);
+        }
         current.fields = Value::Object(merged).to_string();
         Ok(())
     }
@@ -289,5 +408,32 @@ mod tests {
             v["spans"],
             serde_json::json!([{"name": "watch", "file": "u.toml", "n": 2}])
         );
+    }
+
+    #[test]
+    fn text_is_escaped_and_reads_back_as_written() {
+        let nasty = "a\"b\\c\nd\re\tf\u{1}g\u{7f}h é 日本 🙂";
+        let got = lines(|| {
+            let span = tracing::info_span!("conn", peer = nasty);
+            let _g = span.enter();
+            tracing::info!(
+                path = nasty,
+                dbg = ?nasty,
+                big = u128::MAX,
+                small = -5i128,
+                nan = f64::NAN,
+                "{}",
+                nasty
+            );
+        });
+        let (text, v) = &got[0];
+        assert_eq!(v["message"], nasty, "{text}");
+        assert_eq!(v["path"], nasty);
+        assert_eq!(v["dbg"], format!("{nasty:?}"));
+        assert_eq!(v["big"], u128::MAX.to_string());
+        assert_eq!(v["small"], -5);
+        assert!(v["nan"].is_null());
+        assert_eq!(v["spans"][0]["peer"], nasty);
+        assert!(!text.contains('\n'), "one line: {text}");
     }
 }
