@@ -50,7 +50,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$RUN"
+    [ -n "${KEEP_RUN:-}" ] && echo "instructions.sh: kept $RUN" >&2 || rm -rf "$RUN"
 }
 trap cleanup EXIT
 log() { printf '[instructions.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

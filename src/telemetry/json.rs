@@ -143,8 +143,14 @@ fn needs_escape(b: u8) -> bool {
 /// Appends `s` as a JSON string: quotes, backslashes and control characters escaped.
 fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    // Most text needs no escaping: one scan, one copy.
+    let Some(first) = s.bytes().position(needs_escape) else {
+        out.push_str(s);
+        out.push('"');
+        return;
+    };
     let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
+    for (i, b) in s.bytes().enumerate().skip(first) {
         let esc = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -235,18 +241,26 @@ fn format_line<S, N>(
     out.push_str("\",\"level\":\"");
     out.push_str(meta.level().as_str());
     out.push('"');
+    let mut used = 0u64;
     for f in meta.fields() {
         out.push(',');
         push_str(out, f.name());
         out.push(':');
-        match fields.at.iter().position(|(k, _, _)| *k == f.name()) {
-            Some(i) => out.push_str(fields.value(i)),
+        // Recorded in declaration order: usually the next one, found by its name's pointer.
+        let name = f.name();
+        let same = |k: &&str| std::ptr::eq(k.as_ptr(), name.as_ptr()) || *k == name;
+        match fields.at.iter().position(|(k, _, _)| same(k)) {
+            Some(i) => {
+                out.push_str(fields.value(i));
+                used |= 1u64.checked_shl(i as u32).unwrap_or(0);
+            }
             None => out.push_str("null"),
         }
     }
     // Fields the call site did not declare (none from `tracing` macros; kept, not dropped).
     for (i, (k, _, _)) in fields.at.iter().enumerate() {
-        if meta.fields().field(k).is_none() {
+        let seen = i < 64 && used & (1 << i) != 0;
+        if !seen && meta.fields().field(k).is_none() {
             out.push(',');
             push_str(out, k);
             out.push(':');
