@@ -102,3 +102,40 @@ async fn the_banner_names_runnable_commands_and_quiet_drops_the_access_log() {
         "--quiet still logs requests:\n{stdout}"
     );
 }
+
+/// `demo-backend --hsms` answers HSMS too, on the address it prints: what a user points an
+/// instance's `hsms` address at to try HSMS (and its survival across upgrades) by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_backend_answers_hsms_on_the_address_it_prints() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zerodown"))
+        .args(["demo-backend", "--listen", "127.0.0.1:0", "--version", "v7"])
+        .args(["--hsms", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _kill = KillOnDrop(child.id());
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("demo-backend printed no HSMS address");
+        if let Some(a) = line.strip_prefix("demo HSMS host v7 answering S1F1 on ") {
+            break a.parse().unwrap();
+        }
+    };
+    let mut eq = common::hsms::Equipment::connect(addr).await;
+    assert_eq!(eq.select().await, zerodown::hsms::codec::SELECT_OK);
+    assert_eq!(
+        eq.s1f1(std::time::Duration::from_secs(5)).await.as_deref(),
+        Some("v7")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -78,7 +78,7 @@ pub enum Command {
     /// Exit 0 when the zerodown running here is ready (GET /ready on its admin listener), else 1:
     /// a container's HEALTHCHECK. Reads the admin address from that process's command line.
     Healthcheck(HealthArgs),
-    /// Run one demo instance answering `GET /hello`.
+    /// Run one demo instance answering `GET /hello` (and HSMS with --hsms).
     DemoBackend {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
@@ -86,6 +86,10 @@ pub enum Command {
         version: String,
         #[arg(long, default_value = crate::demo::MESSI)]
         message: String,
+        /// Also answer HSMS equipment sessions (S1F1 -> S1F2 naming the version) on this address,
+        /// for an instance's `hsms` address in the upstreams file.
+        #[arg(long)]
+        hsms: Option<SocketAddr>,
     },
 }
 

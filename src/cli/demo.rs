@@ -158,7 +158,12 @@ fn start_instances(rt: &tokio::runtime::Runtime, hsms: bool) -> Result<String, S
     Ok(file)
 }
 
-pub fn run_backend(listen: SocketAddr, version: String, message: String) -> ExitCode {
+pub fn run_backend(
+    listen: SocketAddr,
+    version: String,
+    message: String,
+    hsms: Option<SocketAddr>,
+) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,6 +183,19 @@ pub fn run_backend(listen: SocketAddr, version: String, message: String) -> Exit
             }
         };
         eprintln!("demo instance {version} answering GET /hello on {listen}");
+        if let Some(addr) = hsms {
+            let host = crate::demo::hsms::HsmsHost {
+                version: version.clone(),
+                delay: std::time::Duration::ZERO,
+            };
+            match crate::demo::hsms::spawn(addr, host).await {
+                Ok(at) => eprintln!("demo HSMS host {version} answering S1F1 on {at}"),
+                Err(e) => {
+                    eprintln!("zerodown: cannot listen on {addr} for HSMS: {e} (choose another address with --hsms)");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         tokio::select! {
             _ = demo::serve_backend(listener, Backend { version, message }) => {}
             _ = tokio::signal::ctrl_c() => {}

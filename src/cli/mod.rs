@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
             listen,
             version,
             message,
-        } => demo::run_backend(listen, version, message),
+            hsms,
+        } => demo::run_backend(listen, version, message, hsms),
     }
 }
