@@ -6,13 +6,13 @@
 //! A parcel that cannot be sent stays here: the old process takes the session back and serves it.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, Decoder};
-use super::relay::{HandOff, Relay};
+use super::relay::HandOff;
 use super::state::Hsms;
 
 /// What a session is besides its socket: everything the next process needs to carry it on.
@@ -43,19 +43,14 @@ pub struct Head {
 }
 
 impl Parcel {
-    /// Bundles a handed-off session.
-    pub fn new(mut head: Head, off: HandOff, pending: BytesMut) -> Parcel {
-        head.selected = off.selected;
-        head.t7_left_us = off.t7_left.map(|d| d.as_micros() as u64);
-        Parcel { head, off, pending }
-    }
-
     /// `u32` head length, the head as JSON, the queued frames, the pending bytes.
     pub fn encode(&mut self) -> Result<Vec<u8>, String> {
         let mut frames = BytesMut::new();
         for (m, _) in &self.off.queue {
             codec::encode(m, &mut frames).map_err(|e| e.to_string())?;
         }
+        self.head.selected = self.off.selected;
+        self.head.t7_left_us = self.off.t7_left.map(|d| d.as_micros() as u64);
         self.head.queued_age_us = self
             .off
             .queue
@@ -105,19 +100,6 @@ impl Parcel {
         };
         let pending = BytesMut::from(&rest[head.queued_bytes..]);
         Ok(Parcel { head, off, pending })
-    }
-
-    /// The relay that carries the session on, in this process.
-    pub fn relay(&mut self, h: &Hsms) -> Relay {
-        let off = std::mem::replace(
-            &mut self.off,
-            HandOff {
-                selected: false,
-                t7_left: None,
-                queue: Vec::new(),
-            },
-        );
-        Relay::adopted(h.relay_config(), off, Instant::now())
     }
 }
 
@@ -202,11 +184,11 @@ mod tests {
         };
         let mut head = Head::new(3, "127.0.0.1:4000".into(), Some("v1".into()));
         head.upgrades = 2;
-        let mut p = Parcel::new(
+        let mut p = Parcel {
             head,
-            off.clone(),
-            BytesMut::from(&b"\x00\x00\x00\x0c\x00"[..]),
-        );
+            off: off.clone(),
+            pending: BytesMut::from(&b"\x00\x00\x00\x0c\x00"[..]),
+        };
         let bytes = p.encode().unwrap();
         let back = Parcel::decode(&bytes).unwrap();
         assert_eq!(back.off, off);

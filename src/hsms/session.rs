@@ -73,11 +73,11 @@ struct Start {
 
 impl Start {
     /// Carries on the session `parcel` holds (adopted, or `kept` after a failed hand-over).
-    fn carried(h: &Hsms, parcel: &mut Parcel, kept: bool) -> Start {
+    fn carried(h: &Hsms, parcel: Parcel, kept: bool) -> Start {
         Start {
-            relay: parcel.relay(h),
-            serving: parcel.head.serving.take(),
-            buf: std::mem::take(&mut parcel.pending),
+            relay: Relay::adopted(h.relay_config(), parcel.off, Instant::now()),
+            serving: parcel.head.serving,
+            buf: parcel.pending,
             kept,
         }
     }
@@ -117,7 +117,7 @@ pub async fn adopt(
     a: Adoption,
     shutdown: watch::Receiver<bool>,
 ) {
-    let Adoption { stream, mut parcel } = a;
+    let Adoption { stream, parcel } = a;
     let stream = match TcpStream::from_std(stream) {
         Ok(s) => s,
         Err(e) => {
@@ -137,7 +137,7 @@ pub async fn adopt(
         v.switches = head.switches;
         v.rollbacks = head.rollbacks;
     }
-    let start = Start::carried(h, &mut parcel, false);
+    let start = Start::carried(h, parcel, false);
     carry_on(h, id, view, stream, start, shutdown).await;
 }
 
@@ -166,7 +166,7 @@ async fn carry_on(
                 return;
             }
         };
-        let (sock, mut parcel, why) = match handoff::send(h, sock, *parcel).await {
+        let (sock, parcel, why) = match handoff::send(h, sock, *parcel).await {
             Ok(()) => {
                 tracing::info!(target: "zerodown::hsms", session = id, queued, "session handed over to the next process");
                 h.metrics
@@ -189,7 +189,7 @@ async fn carry_on(
                 return;
             }
         };
-        start = Start::carried(h, &mut parcel, true);
+        start = Start::carried(h, parcel, true);
     }
 }
 
@@ -323,7 +323,14 @@ async fn relay(
         _ => return End::Closed("the equipment connection failed while handing over".into()),
     };
     match rd.reunite(wr) {
-        Ok(sock) => End::Moving(sock, Box::new(Parcel::new(head, off, buf))),
+        Ok(sock) => End::Moving(
+            sock,
+            Box::new(Parcel {
+                head,
+                off,
+                pending: buf,
+            }),
+        ),
         Err(_) => End::Closed("the equipment socket could not be reunited".into()),
     }
 }
