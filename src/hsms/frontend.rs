@@ -65,14 +65,12 @@ pub async fn serve(
         tasks.spawn(
             async move {
                 let _permit = permit;
-                let (id, view) = h.register(peer);
-                h.metrics.hsms_sessions.inc();
+                let s = h.open_session(peer.to_string());
+                let view = Arc::clone(&s.view);
                 match h.cfg.mode {
-                    HsmsMode::Hsms => super::session::run(&h, id, view, stream, shutdown).await,
+                    HsmsMode::Hsms => super::session::run(&h, s.id, view, stream, shutdown).await,
                     HsmsMode::Tcp => super::tcp::run(&h, view, stream, shutdown).await,
                 }
-                h.metrics.hsms_sessions.dec();
-                h.unregister(id);
             }
             .instrument(span),
         );
@@ -107,11 +105,8 @@ async fn adopted(
         .peer_addr()
         .map_or_else(|_| a.parcel.head.equipment.clone(), |p| p.to_string());
     let span = tracing::info_span!("conn", peer = %peer);
-    let (id, view) = h.register_named(peer);
-    h.metrics.hsms_sessions.inc();
-    super::session::adopt(&h, id, view, a, shutdown)
+    let s = h.open_session(peer);
+    super::session::adopt(&h, s.id, Arc::clone(&s.view), a, shutdown)
         .instrument(span)
         .await;
-    h.metrics.hsms_sessions.dec();
-    h.unregister(id);
 }

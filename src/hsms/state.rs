@@ -164,11 +164,8 @@ impl Hsms {
         (n > 0).then(|| Arc::clone(&t.instances[self.rr.fetch_add(1, Ordering::Relaxed) % n]))
     }
 
-    pub(super) fn register(&self, equipment: SocketAddr) -> (u64, Arc<Mutex<SessionView>>) {
-        self.register_named(equipment.to_string())
-    }
-
-    pub(super) fn register_named(&self, equipment: String) -> (u64, Arc<Mutex<SessionView>>) {
+    /// Lists a new session in `/status` and the sessions gauge, until the returned guard drops.
+    pub(super) fn open_session(self: &Arc<Self>, equipment: String) -> Registered {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let view = Arc::new(Mutex::new(SessionView {
             id,
@@ -177,11 +174,12 @@ impl Hsms {
             ..SessionView::default()
         }));
         lock(&self.sessions).insert(id, Arc::clone(&view));
-        (id, view)
-    }
-
-    pub(super) fn unregister(&self, id: u64) {
-        lock(&self.sessions).remove(&id);
+        self.metrics.hsms_sessions.inc();
+        Registered {
+            h: Arc::clone(self),
+            id,
+            view,
+        }
     }
 
     pub fn status(&self) -> HsmsStatus {
@@ -209,6 +207,20 @@ impl Hsms {
     pub fn sessions(&self) -> Vec<SessionView> {
         let list: Vec<Arc<Mutex<SessionView>>> = lock(&self.sessions).values().cloned().collect();
         list.iter().map(|v| lock(v).clone()).collect()
+    }
+}
+
+/// A session listed by [`Hsms::open_session`].
+pub(super) struct Registered {
+    h: Arc<Hsms>,
+    pub id: u64,
+    pub view: Arc<Mutex<SessionView>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.h.metrics.hsms_sessions.dec();
+        lock(&self.h.sessions).remove(&self.id);
     }
 }
 
