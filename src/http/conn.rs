@@ -88,6 +88,17 @@ fn after(now: Instant, d: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30))
 }
 
+/// The earliest of the connection's limits: the wait for a head, the age limit, the drain grace.
+fn limit(
+    idle_since: Instant,
+    header_timeout: Duration,
+    age_at: Instant,
+    grace_at: Option<Instant>,
+) -> Instant {
+    let t = after(idle_since, header_timeout).min(age_at);
+    grace_at.map_or(t, |g| t.min(g))
+}
+
 impl Conn {
     /// The TLS handshake (bounded by the header timeout), then the protocol ALPN chose.
     pub async fn run_tls(self, stream: tokio::net::TcpStream, acceptor: Arc<TlsAcceptor>) {
@@ -196,11 +207,9 @@ impl Conn {
                 let mut got = 0;
                 let mut expired = false;
                 while !expired {
-                    let mut deadline = after(idle_since, header_timeout).min(age_at);
-                    if let Some(g) = grace_at {
-                        deadline = deadline.min(g);
-                    }
-                    timer.as_mut().reset(deadline);
+                    timer
+                        .as_mut()
+                        .reset(limit(idle_since, header_timeout, age_at, grace_at));
                     tokio::select! {
                         r = io.read(&mut first[got..]) => match r {
                             // The client closed (or failed) while idle.
@@ -295,13 +304,7 @@ impl Conn {
         let mut last = act.counts();
         let mut closing = false;
         let next_tick = |now: Instant, idle_since: Instant, grace_at: Option<Instant>| {
-            let mut t = (now + PARK_AFTER)
-                .min(after(idle_since, header_timeout))
-                .min(age_at);
-            if let Some(g) = grace_at {
-                t = t.min(g);
-            }
-            t
+            (now + PARK_AFTER).min(limit(idle_since, header_timeout, age_at, grace_at))
         };
         timer
             .as_mut()
