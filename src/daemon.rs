@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -100,17 +101,19 @@ impl Daemon {
 
     /// As [`Daemon::run`], as process generation `generation` (after `generation - 1` upgrades).
     pub fn run_as(cfg: Config, l: Listeners, generation: u64) -> Result<Daemon, SetupError> {
-        Daemon::run_held(cfg, l, generation, None)
+        Daemon::run_held(cfg, l, generation, None, &[])
     }
 
     /// As [`Daemon::run_as`]; with `first_pools_wait`, generation 1 too holds its listeners until
     /// the first pools load, at most that long: for sockets systemd passed, whose queue may
-    /// already hold connections (socket activation), which would otherwise get 503s.
+    /// already hold connections (socket activation), which would otherwise get 503s. The public
+    /// and HTTPS listeners are also served on each of `workers` (see [`crate::runtime`]).
     pub fn run_held(
         cfg: Config,
         l: Listeners,
         generation: u64,
         first_pools_wait: Option<Duration>,
+        workers: &[Handle],
     ) -> Result<Daemon, SetupError> {
         let addr = |l: &TcpListener| l.local_addr().map_err(SetupError::Listener);
         let public_addr = addr(&l.public)?;
@@ -155,6 +158,7 @@ impl Daemon {
             permits: Arc::clone(&permits),
             shutdown: shutdown_rx.clone(),
             drain: drain_rx,
+            shares: Arc::new(crate::runtime::Shares::new(workers.len() + 1)),
         };
         // A successor shares its sockets with the running process: it must not take connections
         // until it can serve them, or they would get 503s while its first pools load.
@@ -164,9 +168,15 @@ impl Daemon {
             bound: first_pools_wait.filter(|_| generation == 1),
             shutdown: shutdown_rx.clone(),
         };
-        let mut listeners = vec![gate.spawn(listener::serve(l.public, None, shared.clone()))];
+        let mut listeners = Vec::new();
+        for (on, sock) in spread(l.public, workers).map_err(SetupError::Listener)? {
+            listeners.push(gate.spawn(&on, listener::serve(sock, None, shared.clone())));
+        }
         if let (Some(sock), Some(t)) = (l.tls, &tls) {
-            listeners.push(gate.spawn(listener::serve(sock, Some(Arc::clone(t)), shared)));
+            for (on, sock) in spread(sock, workers).map_err(SetupError::Listener)? {
+                let serve = listener::serve(sock, Some(Arc::clone(t)), shared.clone());
+                listeners.push(gate.spawn(&on, serve));
+            }
         }
         let hsms = match (&cfg.hsms, l.hsms) {
             (Some(h), Some(sock)) => {
@@ -178,7 +188,7 @@ impl Daemon {
                 let drain = cfg.server.drain_timeout;
                 let serve =
                     crate::hsms::serve(Arc::clone(&front), sock, shutdown_rx.clone(), drain);
-                listeners.push(gate.spawn(serve));
+                listeners.push(gate.spawn(&Handle::current(), serve));
                 Some(front)
             }
             _ => None,
@@ -506,10 +516,14 @@ struct Gate {
 }
 
 impl Gate {
-    fn spawn(&self, serve: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+    fn spawn(
+        &self,
+        on: &Handle,
+        serve: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
         let (services, mut shutdown) = (self.services.clone(), self.shutdown.clone());
         let bound = self.bound;
-        tokio::spawn(async move {
+        on.spawn(async move {
             if let Some(services) = services {
                 let loaded = async {
                     match bound {
@@ -535,6 +549,22 @@ async fn all_loaded(services: &[Arc<Service>]) {
     while !services.iter().all(|s| loaded(s)) {
         tick.tick().await;
     }
+}
+
+/// The listener for this runtime, and one descriptor of the same socket registered with each
+/// worker's runtime: every worker accepts from the one queue.
+fn spread(
+    listener: TcpListener,
+    workers: &[Handle],
+) -> std::io::Result<Vec<(Handle, TcpListener)>> {
+    let mut out = Vec::with_capacity(workers.len() + 1);
+    for w in workers {
+        let fd = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+        let _in = w.enter();
+        out.push((w.clone(), TcpListener::from_std(fd)?));
+    }
+    out.push((Handle::current(), listener));
+    Ok(out)
 }
 
 /// Duplicates every listener's socket (the same socket, another descriptor).

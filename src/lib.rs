@@ -19,6 +19,7 @@
 //! - [`ops`]: the operator commands (status, switch, deploy, rollback, diagnose).
 //! - [`cli`]: the `zerodown` command line.
 //! - [`hsms`]: the HSMS front-end (equipment sessions switched at a transaction boundary).
+//! - [`runtime`]: thread-per-core: a current-thread runtime per worker thread.
 //! - [`upgrade`]: handing the listening sockets to a new zerodown process.
 //! - [`demo`]: built-in demo instances (HTTP and HSMS hosts, an equipment load).
 #![forbid(unsafe_code)]
@@ -32,5 +33,6 @@ pub mod demo;
 pub mod hsms;
 pub mod http;
 pub mod ops;
+pub mod runtime;
 pub mod telemetry;
 pub mod upgrade;

@@ -77,37 +77,6 @@ async fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
     );
 }
 
-/// An upstream that reports each request on `arrived`, then answers after `delay`.
-async fn slow_upstream(
-    delay: Duration,
-    arrived: tokio::sync::mpsc::UnboundedSender<()>,
-) -> SocketAddr {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let arrived = arrived.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let _ = arrived.send(());
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from("slow done"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
@@ -118,7 +87,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         &[("slow", slow.to_string(), "v1", "active")],
     );
     let config = write_config(dir.path(), "");
-    let mut p = Proc::spawn(&config);
+    let mut p = Proc::spawn_with(&config, &["--threads", "2"]);
     let addr = listen_addr(&p.wait_for("zerodown started"));
     p.wait_for("pool swap");
 
@@ -129,7 +98,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .unwrap()
         .unwrap();
     p.signal("TERM");
-    p.wait_for("stopped accepting; draining");
+    // Each worker closes its descriptor of the listening socket.
+    for _ in 0..2 {
+        p.wait_for("stopped accepting; draining");
+    }
     // New connections are refused while the slow request finishes.
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
@@ -137,7 +109,9 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     );
     let (status, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "slow done"));
-    p.wait_for("drained");
+    for _ in 0..2 {
+        p.wait_for("drained");
+    }
     let status = tokio::task::spawn_blocking(move || {
         let mut p = p;
         let s = p.child.wait().unwrap();

@@ -108,7 +108,7 @@ pub struct ServeArgs {
     /// Log format [default: json].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Runtime worker threads; 0 means one per core [default: 0].
+    /// Worker threads (thread-per-core, each its own runtime); 0 means one per core [default: 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Watch Consul at this address (http://host:port or https://…) [default: CONSUL_HTTP_ADDR or 127.0.0.1:8500].

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -15,6 +16,7 @@ use crate::config::{
     duration, process_env, Config, ConfigError, ConsulAddress, ConsulSourceConfig, SourceConfig,
 };
 use crate::daemon::{Daemon, Listeners};
+use crate::runtime::{self, Workers};
 use crate::{telemetry, upgrade};
 
 /// The config file (or the embedded defaults) with the command-line flags applied on top.
@@ -124,23 +126,36 @@ pub fn run_with(
     start: Start,
 ) -> ExitCode {
     telemetry::init(&cfg.log);
-    // One thread: a current-thread runtime, with no cross-thread wake-ups to pay for.
-    let mut rt = if cfg.server.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if cfg.server.threads > 1 {
-        rt.worker_threads(cfg.server.threads);
-    }
-    let rt = match rt.enable_all().build() {
-        Ok(rt) => rt,
+    // Thread-per-core: this thread is worker 0 (and runs the sources, admin, HSMS and signals);
+    // each worker serves the connections it accepts on its own current-thread runtime.
+    let threads = runtime::threads(cfg.server.threads);
+    let (rt, workers) = match runtime::build().and_then(|rt| Ok((rt, Workers::start(threads)?))) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("zerodown: cannot start the runtime: {e}");
+            eprintln!("zerodown: cannot start the runtime ({threads} threads): {e}");
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(serve(
+        cfg,
+        reload_config,
+        on_started,
+        start,
+        workers.handles(),
+    ));
+    workers.stop();
+    code
+}
+
+/// [`run_with`] on worker 0's runtime.
+async fn serve(
+    cfg: Config,
+    reload_config: impl Fn() -> Result<Config, ConfigError>,
+    on_started: impl FnOnce(&Daemon),
+    start: Start,
+    workers: &[Handle],
+) -> ExitCode {
+    {
         let upgrade_socket = cfg.server.upgrade_socket.clone();
         let (listeners, predecessor, generation, activated) = match start {
             Start::Bind => match bind(&cfg, HashMap::new()).await {
@@ -163,7 +178,7 @@ pub fn run_with(
         };
         // Connections systemd queued before this process started wait for the first pools.
         let hold = activated.then_some(FIRST_POOLS_WAIT);
-        let daemon = match Daemon::run_held(cfg, listeners, generation, hold) {
+        let daemon = match Daemon::run_held(cfg, listeners, generation, hold, workers) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("zerodown: cannot start: {e}");
@@ -199,7 +214,7 @@ pub fn run_with(
         daemon.shutdown().await;
         tracing::info!(target: "zerodown::server", generation, pid = std::process::id(), "stopped");
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Turns signals into reloads (SIGHUP) and successors (SIGUSR2) until SIGTERM/SIGINT or a

@@ -50,7 +50,8 @@ pub struct ServerConfig {
     /// Answered locally with 200 `healthy`; `None` (an empty string in the file) turns it off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
-    /// Runtime worker threads; 0 means one per core.
+    /// Worker threads, each running its own current-thread runtime (see [`crate::runtime`]); 0
+    /// means one per core.
     pub threads: usize,
     #[serde(serialize_with = "super::duration::serialize")]
     pub drain_timeout: Duration,

@@ -16,6 +16,8 @@ use tracing::Instrument;
 use crate::config::{Config, Http2Config, LimitsConfig};
 use crate::http::conn::{Conn, Serve};
 use crate::http::proxy::Proxy;
+use crate::runtime;
+use crate::telemetry::metrics::Lv;
 
 /// Client-side connection settings, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -90,7 +92,12 @@ pub struct Shared {
     pub permits: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub drain: watch::Receiver<Duration>,
+    /// Open connections per worker, across all listeners (see [`runtime::Shares`]).
+    pub shares: Arc<runtime::Shares>,
 }
+
+/// How long a worker holding more than its share of connections leaves a new one to the others.
+const DEFER: Duration = Duration::from_millis(1);
 
 /// Refusals beyond the connection cap are logged at most this often.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -108,8 +115,20 @@ pub async fn serve(
     let mut backoff = Duration::from_millis(5);
     let mut last_refusal_log: Option<Instant> = None;
     let metrics = Arc::clone(&shared.proxy.metrics);
+    let worker = runtime::id();
+    let accepts = metrics
+        .connections_accepted
+        .get_or_create(&[("worker", Lv::A(worker.to_string().into()))])
+        .clone();
     let mut shutdown = shared.shutdown.clone();
     loop {
+        if !shared.shares.my_turn(worker) {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(DEFER) => {}
+            }
+        }
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
@@ -151,6 +170,8 @@ pub async fn serve(
                 }
             }
         };
+        accepts.inc();
+        let held = shared.shares.open(worker);
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             proxy: Arc::clone(&shared.proxy),
@@ -167,6 +188,7 @@ pub async fn serve(
             async move {
                 let _permit = permit;
                 let _alive = alive;
+                let _held = held;
                 open.inc();
                 match tls {
                     None => conn.run(stream, Serve::Either).await,
@@ -181,11 +203,11 @@ pub async fn serve(
     drop(listener);
     drop(alive);
     let drain = *shared.drain.borrow_and_update();
-    tracing::info!(target: "zerodown::server", proto, open_connections = metrics.connections_open.get(), drain_ms = drain.as_millis() as u64, "stopped accepting; draining");
+    tracing::info!(target: "zerodown::server", proto, worker, open_connections = metrics.connections_open.get(), drain_ms = drain.as_millis() as u64, "stopped accepting; draining");
     match tokio::time::timeout(drain, all_closed.recv()).await {
-        Ok(_) => tracing::info!(target: "zerodown::server", proto, "drained"),
+        Ok(_) => tracing::info!(target: "zerodown::server", proto, worker, "drained"),
         Err(_) => {
-            tracing::warn!(target: "zerodown::server", proto, "drain timeout reached; closing remaining connections")
+            tracing::warn!(target: "zerodown::server", proto, worker, "drain timeout reached; closing remaining connections")
         }
     }
 }

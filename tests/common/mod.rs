@@ -188,6 +188,37 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// An upstream that reports each request on `arrived`, then answers after `delay`.
+pub async fn slow_upstream(
+    delay: Duration,
+    arrived: tokio::sync::mpsc::UnboundedSender<()>,
+) -> SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let arrived = arrived.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let _ = arrived.send(());
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from("slow done"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// An upstream that answers with the request head it received (method, target, headers).
 pub async fn headers_echo() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -18,10 +18,16 @@ pub struct Proc {
 impl Proc {
     /// `zerodown serve --config CONFIG` on ports chosen by the system.
     pub fn spawn(config: &std::path::Path) -> Proc {
+        Proc::spawn_with(config, &[])
+    }
+
+    /// As [`Proc::spawn`], with more arguments.
+    pub fn spawn_with(config: &std::path::Path, extra: &[&str]) -> Proc {
         let mut args: Vec<OsString> = vec!["serve".into(), "--config".into(), config.into()];
         args.extend(
             ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].map(OsString::from),
         );
+        args.extend(extra.iter().map(OsString::from));
         Proc::run(&args)
     }
 

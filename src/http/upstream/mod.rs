@@ -8,7 +8,7 @@
 
 mod body;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 pub use body::{BodyLimits, BodyVerdict, Cutoff, Guarded, UpstreamBody};
 
 use crate::core::{Endpoint, EndpointState};
+use crate::runtime;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<UpstreamBody>;
@@ -57,18 +58,29 @@ struct Idle {
 }
 
 /// The idle HTTP/1.1 connections to one endpoint, kept in the endpoint's front-end state so every
-/// snapshot listing the address shares them.
-#[derive(Default)]
+/// snapshot listing the address shares them. One list per worker thread (see [`crate::runtime`]):
+/// a connection is driven by the runtime that opened it, so a request takes one of its own
+/// worker's, and the lock is never contended on the request path.
 pub struct ConnPool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Box<[Mutex<Vec<Idle>>]>,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        ConnPool {
+            idle: (0..runtime::count()).map(|_| Mutex::default()).collect(),
+        }
+    }
 }
 
 impl EndpointState for ConnPool {
     /// The address left every pool: close idle connections now; in-flight ones finish on their
     /// own tasks and are not returned (see [`ConnPool::put_idle`]).
     fn retire(&self) {
-        let idle = std::mem::take(&mut *self.idle_list());
-        drop(idle);
+        for list in &self.idle {
+            let idle = std::mem::take(&mut *lock(list));
+            drop(idle);
+        }
     }
 }
 
@@ -79,12 +91,12 @@ impl ConnPool {
     }
 
     pub fn idle_connections(&self) -> usize {
-        self.idle_list().len()
+        self.idle.iter().map(|l| lock(l).len()).sum()
     }
 
-    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // The list holds whole entries only; a poisoned lock still holds a valid list.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    /// This worker's list.
+    fn idle_list(&self) -> MutexGuard<'_, Vec<Idle>> {
+        lock(&self.idle[runtime::id() % self.idle.len()])
     }
 
     /// A ready connection: a pooled idle one if any is fresh, else a new one.
@@ -114,26 +126,36 @@ impl ConnPool {
     /// Closes idle connections older than `idle_timeout` or closed by the upstream; returns how
     /// many. Checkout skips them too, but an endpoint nobody sends to would keep their sockets.
     pub fn evict(&self, idle_timeout: Duration) -> usize {
-        let mut idle = self.idle_list();
-        let before = idle.len();
-        idle.retain(|i| i.since.elapsed() < idle_timeout && !i.sender.is_closed());
-        before - idle.len()
+        let mut evicted = 0;
+        for list in &self.idle {
+            let mut idle = lock(list);
+            let before = idle.len();
+            idle.retain(|i| i.since.elapsed() < idle_timeout && !i.sender.is_closed());
+            evicted += before - idle.len();
+        }
+        evicted
     }
 
     /// Returns a connection whose response has been read to the end to the idle pool (called
     /// from the response body, so no task is spawned per request). Retired upstreams keep none.
+    /// `max_idle` is the endpoint's, shared out between the workers.
     pub fn put_idle(&self, endpoint: &Endpoint, sender: Sender, max_idle: usize) {
         if endpoint.is_retired() || sender.is_closed() {
             return;
         }
         let mut idle = self.idle_list();
-        if idle.len() < max_idle {
+        if idle.len() < max_idle.div_ceil(self.idle.len()) {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
     }
+}
+
+fn lock(list: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
+    // The list holds whole entries only; a poisoned lock still holds a valid list.
+    list.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn connect(addr: &str, limits: ConnLimits) -> Result<Sender, ConnectError> {
