@@ -4,5 +4,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    zerodown::cli::run(zerodown::cli::Cli::parse())
+    let code = zerodown::cli::run(zerodown::cli::Cli::parse());
+    // Access-log lines still gathering in memory (see telemetry::writer).
+    zerodown::telemetry::writer::flush();
+    code
 }

@@ -1,6 +1,6 @@
 //! Thread-per-core under the real binary (`--threads 3`): every worker accepts from the one
 //! listening socket and takes its share of the connections, and SIGTERM drains the requests in
-//! flight on every worker before the process exits 0.
+//! flight on every worker before the process exits 0, with every access line written.
 
 mod common;
 
@@ -116,6 +116,19 @@ async fn every_worker_takes_connections_and_drains_its_own() {
     for _ in 0..WORKERS {
         p.wait_for("drained");
     }
+    // Access lines gather in memory (telemetry::writer): none is lost at exit, and every one comes
+    // before the last line.
+    p.wait_for("stopped");
+    let log = p.log();
+    let stopped = log.find("\"message\":\"stopped\"").unwrap();
+    let logged = log[..stopped]
+        .lines()
+        .filter(|l| l.contains("zerodown::access") && l.contains("\"path\":\"/held\""))
+        .count();
+    assert_eq!(
+        logged, CONNECTIONS,
+        "access lines before \"stopped\":\n{log}"
+    );
     let status = tokio::task::spawn_blocking(move || {
         let mut p = p;
         p.child.wait().unwrap().code()

@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod metrics;
+pub mod writer;
 
 pub use self::json::json;
 
@@ -19,8 +20,8 @@ pub fn init(log: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match log.format {
+        .with_writer(writer::Batched);
+    let installed = match log.format {
         LogFormat::Json => builder
             .fmt_fields(json::JsonSpanFields)
             .event_format(json::JsonLines)
@@ -31,4 +32,12 @@ pub fn init(log: &LogConfig) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .try_init(),
     };
+    if installed.is_ok() {
+        // A panic's message must not overtake the access lines before it, nor strand them.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            writer::flush();
+            report(info);
+        }));
+    }
 }
