@@ -169,14 +169,19 @@ impl Daemon {
             shutdown: shutdown_rx.clone(),
         };
         let mut listeners = Vec::new();
-        for (on, sock) in spread(l.public, workers).map_err(SetupError::Listener)? {
-            listeners.push(gate.spawn(&on, listener::serve(sock, None, shared.clone())));
-        }
-        if let (Some(sock), Some(t)) = (l.tls, &tls) {
-            for (on, sock) in spread(sock, workers).map_err(SetupError::Listener)? {
-                let serve = listener::serve(sock, Some(Arc::clone(t)), shared.clone());
+        // Every worker accepts on each HTTP listener (see `crate::runtime`).
+        let mut on_workers = |sock, tls: Option<&Arc<ArcSwap<TlsAcceptor>>>| {
+            let socks = spread(sock, workers).map_err(SetupError::Listener)?;
+            let inboxes = listener::inboxes(socks.len());
+            for ((on, sock), inbox) in socks.into_iter().zip(inboxes) {
+                let serve = listener::serve(sock, tls.cloned(), shared.clone(), inbox);
                 listeners.push(gate.spawn(&on, serve));
             }
+            Ok::<_, SetupError>(())
+        };
+        on_workers(l.public, None)?;
+        if let (Some(sock), Some(t)) = (l.tls, &tls) {
+            on_workers(sock, Some(t))?;
         }
         let hsms = match (&cfg.hsms, l.hsms) {
             (Some(h), Some(sock)) => {
@@ -551,19 +556,21 @@ async fn all_loaded(services: &[Arc<Service>]) {
     }
 }
 
-/// The listener for this runtime, and one descriptor of the same socket registered with each
-/// worker's runtime: every worker accepts from the one queue.
+/// The listener for this runtime (worker 0), and one descriptor of the same socket registered
+/// with each worker's runtime, in worker order: every worker accepts from the one queue.
 fn spread(
     listener: TcpListener,
     workers: &[Handle],
 ) -> std::io::Result<Vec<(Handle, TcpListener)>> {
     let mut out = Vec::with_capacity(workers.len() + 1);
+    let mut dups = Vec::with_capacity(workers.len());
     for w in workers {
         let fd = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
         let _in = w.enter();
-        out.push((w.clone(), TcpListener::from_std(fd)?));
+        dups.push((w.clone(), TcpListener::from_std(fd)?));
     }
     out.push((Handle::current(), listener));
+    out.extend(dups);
     Ok(out)
 }
 

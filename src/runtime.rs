@@ -89,13 +89,15 @@ impl Workers {
 }
 
 /// Open connections per worker, so workers accepting from one queue share it evenly: the kernel
-/// wakes every worker for a new connection, and without this the one already awake takes a
-/// whole burst (measured: 61 of 64 wrk connections on one of two workers).
+/// wakes every worker for a new connection, and the one already awake would take a whole burst
+/// (measured: 61 of wrk's 64 connections on one of two workers). A worker more than [`SLACK`]
+/// above the least loaded one hands what it accepts to that one.
 pub struct Shares {
     open: Box<[AtomicUsize]>,
 }
 
-/// How many connections more than the least loaded worker one may hold and still accept.
+/// How many connections more than the least loaded worker one may hold and still keep what it
+/// accepts.
 const SLACK: usize = 1;
 
 impl Shares {
@@ -105,13 +107,16 @@ impl Shares {
         }
     }
 
-    /// Whether `worker` should accept the next connection now: it holds no more than the least
-    /// loaded worker plus [`SLACK`]. One that should not waits briefly for another to take it,
-    /// then accepts anyway (a busy worker still gets its turn; none is ever skipped for long).
-    pub fn my_turn(&self, worker: usize) -> bool {
+    /// The least loaded worker, when `worker` holds more than [`SLACK`] connections above it.
+    pub fn better_than(&self, worker: usize) -> Option<usize> {
         let mine = self.slot(worker).load(Ordering::Relaxed);
-        let least = self.open.iter().map(|o| o.load(Ordering::Relaxed)).min();
-        mine <= least.unwrap_or(0) + SLACK
+        let (least, count) = self
+            .open
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, n)| n)?;
+        (mine > count + SLACK).then_some(least)
     }
 
     /// Counts a connection `worker` accepted until the guard drops.
@@ -148,25 +153,33 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn a_worker_more_than_one_ahead_of_the_least_loaded_waits_its_turn() {
+    fn a_worker_more_than_one_ahead_of_the_least_loaded_hands_over_to_it() {
         let s = Arc::new(Shares::new(3));
         let a = [s.open(0), s.open(0)];
-        assert!(!s.my_turn(0), "2 open against 0 and 0");
-        assert!(s.my_turn(1) && s.my_turn(2));
+        assert_eq!(s.better_than(0), Some(1), "2 open against 0 and 0");
+        assert_eq!((s.better_than(1), s.better_than(2)), (None, None));
         let b = s.open(1);
-        assert!(!s.my_turn(0), "the least loaded still holds none");
+        assert_eq!(
+            s.better_than(0),
+            Some(2),
+            "the least loaded still holds none"
+        );
         let c = s.open(2);
-        assert!(s.my_turn(0), "2 against a least of 1");
+        assert_eq!(s.better_than(0), None, "2 against a least of 1");
         drop((b, c));
-        assert!(!s.my_turn(0), "closed connections leave the counts");
+        assert_eq!(
+            s.better_than(0),
+            Some(1),
+            "closed connections leave the counts"
+        );
         drop(a);
-        assert!((0..3).all(|w| s.my_turn(w)));
+        assert!((0..3).all(|w| s.better_than(w).is_none()));
     }
 
     #[test]
-    fn one_worker_always_accepts() {
+    fn one_worker_keeps_everything() {
         let s = Arc::new(Shares::new(1));
         let _held: Vec<Held> = (0..10).map(|_| s.open(0)).collect();
-        assert!(s.my_turn(0));
+        assert_eq!(s.better_than(0), None);
     }
 }

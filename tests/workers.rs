@@ -84,7 +84,7 @@ async fn every_worker_takes_connections_and_drains_its_own() {
     p.wait_for("pool swap");
 
     // A burst of connections, each holding a request in flight at the upstream. Without the
-    // shares, the worker awake first takes most of a burst.
+    // hand-off to the least loaded worker, the worker awake first takes most of a burst.
     let requests: Vec<_> = (0..CONNECTIONS)
         .map(|_| tokio::spawn(async move { get(addr, "/held").await }))
         .collect();

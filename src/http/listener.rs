@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use std::net::SocketAddr;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -96,42 +99,73 @@ pub struct Shared {
     pub shares: Arc<runtime::Shares>,
 }
 
-/// How long a worker holding more than its share of connections leaves a new one to the others.
-const DEFER: Duration = Duration::from_millis(1);
+/// A connection one worker accepted for another (see [`runtime::Shares`]).
+pub struct Handed {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    held: runtime::Held,
+}
+
+/// One listener's side of the hand-off between workers: the worker's own inbox, and every
+/// worker's sender (indexed by worker id).
+pub struct Inbox {
+    pub own: mpsc::UnboundedReceiver<Handed>,
+    pub all: Arc<[mpsc::UnboundedSender<Handed>]>,
+}
+
+/// The inboxes of `workers` workers for one listener, in worker order.
+pub fn inboxes(workers: usize) -> Vec<Inbox> {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+    let all: Arc<[_]> = senders.into();
+    receivers
+        .into_iter()
+        .map(|own| Inbox {
+            own,
+            all: Arc::clone(&all),
+        })
+        .collect()
+}
 
 /// Refusals beyond the connection cap are logged at most this often.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Accepts and serves until shutdown, then waits up to the drain timeout for open connections.
+/// A worker holding more than its share hands what it accepts to the least loaded one (every
+/// worker is woken for a new connection; without this the one awake first takes a whole burst).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
     mut shared: Shared,
+    mut inbox: Inbox,
 ) {
     let proto = if tls.is_some() { "https" } else { "http" };
-    let mut settings = Arc::clone(&shared.settings.borrow_and_update());
-    let mut builder = Arc::new(Builders::new(&settings));
-    let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    let mut backoff = Duration::from_millis(5);
-    let mut last_refusal_log: Option<Instant> = None;
     let metrics = Arc::clone(&shared.proxy.metrics);
     let worker = runtime::id();
-    let accepts = metrics
-        .connections_accepted
-        .get_or_create(&[("worker", Lv::A(worker.to_string().into()))])
-        .clone();
+    let settings = Arc::clone(&shared.settings.borrow_and_update());
+    let mut local = Local {
+        builder: Arc::new(Builders::new(&settings)),
+        settings,
+        alive: mpsc::channel::<()>(1),
+        tls,
+        proto,
+        accepts: metrics
+            .connections_accepted
+            .get_or_create(&[("worker", Lv::A(worker.to_string().into()))])
+            .clone(),
+    };
+    let mut backoff = Duration::from_millis(5);
+    let mut last_refusal_log: Option<Instant> = None;
     let mut shutdown = shared.shutdown.clone();
     loop {
-        if !shared.shares.my_turn(worker) {
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => break,
-                _ = tokio::time::sleep(DEFER) => {}
-            }
-        }
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
+            Some(h) = inbox.own.recv() => {
+                local.start_handed(h, &shared);
+                continue;
+            }
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -148,13 +182,13 @@ pub async fn serve(
             }
         };
         if shared.settings.has_changed().unwrap_or(false) {
-            settings = Arc::clone(&shared.settings.borrow_and_update());
-            builder = Arc::new(Builders::new(&settings));
+            local.settings = Arc::clone(&shared.settings.borrow_and_update());
+            local.builder = Arc::new(Builders::new(&local.settings));
         }
         let permit = match Arc::clone(&shared.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let wait = settings.limits.connection_wait;
+                let wait = local.settings.limits.connection_wait;
                 match tokio::time::timeout(wait, Arc::clone(&shared.permits).acquire_owned()).await
                 {
                     Ok(Ok(p)) => p,
@@ -162,7 +196,7 @@ pub async fn serve(
                         metrics.connections_refused.inc();
                         if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
                             last_refusal_log = Some(Instant::now());
-                            tracing::warn!(target: "zerodown::server", peer = %peer, max_connections = settings.limits.max_connections, "connection limit reached: closing new connections");
+                            tracing::warn!(target: "zerodown::server", peer = %peer, max_connections = local.settings.limits.max_connections, "connection limit reached: closing new connections");
                         }
                         drop(stream);
                         continue;
@@ -170,20 +204,90 @@ pub async fn serve(
                 }
             }
         };
-        accepts.inc();
+        if let Some(to) = shared.shares.better_than(worker) {
+            // A worker whose inbox is closed has stopped: then this one serves it.
+            let held = shared.shares.open(to);
+            if let Ok(stream) = stream.into_std() {
+                let h = Handed {
+                    stream,
+                    peer,
+                    permit,
+                    held,
+                };
+                if let Err(back) = inbox.all[to].send(h) {
+                    local.start_handed(back.0, &shared);
+                }
+            }
+            continue;
+        }
         let held = shared.shares.open(worker);
+        local.start(stream, peer, permit, held, &shared);
+    }
+    // Connections handed to this worker before it stopped are served; later ones are refused
+    // to their sender, which serves them itself.
+    inbox.own.close();
+    while let Ok(h) = inbox.own.try_recv() {
+        local.start_handed(h, &shared);
+    }
+    drop(listener);
+    let Local {
+        alive: (alive, mut all_closed),
+        ..
+    } = local;
+    drop(alive);
+    let drain = *shared.drain.borrow_and_update();
+    tracing::info!(target: "zerodown::server", proto, worker, open_connections = metrics.connections_open.get(), drain_ms = drain.as_millis() as u64, "stopped accepting; draining");
+    match tokio::time::timeout(drain, all_closed.recv()).await {
+        Ok(_) => tracing::info!(target: "zerodown::server", proto, worker, "drained"),
+        Err(_) => {
+            tracing::warn!(target: "zerodown::server", proto, worker, "drain timeout reached; closing remaining connections")
+        }
+    }
+}
+
+/// What one worker's accept loop starts its connections with.
+struct Local {
+    settings: Arc<ListenerSettings>,
+    builder: Arc<Builders>,
+    /// A sender per open connection; the receiver returns once all are dropped (the drain).
+    alive: (mpsc::Sender<()>, mpsc::Receiver<()>),
+    tls: Option<Arc<ArcSwap<TlsAcceptor>>>,
+    proto: &'static str,
+    accepts: Counter,
+}
+
+impl Local {
+    /// A connection another worker accepted: taken into this worker's reactor, then served.
+    fn start_handed(&mut self, h: Handed, shared: &Shared) {
+        match TcpStream::from_std(h.stream) {
+            Ok(stream) => self.start(stream, h.peer, h.permit, h.held, shared),
+            Err(e) => {
+                tracing::warn!(target: "zerodown::server", peer = %h.peer, error = %e, "a connection from another worker could not be taken over")
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        held: runtime::Held,
+        shared: &Shared,
+    ) {
+        self.accepts.inc();
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             proxy: Arc::clone(&shared.proxy),
-            builders: Arc::clone(&builder),
-            settings: Arc::clone(&settings),
+            builders: Arc::clone(&self.builder),
+            settings: Arc::clone(&self.settings),
             shutdown: shared.shutdown.clone(),
             peer,
-            proto,
+            proto: self.proto,
         };
-        let alive = alive.clone();
-        let open = metrics.connections_open.clone();
-        let tls = tls.as_ref().map(|t| t.load_full());
+        let alive = self.alive.0.clone();
+        let open = shared.proxy.metrics.connections_open.clone();
+        let tls = self.tls.as_ref().map(|t| t.load_full());
         tokio::spawn(
             async move {
                 let _permit = permit;
@@ -199,15 +303,5 @@ pub async fn serve(
             }
             .instrument(tracing::debug_span!("conn", peer = %peer)),
         );
-    }
-    drop(listener);
-    drop(alive);
-    let drain = *shared.drain.borrow_and_update();
-    tracing::info!(target: "zerodown::server", proto, worker, open_connections = metrics.connections_open.get(), drain_ms = drain.as_millis() as u64, "stopped accepting; draining");
-    match tokio::time::timeout(drain, all_closed.recv()).await {
-        Ok(_) => tracing::info!(target: "zerodown::server", proto, worker, "drained"),
-        Err(_) => {
-            tracing::warn!(target: "zerodown::server", proto, worker, "drain timeout reached; closing remaining connections")
-        }
     }
 }
