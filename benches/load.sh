@@ -8,8 +8,12 @@
 #   --rounds N          rounds; each round runs every target once, interleaved (A B C D A B C D ...) [3]
 #   --duration S        seconds per run [10]
 #   --connections LIST  client connections, comma-separated, e.g. 64 or 1,10,100,1000 [64]
-#   --targets LIST      any of zerodown,floor,nginx,haproxy,direct,zerodown_swap,zerodown_b
-#                       [zerodown,floor,nginx,haproxy,direct]
+#   --targets LIST      any of zerodown,floor,nginx,haproxy,direct,zerodown_swap,zerodown_b,
+#                       zerodown_shipped [zerodown,floor,nginx,haproxy,direct]. zerodown_shipped is
+#                       zerodown as shipped: the embedded defaults (a worker per core, the access log
+#                       on, JSON lines to stdout, here its log file) with only the addresses and the
+#                       upstreams file set; `zerodown` is the lean setting (conf/zerodown.toml:
+#                       access log off, --threads as given)
 #   --swap MS           add the target zerodown_swap: the same zerodown while its upstreams file is
 #                       rewritten every MS ms (versions v1 <-> v2 on the same addresses), with
 #                       source.poll_interval = MS/2; the swaps that really happened are counted from
@@ -101,7 +105,7 @@ fi
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 IFS=, read -r -a CONN_LIST <<<"$CONNECTIONS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in zerodown | floor | nginx | haproxy | direct) ;; zerodown_b) [ -x "$ZD_B_BIN" ] || { echo "load.sh: zerodown_b needs --zerodown-b BIN" >&2; exit 64; } ;; zerodown_swap) [ -n "$SWAP_MS" ] || SWAP_MS=10 ;;
+    case "$t" in zerodown | zerodown_shipped | floor | nginx | haproxy | direct) ;; zerodown_b) [ -x "$ZD_B_BIN" ] || { echo "load.sh: zerodown_b needs --zerodown-b BIN" >&2; exit 64; } ;; zerodown_swap) [ -n "$SWAP_MS" ] || SWAP_MS=10 ;;
     *) echo "load.sh: unknown target $t" >&2; exit 64 ;; esac
 done
 
@@ -192,7 +196,7 @@ wait_ok() {
     exit 1
 }
 
-UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 ZB_PORT=18084 ZB_ADMIN=18094 NP_PORT=18082 HA_PORT=18083 FL_PORT=18085
+UP_BASE=19001 ZD_PORT=18081 ZD_ADMIN=18091 ZB_PORT=18084 ZB_ADMIN=18094 ZS_PORT=18086 ZS_ADMIN=18096 NP_PORT=18082 HA_PORT=18083 FL_PORT=18085
 UP_ADDRS=()
 for i in $(seq 0 $((UPSTREAMS - 1))); do UP_ADDRS+=("127.0.0.1:$((UP_BASE + i))"); done
 
@@ -250,6 +254,15 @@ if need_target zerodown_b; then
     MASTER[zerodown_b]=$STARTED
     wait_ok "http://127.0.0.1:$ZB_PORT/hello"
 fi
+if need_target zerodown_shipped; then
+    mkdir -p "$RUN/shipped"
+    upstreams_file v1 >"$RUN/shipped/upstreams.toml"
+    printf '[server]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\n\n[source]\nkind = "file"\npath = "upstreams.toml"\n' \
+        "$ZS_PORT" "$ZS_ADMIN" >"$RUN/shipped/zerodown.toml"
+    start zerodown_shipped "$PROXY_CPUS" "$ZD_BIN" serve --config "$RUN/shipped/zerodown.toml"
+    MASTER[zerodown_shipped]=$STARTED
+    wait_ok "http://127.0.0.1:$ZS_PORT/hello"
+fi
 if need_target floor; then
     fargs=(); for a in "${UP_ADDRS[@]}"; do fargs+=(--upstream "$a"); done
     start floor "$PROXY_CPUS" "$FLOOR_BIN" --listen "127.0.0.1:$FL_PORT" "${fargs[@]}" --threads "$THREADS"
@@ -272,7 +285,7 @@ if need_target haproxy; then
 fi
 MASTER[direct]=${UP_PIDS[0]}
 MASTER[zerodown_swap]=${MASTER[zerodown]:-}
-PORT=([zerodown]=$ZD_PORT [zerodown_b]=$ZB_PORT [zerodown_swap]=$ZD_PORT [floor]=$FL_PORT [nginx]=$NP_PORT [haproxy]=$HA_PORT [direct]=$UP_BASE)
+PORT=([zerodown]=$ZD_PORT [zerodown_b]=$ZB_PORT [zerodown_shipped]=$ZS_PORT [zerodown_swap]=$ZD_PORT [floor]=$FL_PORT [nginx]=$NP_PORT [haproxy]=$HA_PORT [direct]=$UP_BASE)
 
 # cpu_pids T: the master and its children (all of them do the work or own it).
 cpu_pids() { local m=${MASTER[$1]}; echo "$m" $(children "$m"); }

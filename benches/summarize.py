@@ -7,7 +7,7 @@ Per (connections, rate, target): runs, req/s median [min-max], p50 and p99 media
 proxy CPU seconds per 100k requests median [min-max], CPU utilisation, peak RSS, errors.
 Ratios against nginx are computed round by round (same round, same connections: the runs closest
 in time), then summarised as median [min-max]; every zerodown target is also compared to `floor`
-(the bare hyper proxy) and `zerodown_swap` to `zerodown`.
+(the bare hyper proxy), and `zerodown_swap` and `zerodown_shipped` to `zerodown`.
 """
 import csv
 import statistics
@@ -67,8 +67,9 @@ def main():
     pairs = [(t, "nginx") for t in targets if t != "nginx"]
     if "floor" in targets:
         pairs += [(t, "floor") for t in targets if t.startswith("zerodown")]
-    if "zerodown_swap" in targets and "zerodown" in targets:
-        pairs.append(("zerodown_swap", "zerodown"))
+    for other in ("zerodown_swap", "zerodown_shipped"):
+        if other in targets and "zerodown" in targets:
+            pairs.append((other, "zerodown"))
     rounds = sorted({r["round"] for r in rows}, key=int)
     for key in order:
         for t, base in pairs:
