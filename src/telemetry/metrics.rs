@@ -10,8 +10,10 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+
+use super::histogram::Histogram;
 
 /// Something that carries a version label without copying it (the core's instances).
 pub trait VersionLabel: Send + Sync + std::fmt::Debug {

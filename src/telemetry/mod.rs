@@ -2,6 +2,7 @@
 //! The access log has its own target, `zerodown::access`, so it can be filtered or routed apart.
 //! In JSON every field is a value of its own type ([`json`]).
 
+pub mod histogram;
 pub mod json;
 pub mod metrics;
 pub mod writer;
