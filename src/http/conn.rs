@@ -30,6 +30,34 @@ use crate::http::proxy::headers::Peer;
 use crate::http::proxy::{Proxy, ProxyBody};
 use crate::http::strict::Strict;
 
+/// A client connection's byte stream (TCP, TLS, parked or not).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// What serves a connection's requests: the proxy, as hyper's cloneable `Service`.
+trait Handler:
+    Service<
+        Request<Incoming>,
+        Response = Response<RespBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+impl<S> Handler for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<RespBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// While draining, an HTTP/1 connection gets this long to send one more request (answered with
 /// `Connection: close`) before it is closed as idle: a client writing just as the connection
 /// closed would otherwise see its request fail.
@@ -123,7 +151,7 @@ impl Conn {
 
     pub async fn run<IO>(self, io: IO, serve: Serve)
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: Io,
     {
         let state = Arc::new(State {
             act: Activity::default(),
@@ -177,12 +205,8 @@ impl Conn {
         state: Arc<State>,
         mut sniffing: bool,
     ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<RespBody>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        IO: Io,
+        S: Handler,
     {
         let act = &state.act;
         let header_timeout = self.settings.header_timeout;
@@ -282,12 +306,8 @@ impl Conn {
         age_at: Instant,
     ) -> Awake<IO, S>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<RespBody>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        IO: Io,
+        S: Handler,
     {
         let act = &state.act;
         let header_timeout = self.settings.header_timeout;
@@ -391,12 +411,8 @@ impl Conn {
     /// HTTP/2 (h2c or ALPN `h2`): hyper's connection for the connection's whole life.
     async fn serve_h2<IO, S>(mut self, io: Parkable<IO, State>, svc: S, state: &State)
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<RespBody>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        IO: Io,
+        S: Handler,
     {
         let conn = self.builders.h2.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
