@@ -163,7 +163,7 @@ pub async fn serve(
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
             Some(h) = inbox.own.recv() => {
-                local.start_handed(h, &shared);
+                local.start_handed(h, &mut shared);
                 continue;
             }
             a = listener.accept() => a,
@@ -181,10 +181,7 @@ pub async fn serve(
                 continue;
             }
         };
-        if shared.settings.has_changed().unwrap_or(false) {
-            local.settings = Arc::clone(&shared.settings.borrow_and_update());
-            local.builder = Arc::new(Builders::new(&local.settings));
-        }
+        local.refresh(&mut shared);
         let permit = match Arc::clone(&shared.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -205,17 +202,23 @@ pub async fn serve(
             }
         };
         if let Some(to) = shared.shares.better_than(worker) {
-            // A worker whose inbox is closed has stopped: then this one serves it.
-            let held = shared.shares.open(to);
-            if let Ok(stream) = stream.into_std() {
-                let h = Handed {
-                    stream,
-                    peer,
-                    permit,
-                    held,
-                };
-                if let Err(back) = inbox.all[to].send(h) {
-                    local.start_handed(back.0, &shared);
+            match stream.into_std() {
+                Ok(stream) => {
+                    let h = Handed {
+                        stream,
+                        peer,
+                        permit,
+                        held: shared.shares.open(to),
+                    };
+                    // A worker whose inbox is closed has stopped: then this one serves it.
+                    if let Err(back) = inbox.all[to].send(h) {
+                        let mut h = back.0;
+                        h.held = shared.shares.open(worker);
+                        local.start_handed(h, &mut shared);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "zerodown::server", peer = %peer, error = %e, "a connection could not be handed to another worker")
                 }
             }
             continue;
@@ -227,7 +230,7 @@ pub async fn serve(
     // to their sender, which serves them itself.
     inbox.own.close();
     while let Ok(h) = inbox.own.try_recv() {
-        local.start_handed(h, &shared);
+        local.start_handed(h, &mut shared);
     }
     drop(listener);
     let Local {
@@ -257,8 +260,17 @@ struct Local {
 }
 
 impl Local {
+    /// The settings of the last reload, for the connections started from now on.
+    fn refresh(&mut self, shared: &mut Shared) {
+        if shared.settings.has_changed().unwrap_or(false) {
+            self.settings = Arc::clone(&shared.settings.borrow_and_update());
+            self.builder = Arc::new(Builders::new(&self.settings));
+        }
+    }
+
     /// A connection another worker accepted: taken into this worker's reactor, then served.
-    fn start_handed(&mut self, h: Handed, shared: &Shared) {
+    fn start_handed(&mut self, h: Handed, shared: &mut Shared) {
+        self.refresh(shared);
         match TcpStream::from_std(h.stream) {
             Ok(stream) => self.start(stream, h.peer, h.permit, h.held, shared),
             Err(e) => {
