@@ -656,11 +656,18 @@ async fn secsgem_equipment_rides_through_upgrades_of_zerodown() {
         current = next;
     }
     // Still running: every session is in the last process, having lived through every upgrade.
-    let upgrades: Vec<u64> = sessions(admin)
-        .await
-        .iter()
-        .map(|s| s["upgrades"].as_u64().unwrap_or(0))
-        .collect();
+    // The old process exits once it has sent the sessions; the new one lists each as it adopts it.
+    let upgrades_of = |s: Vec<Value>| -> Vec<u64> {
+        s.iter()
+            .map(|s| s["upgrades"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let adopted_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut upgrades = upgrades_of(sessions(admin).await);
+    while upgrades != vec![UPGRADES; SESSIONS] && tokio::time::Instant::now() < adopted_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        upgrades = upgrades_of(sessions(admin).await);
+    }
     let Some((report, tail)) = run.finish(SECONDS).await else {
         return;
     };
