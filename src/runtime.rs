@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
@@ -37,6 +38,42 @@ pub fn threads(configured: usize) -> usize {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
+}
+
+/// One `T` per worker, each behind its own lock: on the request path a worker locks only its own,
+/// so the lock is never contended; passes over the whole (eviction, totals) lock each in turn.
+/// A poisoned slot is used as it is: what callers keep in one stays whole between their calls.
+pub struct PerWorker<T> {
+    slots: Box<[Mutex<T>]>,
+}
+
+impl<T: Default> Default for PerWorker<T> {
+    fn default() -> Self {
+        PerWorker {
+            slots: (0..count()).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl<T> PerWorker<T> {
+    /// This worker's slot.
+    pub fn mine(&self) -> MutexGuard<'_, T> {
+        lock(&self.slots[id() % self.slots.len()])
+    }
+
+    /// Every worker's slot, one after another.
+    pub fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
+        self.slots.iter().map(lock)
+    }
+
+    /// How many workers it has a slot for (a bound shared out between them is divided by this).
+    pub fn workers(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A current-thread runtime, the kind every worker runs.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use super::histogram::Histogram;
+use crate::runtime::PerWorker;
 
 /// Something that carries a version label without copying it (the core's instances).
 pub trait VersionLabel: Send + Sync + std::fmt::Debug {
@@ -356,20 +357,9 @@ pub fn status_class(code: u16) -> &'static str {
 /// request under callgrind); the pointers hash in a few. Each entry holds the `Arc`s whose
 /// pointers it is keyed by, so an address cannot be reused while its entry exists. One cache per
 /// worker thread (see [`crate::runtime`]), so its lock is never contended.
+#[derive(Default)]
 pub struct RequestSeries {
-    maps: Box<[Mutex<SeriesMap>]>,
-}
-
-type SeriesMap = HashMap<SeriesKey, Series, BuildHasherDefault<PtrHasher>>;
-
-impl Default for RequestSeries {
-    fn default() -> Self {
-        RequestSeries {
-            maps: (0..crate::runtime::count())
-                .map(|_| Mutex::default())
-                .collect(),
-        }
-    }
+    maps: PerWorker<HashMap<SeriesKey, Series, BuildHasherDefault<PtrHasher>>>,
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -428,8 +418,7 @@ impl RequestSeries {
             class: class.as_ptr() as usize,
             instance: instance.map_or(0, |i| Arc::as_ptr(i) as usize),
         };
-        let mine = &self.maps[crate::runtime::id() % self.maps.len()];
-        let mut map = mine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.maps.mine();
         if map.len() >= MAX_SERIES && !map.contains_key(&key) {
             map.clear();
         }

@@ -8,7 +8,6 @@
 
 mod body;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -18,7 +17,7 @@ use tokio::net::TcpStream;
 pub use body::{BodyLimits, BodyVerdict, Cutoff, Guarded, UpstreamBody};
 
 use crate::core::{Endpoint, EndpointState};
-use crate::runtime;
+use crate::runtime::PerWorker;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<UpstreamBody>;
@@ -61,24 +60,17 @@ struct Idle {
 /// snapshot listing the address shares them. One list per worker thread (see [`crate::runtime`]):
 /// a connection is driven by the runtime that opened it, so a request takes one of its own
 /// worker's, and the lock is never contended on the request path.
+#[derive(Default)]
 pub struct ConnPool {
-    idle: Box<[Mutex<Vec<Idle>>]>,
-}
-
-impl Default for ConnPool {
-    fn default() -> Self {
-        ConnPool {
-            idle: (0..runtime::count()).map(|_| Mutex::default()).collect(),
-        }
-    }
+    idle: PerWorker<Vec<Idle>>,
 }
 
 impl EndpointState for ConnPool {
     /// The address left every pool: close idle connections now; in-flight ones finish on their
     /// own tasks and are not returned (see [`ConnPool::put_idle`]).
     fn retire(&self) {
-        for list in &self.idle {
-            let idle = std::mem::take(&mut *lock(list));
+        for mut list in self.idle.each() {
+            let idle = std::mem::take(&mut *list);
             drop(idle);
         }
     }
@@ -91,12 +83,7 @@ impl ConnPool {
     }
 
     pub fn idle_connections(&self) -> usize {
-        self.idle.iter().map(|l| lock(l).len()).sum()
-    }
-
-    /// This worker's list.
-    fn idle_list(&self) -> MutexGuard<'_, Vec<Idle>> {
-        lock(&self.idle[runtime::id() % self.idle.len()])
+        self.idle.each().map(|l| l.len()).sum()
     }
 
     /// A ready connection: a pooled idle one if any is fresh, else a new one.
@@ -106,7 +93,7 @@ impl ConnPool {
         limits: ConnLimits,
     ) -> Result<(Sender, bool), ConnectError> {
         loop {
-            let candidate = self.idle_list().pop();
+            let candidate = self.idle.mine().pop();
             let Some(mut idle) = candidate else { break };
             if idle.since.elapsed() >= limits.idle_timeout || idle.sender.is_closed() {
                 continue;
@@ -127,8 +114,7 @@ impl ConnPool {
     /// many. Checkout skips them too, but an endpoint nobody sends to would keep their sockets.
     pub fn evict(&self, idle_timeout: Duration) -> usize {
         let mut evicted = 0;
-        for list in &self.idle {
-            let mut idle = lock(list);
+        for mut idle in self.idle.each() {
             let before = idle.len();
             idle.retain(|i| i.since.elapsed() < idle_timeout && !i.sender.is_closed());
             evicted += before - idle.len();
@@ -143,19 +129,14 @@ impl ConnPool {
         if endpoint.is_retired() || sender.is_closed() {
             return;
         }
-        let mut idle = self.idle_list();
-        if idle.len() < max_idle.div_ceil(self.idle.len()) {
+        let mut idle = self.idle.mine();
+        if idle.len() < max_idle.div_ceil(self.idle.workers()) {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
     }
-}
-
-fn lock(list: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
-    // The list holds whole entries only; a poisoned lock still holds a valid list.
-    list.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn connect(addr: &str, limits: ConnLimits) -> Result<Sender, ConnectError> {
