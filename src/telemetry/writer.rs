@@ -98,7 +98,8 @@ pub struct Batched;
 /// its own buffer first), so lines from different threads never interleave.
 pub struct Line {
     access: bool,
-    wrote: bool,
+    /// Set by the write: the buffer goes out when this line is done (see [`Line::drop`]).
+    write_through: bool,
 }
 
 impl<'a> MakeWriter<'a> for Batched {
@@ -107,14 +108,14 @@ impl<'a> MakeWriter<'a> for Batched {
     fn make_writer(&'a self) -> Line {
         Line {
             access: false,
-            wrote: false,
+            write_through: false,
         }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line {
         Line {
             access: meta.target() == ACCESS,
-            wrote: false,
+            write_through: false,
         }
     }
 }
@@ -127,7 +128,7 @@ impl Write for Line {
             s.filled.notify_one();
         }
         buf.extend_from_slice(b);
-        self.wrote = true;
+        self.write_through = !self.access || buf.len() >= MAX_BUFFERED;
         Ok(b.len())
     }
 
@@ -137,13 +138,10 @@ impl Write for Line {
 }
 
 impl Drop for Line {
+    /// Any line but an access line, or a full buffer: written now, everything before it first.
     fn drop(&mut self) {
-        if !self.wrote {
-            return;
-        }
-        let s = shared();
-        if !self.access || lock(&s.buf).len() >= MAX_BUFFERED {
-            write_out(s);
+        if self.write_through {
+            write_out(shared());
         }
     }
 }
