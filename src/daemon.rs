@@ -562,16 +562,17 @@ fn spread(
     listener: TcpListener,
     workers: &[Handle],
 ) -> std::io::Result<Vec<(Handle, TcpListener)>> {
-    let mut out = Vec::with_capacity(workers.len() + 1);
-    let mut dups = Vec::with_capacity(workers.len());
-    for w in workers {
-        let fd = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
-        let _in = w.enter();
-        dups.push((w.clone(), TcpListener::from_std(fd)?));
-    }
-    out.push((Handle::current(), listener));
-    out.extend(dups);
-    Ok(out)
+    let dups = workers
+        .iter()
+        .map(|w| {
+            let fd = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+            let _in = w.enter();
+            Ok((w.clone(), TcpListener::from_std(fd)?))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(std::iter::once((Handle::current(), listener))
+        .chain(dups)
+        .collect())
 }
 
 /// Duplicates every listener's socket (the same socket, another descriptor).

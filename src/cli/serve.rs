@@ -155,66 +155,64 @@ async fn serve(
     start: Start,
     workers: &[Handle],
 ) -> ExitCode {
-    {
-        let upgrade_socket = cfg.server.upgrade_socket.clone();
-        let (listeners, predecessor, generation, activated) = match start {
-            Start::Bind => match bind(&cfg, HashMap::new()).await {
-                Ok((l, activated)) => (l, None, 1, activated),
-                Err(e) => {
-                    eprintln!("zerodown: {e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            Start::Upgrade { timeout } => match take_over(&cfg, timeout).await {
-                Ok((l, inherited)) => {
-                    let g = inherited.manifest.generation + 1;
-                    (l, Some((inherited, timeout)), g, false)
-                }
-                Err(e) => {
-                    eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
-                    return ExitCode::FAILURE;
-                }
-            },
-        };
-        // Connections systemd queued before this process started wait for the first pools.
-        let hold = activated.then_some(FIRST_POOLS_WAIT);
-        let daemon = match Daemon::run_held(cfg, listeners, generation, hold, workers) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("zerodown: cannot start: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
-        if let Some((inherited, timeout)) = predecessor {
-            if let Err(e) = become_ready(&daemon, inherited, timeout).await {
-                eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
-                return ExitCode::FAILURE;
-            }
-        }
-        // Up to a few seconds for the first pools, so "running" (the demo's banner, systemd's
-        // READY) means /hello answers; a source that is down only delays it that long.
-        let mut first = daemon.publisher().subscribe();
-        let _ = tokio::time::timeout(FIRST_POOLS_WAIT, first.wait_for(|g| *g >= 1)).await;
-        on_started(&daemon);
-        upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
-        let (handed_tx, handed_over) = watch::channel(None);
-        if let Some(path) = upgrade_socket {
-            tokio::spawn(upgrade::serve_control(path, daemon.offer(), handed_tx));
-        }
-        match until_stopped(&daemon, &reload_config, handed_over).await {
-            Ok(Some(next)) => daemon.hand_over_sessions(next),
-            Ok(None) => {}
+    let upgrade_socket = cfg.server.upgrade_socket.clone();
+    let (listeners, predecessor, generation, activated) = match start {
+        Start::Bind => match bind(&cfg, HashMap::new()).await {
+            Ok((l, activated)) => (l, None, 1, activated),
             Err(e) => {
                 eprintln!("zerodown: {e}");
                 return ExitCode::FAILURE;
             }
+        },
+        Start::Upgrade { timeout } => match take_over(&cfg, timeout).await {
+            Ok((l, inherited)) => {
+                let g = inherited.manifest.generation + 1;
+                (l, Some((inherited, timeout)), g, false)
+            }
+            Err(e) => {
+                eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // Connections systemd queued before this process started wait for the first pools.
+    let hold = activated.then_some(FIRST_POOLS_WAIT);
+    let daemon = match Daemon::run_held(cfg, listeners, generation, hold, workers) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("zerodown: cannot start: {e}");
+            return ExitCode::from(EXIT_USAGE);
         }
-        tracing::info!(target: "zerodown::server", "shutdown signal received");
-        let generation = daemon.generation;
-        daemon.shutdown().await;
-        tracing::info!(target: "zerodown::server", generation, pid = std::process::id(), "stopped");
-        ExitCode::SUCCESS
+    };
+    if let Some((inherited, timeout)) = predecessor {
+        if let Err(e) = become_ready(&daemon, inherited, timeout).await {
+            eprintln!("zerodown: upgrade failed: {e}; the running zerodown keeps serving");
+            return ExitCode::FAILURE;
+        }
     }
+    // Up to a few seconds for the first pools, so "running" (the demo's banner, systemd's
+    // READY) means /hello answers; a source that is down only delays it that long.
+    let mut first = daemon.publisher().subscribe();
+    let _ = tokio::time::timeout(FIRST_POOLS_WAIT, first.wait_for(|g| *g >= 1)).await;
+    on_started(&daemon);
+    upgrade::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+    let (handed_tx, handed_over) = watch::channel(None);
+    if let Some(path) = upgrade_socket {
+        tokio::spawn(upgrade::serve_control(path, daemon.offer(), handed_tx));
+    }
+    match until_stopped(&daemon, &reload_config, handed_over).await {
+        Ok(Some(next)) => daemon.hand_over_sessions(next),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("zerodown: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    tracing::info!(target: "zerodown::server", "shutdown signal received");
+    let generation = daemon.generation;
+    daemon.shutdown().await;
+    tracing::info!(target: "zerodown::server", generation, pid = std::process::id(), "stopped");
+    ExitCode::SUCCESS
 }
 
 /// Turns signals into reloads (SIGHUP) and successors (SIGUSR2) until SIGTERM/SIGINT or a
