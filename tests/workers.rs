@@ -6,8 +6,6 @@ mod common;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use tokio::sync::{mpsc, watch};
 
 use common::proc::Proc;
@@ -21,29 +19,13 @@ async fn held_upstream(
     arrived: mpsc::UnboundedSender<()>,
     release: watch::Receiver<bool>,
 ) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let (arrived, release) = (arrived.clone(), release.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let _ = arrived.send(());
-                    let mut release = release.clone();
-                    async move {
-                        let _ = release.wait_for(|r| *r).await;
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from("released"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
+    upstream_after(arrived, "released", move || {
+        let mut release = release.clone();
+        async move {
+            let _ = release.wait_for(|r| *r).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// `zerodown_client_connections_accepted_total` by worker.

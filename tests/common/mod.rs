@@ -193,25 +193,37 @@ pub async fn slow_upstream(
     delay: Duration,
     arrived: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> SocketAddr {
-    use bytes::Bytes;
-    use http_body_util::Full;
+    upstream_after(arrived, "slow done", move || tokio::time::sleep(delay)).await
+}
+
+/// An upstream that reports each request on `arrived`, then answers `body` once `wait()` is done.
+pub async fn upstream_after<F, W>(
+    arrived: tokio::sync::mpsc::UnboundedSender<()>,
+    body: &'static str,
+    wait: F,
+) -> SocketAddr
+where
+    F: Fn() -> W + Clone + Send + Sync + 'static,
+    W: Future<Output = ()> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            let arrived = arrived.clone();
+            let (arrived, wait) = (arrived.clone(), wait.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |_req| {
                     let _ = arrived.send(());
+                    let waited = wait();
                     async move {
-                        tokio::time::sleep(delay).await;
+                        waited.await;
                         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from("slow done"),
+                            Bytes::from(body),
                         )))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .serve_connection(TokioIo::new(s), svc)
                     .await;
             });
         }
